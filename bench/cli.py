@@ -1,0 +1,127 @@
+"""The ``bench`` command line. Each subcommand parses here and runs in the module that owns it.
+
+Exit status: 0 success (a diverged run counts: its status is in manifest.json), 1 an unexpected
+failure, 2 bad input (one line on stderr naming the problem).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import BadInput
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2."""
+
+    def error(self, message):
+        raise BadInput(message)
+
+
+def _handler(path: str):
+    """Import ``module:function`` lazily so light commands never import torch's heavy users."""
+    module, func = path.split(":")
+    return lambda args: getattr(importlib.import_module(module), func)(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bench", description="Benchmark one-step diffusion distillation methods.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="train one (suite, method, hyperparameters, seed) to a budget")
+    r.add_argument("--suite", required=True)
+    r.add_argument("--method", required=True)
+    r.add_argument("--lr", type=float, default=None, help="learning rate of generator and fake score")
+    r.add_argument("--lr-fake", type=float, default=None, help="fake-score learning rate (default: --lr)")
+    r.add_argument("--batch", type=int, default=None, help="global batch size")
+    r.add_argument("--batch-gpu", type=int, default=None, help="per-device micro-batch (gradient accumulation)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--kimg", type=float, default=None, help="training budget in thousands of generator images")
+    r.add_argument("--eval-every", type=float, default=None, help="evaluate every this many kimg")
+    r.add_argument("--checkpoint-every", type=float, default=None, help="checkpoint every this many kimg")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method hyperparameter, or suite.KEY / optim.KEY / train.KEY")
+    r.add_argument("--results", default="results")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--precision", default=None, choices=["fp32", "bf16", "tf32"])
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_handler("bench.runner:cli_run"))
+
+    s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")
+    s.add_argument("config")
+    s.add_argument("--launcher", default="local", choices=["local", "slurm"])
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--quick", action="store_true", help="the config's quick variant")
+    s.add_argument("--results", default=None)
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    s.set_defaults(func=_handler("bench.launch:cli_sweep"))
+
+    t = sub.add_parser("teacher", help="teacher networks")
+    tsub = t.add_subparsers(dest="teacher_command", required=True, parser_class=_Parser)
+    tt = tsub.add_parser("train", help="train (or load from cache) a suite's teacher")
+    tt.add_argument("--suite", required=True)
+    tt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tt.set_defaults(func=_handler("bench.suites:cli_teacher_train"))
+
+    e = sub.add_parser("eval", help="evaluate a run's latest generator")
+    e.add_argument("run_dir")
+    e.add_argument("--n", type=int, default=None, help="number of samples")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.set_defaults(func=_handler("bench.runner:cli_eval"))
+
+    f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")
+    f.add_argument("images_a")
+    f.add_argument("images_b")
+    f.add_argument("--extractor", default="inception")
+    f.add_argument("--json", action="store_true")
+    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    f.set_defaults(func=_handler("bench.metrics.cli:cli_fid"))
+
+    res = sub.add_parser("results", help="collect run directories into one table")
+    res.add_argument("results_dir")
+    res.add_argument("-o", "--output", default=None, help="table.parquet or table.csv (default: print)")
+    res.set_defaults(func=_handler("bench.results:cli_results"))
+
+    lb = sub.add_parser("leaderboard", help="per-method leaderboard with the teacher's row")
+    lb.add_argument("results_dir")
+    lb.add_argument("--metric", default="fid")
+    lb.add_argument("--format", default="md", choices=["md", "csv"])
+    lb.set_defaults(func=_handler("bench.results:cli_leaderboard"))
+
+    pl = sub.add_parser("plot", help="figures")
+    plsub = pl.add_subparsers(dest="plot_command", required=True, parser_class=_Parser)
+    rb = plsub.add_parser("robustness", help="metric against kimg, one panel per learning rate")
+    rb.add_argument("results_dir")
+    rb.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
+    rb.add_argument("--metric", default="fid")
+    rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"))
+
+    rep = sub.add_parser("report", help="a self-contained HTML report")
+    rep.add_argument("results_dir")
+    rep.add_argument("-o", "--output", required=True)
+    rep.set_defaults(func=_handler("bench.report:cli_report"))
+
+    w = sub.add_parser("weights", help="model weights: list, check, fetch")
+    w.add_argument("action", choices=["list", "check", "fetch"])
+    w.add_argument("names", nargs="*", help="restrict to these weight names")
+    w.set_defaults(func=_handler("bench.weights:cli_weights"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bench`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except BadInput as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""EDM preconditioning (Karras et al., 2022) and the one-step generator built from a denoiser."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from methods.base import SIGMA_DATA
+
+
+class EDMPrecond(nn.Module):
+    """``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, cond)`` around a raw network ``model``.
+
+    ``model(x, noise_labels, class_labels=None)`` is any architecture in this package; ``cond`` is
+    passed through as its class labels (one-hot or embeddings, as the model expects).
+    """
+
+    def __init__(self, model: nn.Module, sigma_data: float = SIGMA_DATA, use_fp16: bool = False):
+        super().__init__()
+        self.model, self.sigma_data, self.use_fp16 = model, sigma_data, use_fp16
+
+    def forward(self, x, sigma, cond=None):
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(x.shape[0])
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s**2 + sd2)
+        c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
+        c_in = 1 / (s**2 + sd2).sqrt()
+        c_noise = sigma.log() / 4
+        dtype = torch.float16 if (self.use_fp16 and x.device.type == "cuda") else torch.float32
+        out = self.model((c_in * x).to(dtype), c_noise.to(dtype), cond)
+        return c_skip * x + c_out * out.to(torch.float32)
+
+
+class OneStepGenerator(nn.Module):
+    """``G(z) = D(sigma_init * z; sigma_init)``: a denoiser evaluated once at a fixed noise level."""
+
+    def __init__(self, denoiser: nn.Module, sigma_init: float):
+        super().__init__()
+        self.denoiser, self.sigma_init = denoiser, float(sigma_init)
+
+    def forward(self, z, cond=None):
+        sigma = torch.full((z.shape[0],), self.sigma_init, device=z.device)
+        return self.denoiser(self.sigma_init * z, sigma, cond=cond)

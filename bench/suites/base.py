@@ -1,0 +1,112 @@
+"""What a suite is: the teacher, how to build generator and fake score, samplers, the evaluator."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import BadInput
+
+
+@dataclass
+class Parts:
+    """The three networks of a distillation run, on their device.
+
+    ``teacher`` and ``fake`` are denoisers ``D(x, sigma, cond=None)``; ``generator`` maps
+    ``(z, cond)`` to a sample. ``discriminator`` is optional (DMD2's GAN head on the fake network).
+    """
+
+    teacher: nn.Module
+    generator: nn.Module
+    fake: nn.Module
+    discriminator: nn.Module | None = None
+
+
+@dataclass
+class Measurement:
+    """One evaluated number, as it goes into metrics.jsonl."""
+
+    metric: str
+    value: float
+    n_samples: int
+    impl: str = ""  # implementation and version, e.g. "torch-fidelity 0.4.0 / digits-classifier"
+
+
+class Evaluator:
+    """Scores a batch of samples (in the suite's data range) against the suite's reference."""
+
+    n_samples: int = 1000
+
+    def evaluate(self, samples: torch.Tensor, cond: Any = None) -> list[Measurement]:
+        raise NotImplementedError
+
+
+class Suite:
+    """Base class of a suite. ``defaults`` are its options, overridable with ``--set suite.KEY=V``."""
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise BadInput(f"suite {self.name}: unknown option {unknown[0]!r} "
+                           f"(known: {', '.join(self.defaults) or 'none'})")
+        self.options = {**self.defaults, **options}
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent ``z`` (and of one sample)."""
+        raise NotImplementedError
+
+    def build(self, sigma_init: float, device: torch.device) -> Parts:
+        """Teacher (frozen), generator and fake score, both initialised from the teacher."""
+        raise NotImplementedError
+
+    def sample_cond(self, n: int, generator: torch.Generator) -> Any:
+        """Conditioning for ``n`` samples (labels, prompt embeddings), or None."""
+        return None
+
+    def real_data(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
+        """``n`` real training examples and their conditioning (DMD2's GAN term)."""
+        raise BadInput(f"suite {self.name} has no real data")
+
+    def teacher_sample(self, teacher: nn.Module, z: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """The teacher's own multi-step sampler from latents ``z`` (the leaderboard's baseline row)."""
+        raise NotImplementedError
+
+    def teacher_info(self) -> dict[str, Any]:
+        """What identifies the teacher's baseline row (sampler, steps)."""
+        return {}
+
+    def evaluator(self, device: torch.device) -> Evaluator:
+        raise NotImplementedError
+
+
+def heun_sampler(denoiser, z, cond=None, steps: int = 18, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """EDM's deterministic 2nd-order Heun sampler (NFE = 2 * steps - 1) from ``z ~ N(0, I)``."""
+    from methods.base import karras_sigma
+
+    u = torch.linspace(1, 0, steps, device=z.device, dtype=torch.float64)
+    sigmas = torch.cat([karras_sigma(u, sigma_min, sigma_max, rho), torch.zeros(1, device=z.device, dtype=torch.float64)])
+    x = z.to(torch.float64) * sigmas[0]
+    for i in range(steps):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        d = (x - denoiser(x.float(), s.float().expand(x.shape[0]), cond=cond).double()) / s
+        x_next = x + (s_next - s) * d
+        if s_next > 0:
+            d2 = (x_next - denoiser(x_next.float(), s_next.float().expand(x.shape[0]), cond=cond).double()) / s_next
+            x_next = x + (s_next - s) * (0.5 * d + 0.5 * d2)
+        x = x_next
+    return x.float()
+
+
+@dataclass
+class SuiteInfo:
+    """Registry entry: the class and a one-line description."""
+
+    cls: type[Suite]
+    description: str = ""
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,188 @@
+"""What every distillation method shares: noise-level samplers, the fake-score loss, the recipe.
+
+Conventions are EDM's (see shared METHODS.md): ``x_t = x_0 + sigma * noise``, a denoiser is any
+callable ``D(x, sigma, cond=None) -> x0_hat`` with ``sigma`` of shape ``[B]``, and the score is
+``(D(x_t) - x_t) / sigma**2``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+
+SIGMA_DATA = 0.5
+SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
+
+Denoiser = Callable[..., torch.Tensor]
+
+
+def karras_sigma(u: torch.Tensor | float, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, rho=RHO):
+    """Karras et al.'s noise schedule: ``u`` in [0, 1] maps to sigma in [sigma_min, sigma_max]."""
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (lo + u * (hi - lo)) ** rho
+
+
+@dataclass(frozen=True)
+class SigmaDistribution:
+    """A distribution of noise levels, as the published training code samples them.
+
+    kind ``lognormal``: ``ln sigma ~ N(mean, std)``;
+    kind ``karras_uniform``: ``sigma = karras(u)``, ``u ~ U(0, u_max)``;
+    kind ``karras_grid``: ``sigma = karras(i / (n - 1))`` with ``i`` uniform in ``[lo, hi]``.
+    """
+
+    kind: str
+    mean: float = -1.2
+    std: float = 1.2
+    u_max: float = 1.0
+    n: int = 1000
+    lo: int = 0
+    hi: int = 999
+
+    def sample(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``batch`` noise levels (float32, shape ``[batch]``)."""
+        if self.kind == "lognormal":
+            eps = torch.randn(batch, device=device, generator=generator)
+            return (self.mean + self.std * eps).exp()
+        if self.kind == "karras_uniform":
+            u = torch.rand(batch, device=device, generator=generator) * self.u_max
+            return karras_sigma(u)
+        if self.kind == "karras_grid":
+            i = torch.randint(self.lo, self.hi + 1, (batch,), device=device, generator=generator)
+            return karras_sigma(i.float() / (self.n - 1))
+        raise ValueError(f"unknown sigma distribution kind {self.kind!r}")
+
+
+LOGNORMAL = SigmaDistribution("lognormal", mean=-1.2, std=1.2)
+KARRAS_U08 = SigmaDistribution("karras_uniform", u_max=0.8)
+KARRAS_GRID = SigmaDistribution("karras_grid", lo=0, hi=999)
+KARRAS_GRID_20_980 = SigmaDistribution("karras_grid", lo=20, hi=980)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a method is trained, as data, so that one training step serves every method."""
+
+    sigma_init: float  # the generator is the denoiser evaluated once at this noise level
+    generator_sigma: SigmaDistribution
+    fake_sigma: SigmaDistribution
+    optimizer: str = "adam"  # "adam" or "adamw"
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    warmup_kimg: float = 0.0
+    fake_updates_per_generator_update: int = 1
+    fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
+    needs_teacher_pairs: bool = False  # DMD's regression loss needs (latent, teacher ODE output)
+    needs_real_data: bool = False  # DMD2's GAN term needs real images
+    ema_halflife_kimg: float | None = 500.0
+    precision: str = "fp32"
+    published: dict = field(default_factory=dict)  # batch, lr, budget of the paper, for the docs
+
+
+def per_sample_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum every dimension but the batch one."""
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+def per_sample_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the batch one."""
+    return t.reshape(t.shape[0], -1).mean(1)
+
+
+def expand_as_batch(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """View a ``[B]`` tensor so it broadcasts against ``x`` of shape ``[B, ...]``."""
+    return sigma.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class Method:
+    """Base class of a distillation method: losses plus the recipe that trains them.
+
+    Subclasses set ``name``, ``defaults`` (published hyperparameters) and ``recipe``, implement
+    ``generator_loss`` and, where needed, ``check``/``training_recipe``.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    recipe: ClassVar[Recipe]
+    WEIGHTINGS = ("paper", "none")
+
+    def __init__(self, weighting: str = "paper", **hparams):
+        unknown = sorted(set(hparams) - set(self.defaults))
+        if unknown:
+            known = ", ".join(["weighting", *self.defaults]) or "none"
+            raise ValueError(f"{self.name}: unknown hyperparameter {unknown[0]!r} (known: {known})")
+        if weighting not in self.WEIGHTINGS:
+            raise ValueError(f"{self.name}: weighting must be one of {self.WEIGHTINGS}, got {weighting!r}")
+        self.weighting = weighting
+        self.hparams = {**self.defaults, **hparams}
+        for key, value in self.hparams.items():
+            setattr(self, key, value)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming the first invalid hyperparameter."""
+
+    @property
+    def training_recipe(self) -> Recipe:
+        """The recipe for these hyperparameters (a method may adjust it, e.g. DMD2's GAN term)."""
+        return self.recipe
+
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters including the weighting, as stored in a run's config."""
+        return {"weighting": self.weighting, **self.hparams}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # --- shared pieces --------------------------------------------------------------------
+    def _noised(self, x, sigma, noise, dist: SigmaDistribution):
+        if sigma is None:
+            sigma = dist.sample(x.shape[0], device=x.device)
+        sigma = sigma.to(device=x.device, dtype=x.dtype)
+        if noise is None:
+            noise = torch.randn_like(x)
+        return x + expand_as_batch(sigma, x) * noise, sigma
+
+    def fake_score_loss(self, x_g, fake: Denoiser, cond=None, sigma=None, noise=None, **extra):
+        """EDM denoising score matching of the fake denoiser on detached generator samples.
+
+        Weight ``1/sigma^2 + 1/sigma_data^2``; summed over dimensions, averaged over the batch.
+        Its minimiser is the exact denoiser of the noised generator distribution.
+        """
+        x0 = x_g.detach()
+        x_t, sigma = self._noised(x0, sigma, noise, self.training_recipe.fake_sigma)
+        weight = 1 / sigma**2 + 1 / SIGMA_DATA**2
+        per_sample = weight * per_sample_sum((fake(x_t, sigma, cond=cond) - x0) ** 2)
+        loss = per_sample.mean()
+        return loss, {"loss_fake": loss.detach()}
+
+    def generator_loss(self, x_g, teacher: Denoiser, fake: Denoiser, cond=None, sigma=None, noise=None, **extra):
+        """Scalar loss whose gradient with respect to the generator drives ``x_g`` to the teacher."""
+        raise NotImplementedError
+
+    def _normaliser(self, x_g, f_teacher):
+        """SiD/DMD's per-sample normaliser ``sg(mean |x_g - f_phi|)`` under the paper weighting."""
+        if self.weighting == "none":
+            return torch.ones(x_g.shape[0], device=x_g.device, dtype=x_g.dtype)
+        return per_sample_mean((x_g - f_teacher).abs()).detach().clamp_min(1e-8)
+
+
+def check_positive(method: Method, name: str, allow_zero: bool = False) -> None:
+    """Raise ValueError unless hyperparameter ``name`` is a finite positive number."""
+    value = getattr(method, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{method.name}: {name} must be a finite {bound} number, got {value!r}")
+
+
+def replace_recipe(recipe: Recipe, **changes) -> Recipe:
+    """A copy of ``recipe`` with some fields changed."""
+    return dataclasses.replace(recipe, **changes)

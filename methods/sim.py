@@ -1,0 +1,53 @@
+"""SIM, Score Implicit Matching (Luo et al., 2024).
+
+SIM has no public training code; its weighting and noise range are not confirmed, so this
+implementation takes SiD's (sigma_init 2.5, sigma = karras(u), u ~ U(0, 0.8), normaliser and x100).
+"""
+import math
+
+import torch
+
+from .base import Method, check_positive, per_sample_sum
+from .sid import SID_RECIPE
+
+DISTANCES = ("pseudo_huber", "l2")
+
+
+class SIM(Method):
+    """Score-gradient-theorem surrogate ``d(y) - <grad d(y), f_psi(x_t) - x_g>``, y = f_psi - f_phi.
+
+    Gradients flow through ``x_g``, both denoisers' inputs and the argument of ``grad d``; with
+    ``weighting="none"`` the expected gradient is that of ``E_q d(f_psi - f_phi)`` at that sigma.
+    ``distance="l2"`` is twice SiD at alpha 0.5. ``huber_c`` is in pixel units; ``None`` means
+    ``0.00054 * sqrt(dim)`` (the consistency-models constant).
+    """
+
+    name = "sim"
+    defaults = {"distance": "pseudo_huber", "huber_c": None}
+    recipe = SID_RECIPE
+    loss_scale = 100.0
+
+    def check(self):
+        if self.distance not in DISTANCES:
+            raise ValueError(f"sim: unknown distance {self.distance!r} (known: {', '.join(DISTANCES)})")
+        if self.huber_c is not None:
+            check_positive(self, "huber_c")
+
+    def distance_and_grad(self, y: torch.Tensor):
+        """Per-sample ``d(y)`` and ``grad d(y)`` (same shape as ``y``)."""
+        sq = per_sample_sum(y**2)
+        if self.distance == "l2":
+            return sq, 2 * y
+        c = self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(y[0].numel())
+        root = (sq + c**2).sqrt()
+        return root - c, y / root.reshape(-1, *([1] * (y.ndim - 1)))
+
+    def generator_loss(self, x_g, teacher, fake, cond=None, sigma=None, noise=None, **extra):
+        x_t, sigma = self._noised(x_g, sigma, noise, self.recipe.generator_sigma)
+        f_teacher, f_fake = teacher(x_t, sigma, cond=cond), fake(x_t, sigma, cond=cond)
+        y = f_fake - f_teacher
+        d, grad_d = self.distance_and_grad(y)
+        per_sample = (d - per_sample_sum(grad_d * (f_fake - x_g))) / self._normaliser(x_g, f_teacher)
+        scale = self.loss_scale if self.weighting == "paper" else 1.0
+        loss = scale * per_sample.mean()
+        return loss, {"loss_g": loss.detach(), "distance": d.detach().mean()}

@@ -1,0 +1,13 @@
+"""Shared test settings: deterministic, single-threaded-friendly torch on the CPU."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("BENCH_NO_DOWNLOAD", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
