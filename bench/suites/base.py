@@ -65,6 +65,10 @@ class Suite:
         """Teacher (frozen), generator and fake score, both initialised from the teacher."""
         raise NotImplementedError
 
+    def load_teacher(self, device: torch.device) -> nn.Module:
+        """The teacher denoiser alone (suites with a costly build override this)."""
+        return self.build(1.0, device).teacher
+
     def sample_cond(self, n: int, generator: torch.Generator) -> Any:
         """Conditioning for ``n`` samples (labels, prompt embeddings), or None."""
         return None
