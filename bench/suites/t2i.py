@@ -1,0 +1,430 @@
+"""Text-to-image suite: a diffusers latent-diffusion teacher (PixArt-alpha first) in EDM form.
+
+The teacher is a local diffusers pipeline directory; its class decides the parts: a denoiser
+(``transformer`` for PixArt-alpha/Sigma, ``unet`` for Stable Diffusion), a VAE, a text encoder
+with its tokenizer, and a scheduler that fixes the noise schedule and the prediction type.
+Generator and fake score are copies of the teacher's denoiser; all three run in the VAE's
+scaled latent space and are wrapped as EDM denoisers ``D(x, sigma, cond)``.
+
+Sigma to the pipeline's conventions (the ``VPDenoiser`` below). The pipelines are trained
+DDPM/VP style: ``x_vp = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` on discrete ``t`` with
+``abar_t = alphas_cumprod[t]``. With ``sigma^2 = (1 - abar) / abar`` this is
+``x_vp = x_edm / sqrt(1 + sigma^2)`` where ``x_edm = x0 + sigma eps``. So ``D`` scales its input
+by ``1 / sqrt(1 + sigma^2)``, finds the (fractional) timestep whose discrete sigma matches by
+linear interpolation in ``log sigma`` (clamped to the trained range), and turns the output into
+``x0``: epsilon-prediction ``D = x - sigma eps``; v-prediction ``D = (x - sigma v) / (1 + sigma^2)``;
+sample-prediction ``D = out``. The teacher applies classifier-free guidance on the raw output
+(linear, so the same in eps, v or x0 form): ``out = out_null + w (out_cond - out_null)``.
+
+``cond`` is a dict: ``prompt_embeds`` ``[B, L, D]``, ``prompt_attention_mask`` ``[B, L]`` (or None
+for CLIP/UNet pipelines, which attend to the padded sequence), and ``prompts`` (the strings the
+evaluation metrics need). The null-prompt embedding used for guidance is the same for every
+sample, so the denoisers hold it once instead of ``cond`` carrying a copy per sample; ``cond=None``
+means the null prompt (unconditional).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BadInput
+from ..nets.precond import OneStepGenerator
+from .base import Evaluator, Measurement, Parts, Suite, heun_sampler
+
+DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"
+METRICS = ("aesthetic", "image_reward", "pickscore_raw")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SAMPLERS = ("scheduler", "heun")
+INSTALL_HINT = "pip install 'distill-bench[t2i]' (see docs/t2i.md)"
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a COCO captions JSON (``annotations[].caption``) or a text file, one a line.
+
+    Blank lines and exact duplicates are dropped (COCO repeats captions); order is kept.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInput(f"prompt file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+            captions = [a["caption"] for a in data["annotations"]]
+        except (ValueError, KeyError, TypeError):
+            raise BadInput(f"{path}: expected COCO captions JSON with annotations[].caption") from None
+        if not all(isinstance(c, str) for c in captions):
+            raise BadInput(f"{path}: every annotations[].caption must be a string")
+    else:
+        captions = text.splitlines()
+    prompts = list(dict.fromkeys(c.strip() for c in captions if c.strip()))
+    if not prompts:
+        raise BadInput(f"prompt file {path} holds no prompts")
+    return prompts
+
+
+def _read_config(directory: Path, component: str) -> dict:
+    path = directory / component / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise BadInput(f"pipeline {directory}: cannot read {path}") from None
+
+
+class VPDenoiser(nn.Module):
+    """An EDM denoiser ``D(x, sigma, cond)`` around a diffusers VP-trained latent denoiser.
+
+    ``kind`` is ``"transformer"`` (PixArt: text attention mask, learned-sigma output channels,
+    optional resolution micro-conditions) or ``"unet"``. ``guidance_scale`` None: no guidance.
+    """
+
+    def __init__(self, net: nn.Module, kind: str, alphas_cumprod: torch.Tensor, prediction_type: str,
+                 null_embeds: torch.Tensor, null_mask: torch.Tensor | None, guidance_scale: float | None = None,
+                 vae_factor: int = 8):
+        super().__init__()
+        if prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise BadInput(f"unsupported scheduler prediction_type {prediction_type!r}")
+        self.net, self.kind, self.prediction_type = net, kind, prediction_type
+        self.guidance_scale, self.vae_factor = guidance_scale, vae_factor
+        sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().double()
+        self.register_buffer("log_sigmas", sigmas.log().float(), persistent=False)
+        self.sigma_min, self.sigma_max = float(sigmas[0]), float(sigmas[-1])
+        self.register_buffer("null_embeds", null_embeds, persistent=False)  # [1, L, D]
+        self.register_buffer("null_mask", null_mask, persistent=False)  # [1, L] or None
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep whose discrete sigma equals ``sigma`` (interpolated in log sigma)."""
+        log_s = sigma.float().clamp(self.sigma_min, self.sigma_max).log()
+        log_sigmas = self.log_sigmas
+        idx = torch.searchsorted(log_sigmas, log_s.contiguous()).clamp(1, len(log_sigmas) - 1)
+        lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
+        return (idx - 1).float() + ((log_s - lo) / (hi - lo)).clamp(0, 1)
+
+    def _text(self, cond: Any, batch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if cond is None:
+            embeds = self.null_embeds.expand(batch, -1, -1)
+            mask = None if self.null_mask is None else self.null_mask.expand(batch, -1)
+            return embeds, mask
+        mask = cond.get("prompt_attention_mask")
+        return cond["prompt_embeds"].to(device), None if mask is None else mask.to(device)
+
+    def _call_net(self, x, t, embeds, mask):
+        dtype = next(self.net.parameters()).dtype
+        x, embeds = x.to(dtype), embeds.to(dtype)
+        if self.kind == "unet":
+            out = self.net(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        else:
+            added = {"resolution": None, "aspect_ratio": None}
+            if getattr(self.net, "use_additional_conditions", False):  # PixArt 1024px micro-conditions
+                h, w = x.shape[-2] * self.vae_factor, x.shape[-1] * self.vae_factor
+                added = {"resolution": torch.tensor([[h, w]], dtype=dtype, device=x.device).expand(x.shape[0], 2),
+                         "aspect_ratio": torch.tensor([[h / w]], dtype=dtype, device=x.device).expand(x.shape[0], 1)}
+            out = self.net(x, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=t,
+                           added_cond_kwargs=added, return_dict=False)[0]
+        if out.shape[1] == 2 * x.shape[1]:  # learned variance channels: keep the mean prediction
+            out = out[:, : x.shape[1]]
+        return out.float()
+
+    def vp_output(self, x_vp: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """The network's raw prediction (eps, v or x0) at VP input ``x_vp`` and timesteps ``t``,
+        with classifier-free guidance when this denoiser has a guidance scale."""
+        b = x_vp.shape[0]
+        embeds, mask = self._text(cond, b, x_vp.device)
+        if self.guidance_scale is None:
+            return self._call_net(x_vp, t, embeds, mask)
+        null_e, null_m = self._text(None, b, x_vp.device)
+        length = max(embeds.shape[1], null_e.shape[1])
+        embeds2 = torch.cat([_pad(null_e, length), _pad(embeds, length)])
+        mask2 = None if mask is None else torch.cat([_pad(null_m, length), _pad(mask, length)])
+        out_null, out_cond = self._call_net(torch.cat([x_vp, x_vp]), torch.cat([t, t]), embeds2, mask2).chunk(2)
+        return out_null + self.guidance_scale * (out_cond - out_null)
+
+    def forward(self, x, sigma, cond=None):
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+        s = sigma.reshape(-1, 1, 1, 1)
+        c_in = (1 + s**2).rsqrt()
+        out = self.vp_output(c_in * x, self.sigma_to_t(sigma), cond)
+        if self.prediction_type == "epsilon":
+            return x - s * out
+        if self.prediction_type == "v_prediction":
+            return c_in**2 * x - s * c_in * out
+        return out
+
+
+def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad the sequence dimension (dim 1) to ``length``; padded positions are masked out."""
+    if t.shape[1] == length:
+        return t
+    pad = [0, 0] * (t.ndim - 2) + [0, length - t.shape[1]]
+    return torch.nn.functional.pad(t, pad)
+
+
+class TextToImageSuite(Suite):
+    """Distil a diffusers text-to-image pipeline (PixArt-alpha first) in its latent space."""
+
+    name = "t2i"
+    defaults = {
+        "pipeline": "~/.cache/distill-bench/PixArt-XL-2-512x512",
+        "prompts": None,  # a COCO captions JSON or one prompt a line; None: bench/data/prompts.txt
+        "guidance_scale": 4.5,  # classifier-free guidance of the teacher (1: none)
+        "teacher_steps": 30,
+        "teacher_sampler": "scheduler",  # the pipeline's own scheduler, or "heun" (EDM, in latent space)
+        "resolution": None,  # pixels; None: the denoiser's native sample size
+        "max_sequence_length": 120,  # tokens (PixArt-alpha 120, PixArt-Sigma 300)
+        "negative_prompt": "",  # the null prompt of guidance
+        "clean_caption": False,  # PixArt's caption cleaning (needs beautifulsoup4 and ftfy); False: lower-case
+        "dtype": "fp32",  # weights of the frozen parts (teacher, text encoder, VAE); copies train in fp32
+        "gradient_checkpointing": False,
+        "metrics": list(METRICS),
+        "n_eval": 1000,
+        "eval_batch": 16,  # micro-batch of teacher sampling, VAE decoding and scoring
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        o = self.options
+        self.directory = Path(str(o["pipeline"])).expanduser()
+        if not (self.directory / "model_index.json").is_file():
+            raise BadInput(f"t2i: no diffusers pipeline at {self.directory} (model_index.json missing); "
+                           "put the pipeline's weights there (docs/t2i.md) or --set suite.pipeline=DIR")
+        index = json.loads((self.directory / "model_index.json").read_text())
+        self.kind = "transformer" if "transformer" in index else "unet" if "unet" in index else None
+        if self.kind is None or not {"vae", "text_encoder", "tokenizer", "scheduler"} <= set(index):
+            raise BadInput(f"t2i: {self.directory} ({index.get('_class_name')}) is not a text-to-image pipeline "
+                           "with a transformer or unet, a VAE, a text encoder, a tokenizer and a scheduler")
+        self.prompts = read_prompts(o["prompts"] if o["prompts"] else DEFAULT_PROMPTS)
+        if not _number(o["guidance_scale"]) or o["guidance_scale"] < 1:
+            raise BadInput(f"t2i: guidance_scale must be a number >= 1, got {o['guidance_scale']!r}")
+        for key in ("teacher_steps", "max_sequence_length", "n_eval", "eval_batch"):
+            if not (isinstance(o[key], int) and not isinstance(o[key], bool) and o[key] > 0):
+                raise BadInput(f"t2i: {key} must be a positive integer, got {o[key]!r}")
+        if o["teacher_sampler"] not in SAMPLERS:
+            raise BadInput(f"t2i: teacher_sampler must be one of {SAMPLERS}, got {o['teacher_sampler']!r}")
+        if o["dtype"] not in DTYPES:
+            raise BadInput(f"t2i: dtype must be one of {tuple(DTYPES)}, got {o['dtype']!r}")
+        metrics = o["metrics"].split(",") if isinstance(o["metrics"], str) else list(o["metrics"])
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise BadInput(f"t2i: unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
+        self.metrics = metrics
+        net_cfg = _read_config(self.directory, self.kind)
+        vae_cfg = _read_config(self.directory, "vae")
+        self.vae_factor = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+        multiple = self.vae_factor * int(net_cfg.get("patch_size") or 1)
+        resolution = o["resolution"] if o["resolution"] is not None else net_cfg["sample_size"] * self.vae_factor
+        if not (isinstance(resolution, int) and resolution > 0 and resolution % multiple == 0):
+            raise BadInput(f"t2i: resolution must be a positive multiple of {multiple}, got {resolution!r}")
+        self.resolution = resolution
+        self.channels = int(net_cfg["in_channels"])
+        self._pipe = None
+        self._embeddings = None  # prompt -> (embeds [L, D], mask [L] or None), trimmed to valid tokens
+
+    # --- loading -------------------------------------------------------------------------------
+    @property
+    def latent_shape(self):
+        side = self.resolution // self.vae_factor
+        return (self.channels, side, side)
+
+    def _pipeline(self, device: torch.device):
+        """The diffusers pipeline (fp32 weights, on ``device``), loaded once from local files."""
+        if self._pipe is None:
+            try:
+                from diffusers import DiffusionPipeline
+            except ImportError:
+                raise ImportError(f"the t2i suite needs diffusers and transformers: {INSTALL_HINT}") from None
+            self._pipe = DiffusionPipeline.from_pretrained(str(self.directory), local_files_only=True,
+                                                           torch_dtype=torch.float32)
+            self._device = torch.device(device)
+            frozen = DTYPES[self.options["dtype"]]
+            for part in (self._pipe.vae, self._pipe.text_encoder):
+                part.to(self._device, frozen).eval().requires_grad_(False)
+        return self._pipe
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text embeddings and attention masks of ``prompts`` as the pipeline computes them."""
+        pipe = self._pipe
+        if hasattr(pipe, "_text_preprocessing"):  # PixArt lower-cases (or cleans) captions first
+            prompts = pipe._text_preprocessing(prompts, clean_caption=bool(self.options["clean_caption"]))
+        length = self.options["max_sequence_length"] if self.kind == "transformer" else pipe.tokenizer.model_max_length
+        tokens = pipe.tokenizer(prompts, padding="max_length", max_length=length, truncation=True,
+                                add_special_tokens=True, return_tensors="pt")
+        mask = tokens.attention_mask.to(self._device)
+        with torch.no_grad():
+            if self.kind == "transformer":  # T5: masked encoder, masked cross-attention
+                embeds = pipe.text_encoder(tokens.input_ids.to(self._device), attention_mask=mask)[0]
+                return embeds, mask
+            embeds = pipe.text_encoder(tokens.input_ids.to(self._device))[0]  # CLIP: full padded sequence
+            return embeds, None
+
+    def _prompt_table(self) -> dict:
+        """Every prompt's embedding, computed once (the text encoder is freed afterwards)."""
+        if self._embeddings is None:
+            self._pipeline(getattr(self, "_device", torch.device("cpu")))
+            table, batch = {}, self.options["eval_batch"]
+            for prompt in [self.options["negative_prompt"], *self.prompts]:
+                table.setdefault(prompt, None)
+            todo = list(table)
+            for i in range(0, len(todo), batch):
+                embeds, mask = self._encode(todo[i:i + batch])
+                for j, prompt in enumerate(todo[i:i + batch]):
+                    n = int(mask[j].sum()) if mask is not None else embeds.shape[1]
+                    table[prompt] = (embeds[j, :n].cpu(), None if mask is None else mask[j, :n].cpu())
+            self._embeddings = table
+            self._pipe.text_encoder = None  # T5-XXL is large; every prompt is encoded now
+        return self._embeddings
+
+    def encode_cond(self, prompts: list[str]) -> dict:
+        """``cond`` for a list of prompts from the embedding cache (padded to the longest)."""
+        table = self._prompt_table()
+        missing = [p for p in prompts if p not in table]
+        if missing:
+            raise BadInput(f"t2i: prompt {missing[0]!r} is not in the suite's prompt set")
+        rows = [table[p] for p in prompts]
+        length = max(e.shape[0] for e, _ in rows)
+        embeds = torch.stack([_pad(e[None], length)[0] for e, _ in rows])
+        mask = None if rows[0][1] is None else torch.stack([_pad(m[None], length)[0] for _, m in rows])
+        return {"prompt_embeds": embeds, "prompt_attention_mask": mask, "prompts": list(prompts)}
+
+    def sample_cond(self, n, generator):
+        """``n`` prompts drawn uniformly from the prompt set, with their cached embeddings."""
+        idx = torch.randint(len(self.prompts), (n,), generator=generator)
+        return self.encode_cond([self.prompts[i] for i in idx.tolist()])
+
+    def _denoiser(self, net: nn.Module, guidance_scale: float | None) -> VPDenoiser:
+        from diffusers import DDPMScheduler
+
+        pipe = self._pipe
+        schedule = DDPMScheduler.from_config(pipe.scheduler.config)  # alphas_cumprod of any VP scheduler
+        null_e, null_m = self._prompt_table()[self.options["negative_prompt"]]
+        d = VPDenoiser(net, self.kind, schedule.alphas_cumprod, pipe.scheduler.config.prediction_type,
+                       null_e[None].clone(), None if null_m is None else null_m[None].clone(), guidance_scale,
+                       self.vae_factor)
+        return d.to(self._device)
+
+    def load_teacher(self, device):
+        """The frozen teacher denoiser with classifier-free guidance."""
+        pipe = self._pipeline(device)
+        net = getattr(pipe, self.kind)
+        self._prompt_table()
+        net.to(self._device, DTYPES[self.options["dtype"]]).eval().requires_grad_(False)
+        w = float(self.options["guidance_scale"])
+        return self._denoiser(net, w if w != 1 else None)
+
+    def build(self, sigma_init, device):
+        """Teacher (guided, frozen); generator and fake score as fp32 copies of its denoiser."""
+        pipe = self._pipeline(device)
+        net = getattr(pipe, self.kind)
+        copies = []
+        for _ in range(2):
+            c = copy.deepcopy(net).to(self._device, torch.float32).train().requires_grad_(True)
+            if self.options["gradient_checkpointing"]:
+                c.enable_gradient_checkpointing()
+            copies.append(self._denoiser(c, None))
+        teacher = self.load_teacher(device)
+        return Parts(teacher=teacher, generator=OneStepGenerator(copies[0], sigma_init), fake=copies[1])
+
+    # --- the teacher's sampler -------------------------------------------------------------------
+    def teacher_sample(self, teacher, z, cond=None):
+        """The guided teacher from ``z ~ N(0, I)``: the pipeline's scheduler or EDM Heun, in latents."""
+        steps, out, b = self.options["teacher_steps"], [], self.options["eval_batch"]
+        for i in range(0, z.shape[0], b):
+            c = _slice_cond(cond, i, i + b)
+            with torch.no_grad():
+                if self.options["teacher_sampler"] == "heun":
+                    out.append(heun_sampler(teacher, z[i:i + b], c, steps=steps,
+                                            sigma_min=max(0.002, teacher.sigma_min),
+                                            sigma_max=min(80.0, teacher.sigma_max)))
+                else:
+                    out.append(self._scheduler_sample(teacher, z[i:i + b], c, steps))
+        return torch.cat(out)
+
+    def _scheduler_sample(self, teacher: VPDenoiser, z, cond, steps):
+        scheduler = type(self._pipe.scheduler).from_config(self._pipe.scheduler.config)  # fresh solver state
+        scheduler.set_timesteps(steps, device=z.device)
+        x = z * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            model_in = scheduler.scale_model_input(x, t)
+            pred = teacher.vp_output(model_in, t.float().expand(x.shape[0]).to(z.device), cond)
+            x = scheduler.step(pred, t, x, return_dict=False)[0]
+        return x
+
+    def teacher_info(self):
+        sampler = self.options["teacher_sampler"]
+        if sampler == "scheduler":
+            sampler = _read_json(self.directory / "scheduler" / "scheduler_config.json").get("_class_name", sampler)
+        return {"sampler": sampler, "steps": self.options["teacher_steps"],
+                "guidance_scale": self.options["guidance_scale"]}
+
+    # --- evaluation ------------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (the denoisers' scaled space) to images in [-1, 1] through the VAE, batched."""
+        vae = self._pipeline(getattr(self, "_device", torch.device("cpu"))).vae
+        dtype = next(vae.parameters()).dtype
+        out = []
+        for i in range(0, latents.shape[0], self.options["eval_batch"]):
+            x = latents[i:i + self.options["eval_batch"]].to(self._device, dtype) / vae.config.scaling_factor
+            with torch.no_grad():
+                out.append(vae.decode(x, return_dict=False)[0].float().clamp(-1, 1).cpu())
+        return torch.cat(out)
+
+    def evaluator(self, device):
+        self._pipeline(device)
+        return TextToImageEvaluator(self, device)
+
+
+class TextToImageEvaluator(Evaluator):
+    """Decodes latents through the VAE and scores the images against their prompts.
+
+    Metrics (aesthetic, ImageReward, raw PickScore) come from ``bench.metrics.t2i``; each is the
+    mean over the evaluated samples.
+    """
+
+    def __init__(self, suite: TextToImageSuite, device: torch.device, scorers: dict | None = None):
+        self.suite, self.device = suite, device
+        self.n_samples = suite.options["n_eval"]
+        self.scorers = scorers if scorers is not None else load_scorers(suite.metrics, device)
+
+    def evaluate(self, samples, cond=None):
+        from ..metrics.images import to_uint8
+
+        if cond is None:
+            raise BadInput("t2i evaluation needs the prompts of the samples (cond)")
+        images = to_uint8(self.suite.decode(samples))
+        prompts = cond["prompts"]
+        out = []
+        for name, scorer in self.scorers.items():
+            scores = torch.as_tensor(scorer.score(images, prompts), dtype=torch.float64)
+            out.append(Measurement(name, float(scores.mean()), len(images), getattr(scorer, "impl", name)))
+        return out
+
+
+def load_scorers(names: list[str], device: torch.device) -> dict:
+    """The text-to-image metrics from ``bench.metrics.t2i``, each loaded from its local weights."""
+    try:
+        from ..metrics import t2i as t2i_metrics
+    except ImportError as exc:
+        raise ImportError(f"text-to-image metrics unavailable ({exc}); {INSTALL_HINT}") from None
+    return {name: t2i_metrics.load(name, device=device) for name in names}
+
+
+def _slice_cond(cond, i, j):
+    if cond is None:
+        return None
+    return {k: (v[i:j] if v is not None else None) for k, v in cond.items()}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,221 @@
+"""The t2i suite on a tiny PixArt-alpha pipeline built from configs with random weights (no downloads)."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers", reason="the t2i suite needs diffusers: pip install 'distill-bench[t2i]'")
+pytest.importorskip("transformers", reason="the t2i suite needs transformers: pip install 'distill-bench[t2i]'")
+pytest.importorskip("sentencepiece", reason="the tiny T5 tokenizer needs sentencepiece: pip install 'distill-bench[t2i]'")
+
+import methods  # noqa: E402
+from bench import runconfig  # noqa: E402
+from bench.errors import BadInput  # noqa: E402
+from bench.runner import Run  # noqa: E402
+from bench.suites import t2i  # noqa: E402
+
+CPU = torch.device("cpu")
+PROMPTS = ["a red fox in the snow", "a lighthouse in a storm", "a bowl of ramen", "an astronaut on a bicycle",
+           "a watercolor canal at sunset", "a cat on a stack of books"]
+
+
+def _tokenizer(directory: Path):
+    """A T5 tokenizer on a sentencepiece model trained here, with T5's special ids (pad 0, eos 1, unk 2)."""
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    text = (t2i.DEFAULT_PROMPTS.read_text() + "\n".join(PROMPTS)).splitlines()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_prefix=str(directory / "sp"), vocab_size=200,
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, model_type="unigram",
+                                   minloglevel=2, hard_vocab_limit=False)
+    return T5Tokenizer(vocab_file=str(directory / "sp.model"), extra_ids=0, legacy=False)
+
+
+def build_tiny_pixart(directory: Path, prediction_type="epsilon", scheduler="dpm"):
+    """A PixArt-alpha pipeline with every part at toy size (16x16 pixels, 8x8x4 latents)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, PixArtAlphaPipeline
+    from diffusers import PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    tokenizer = _tokenizer(directory)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1,
+                                           num_heads=2, feed_forward_proj="gated-gelu", pad_token_id=0,
+                                           decoder_start_token_id=0))
+    transformer = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                           num_layers=2, cross_attention_dim=16, caption_channels=16, sample_size=8,
+                                           patch_size=2, norm_num_groups=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                        norm_num_groups=8, sample_size=16)
+    kwargs = dict(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, prediction_type=prediction_type)
+    sched = DPMSolverMultistepScheduler(**kwargs) if scheduler == "dpm" else DDIMScheduler(**kwargs)
+    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                               scheduler=sched)
+    out = directory / f"pixart-{prediction_type}-{scheduler}"
+    pipe.save_pretrained(out)
+    for part in (text_encoder, transformer, vae):
+        part.eval()  # as loaded: no dropout
+    return out, pipe
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("t2i")
+    path, pipe = build_tiny_pixart(root)
+    prompts = root / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    return {"path": path, "pipe": pipe, "prompts": prompts, "root": root}
+
+
+def suite_for(tiny, **options):
+    options = {"teacher_steps": 4, "eval_batch": 4, "n_eval": 8, **options}
+    return t2i.TextToImageSuite(pipeline=str(tiny["path"]), prompts=str(tiny["prompts"]), **options)
+
+
+def test_latent_shape_and_resolution(tiny):
+    suite = suite_for(tiny)
+    assert suite.resolution == 16 and suite.latent_shape == (4, 8, 8)
+    assert suite_for(tiny, resolution=32).latent_shape == (4, 16, 16)
+    with pytest.raises(BadInput, match="resolution"):
+        suite_for(tiny, resolution=17)
+
+
+def test_denoiser_matches_vp_parameterisation(tiny):
+    """At a discrete timestep, D(x; sigma_t) is the pipeline's x0 estimate from its epsilon output."""
+    suite = suite_for(tiny)
+    teacher = suite.load_teacher(CPU)
+    net = tiny["pipe"].transformer.eval()
+    abar = tiny["pipe"].scheduler.alphas_cumprod.clone()
+    cond = suite.encode_cond(PROMPTS[:3])
+    for t in (10, 500, 990):
+        sigma = ((1 - abar[t]) / abar[t]).sqrt().float()
+        x = torch.randn(3, 4, 8, 8) * (1 + sigma**2).sqrt()
+        assert torch.allclose(teacher.sigma_to_t(sigma.expand(3)), torch.full((3,), float(t)), atol=1e-3)
+        x_vp = x / (1 + sigma**2).sqrt()
+        emb, mask = cond["prompt_embeds"], cond["prompt_attention_mask"]
+        null = suite.encode_cond([""])
+        length = emb.shape[1]
+        null_e = torch.nn.functional.pad(null["prompt_embeds"], (0, 0, 0, length - null["prompt_embeds"].shape[1]))
+        null_m = torch.nn.functional.pad(null["prompt_attention_mask"], (0, length - null["prompt_attention_mask"].shape[1]))
+        tt = torch.full((3,), float(t))
+        with torch.no_grad():
+            eps_c = net(x_vp, encoder_hidden_states=emb, encoder_attention_mask=mask, timestep=tt,
+                        added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample[:, :4]
+            eps_u = net(x_vp, encoder_hidden_states=null_e.expand(3, -1, -1), encoder_attention_mask=null_m.expand(3, -1),
+                        timestep=tt, added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample[:, :4]
+            eps = eps_u + 4.5 * (eps_c - eps_u)
+            expected = (x_vp - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
+            got = teacher(x, sigma.expand(3), cond)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_v_prediction_conversion(tmp_path):
+    """v-prediction: D = sqrt(abar) x_vp - sqrt(1 - abar) v, whatever sigma."""
+    path, pipe = build_tiny_pixart(tmp_path, prediction_type="v_prediction", scheduler="ddim")
+    suite = t2i.TextToImageSuite(pipeline=str(path), guidance_scale=1.0)
+    teacher = suite.load_teacher(CPU)
+    assert teacher.guidance_scale is None  # guidance 1 is the plain conditional model
+    cond = suite.sample_cond(2, torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.3, 7.0])
+    x = torch.randn(2, 4, 8, 8)
+    abar = 1 / (1 + sigma**2)
+    x_vp = x * abar.sqrt().view(-1, 1, 1, 1)
+    with torch.no_grad():
+        v = teacher.vp_output(x_vp, teacher.sigma_to_t(sigma), cond)
+        expected = abar.sqrt().view(-1, 1, 1, 1) * x_vp - (1 - abar).sqrt().view(-1, 1, 1, 1) * v
+        assert torch.allclose(teacher(x, sigma, cond), expected, atol=1e-5)
+
+
+def test_scheduler_sampler_matches_pipeline(tiny):
+    """teacher_sample with the pipeline's own scheduler reproduces the pipeline's latents."""
+    suite = suite_for(tiny)
+    teacher = suite.load_teacher(CPU)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    prompts = PROMPTS[:2]
+    ours = suite.teacher_sample(teacher, z, suite.encode_cond(prompts))
+    with torch.no_grad():
+        ref = tiny["pipe"](prompt=prompts, latents=z.clone(), num_inference_steps=4, guidance_scale=4.5,
+                           output_type="latent", height=16, width=16, use_resolution_binning=False,
+                           clean_caption=False).images
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    heun = suite_for(tiny, teacher_sampler="heun").teacher_sample(teacher, z, suite.encode_cond(prompts))
+    assert heun.shape == z.shape and torch.isfinite(heun).all()
+    assert suite_for(tiny).teacher_info() == {"sampler": "DPMSolverMultistepScheduler", "steps": 4,
+                                               "guidance_scale": 4.5}
+
+
+def test_sample_cond_caches_and_is_seeded(tiny):
+    suite = suite_for(tiny)
+    a = suite.sample_cond(5, torch.Generator().manual_seed(1))
+    b = suite.sample_cond(5, torch.Generator().manual_seed(1))
+    assert a["prompts"] == b["prompts"] and set(a["prompts"]) <= set(PROMPTS)
+    assert torch.equal(a["prompt_embeds"], b["prompt_embeds"])
+    assert a["prompt_embeds"].shape[:2] == a["prompt_attention_mask"].shape
+    assert suite._pipe.text_encoder is None  # every prompt encoded once, the encoder freed
+    # Padding does not change the embedding of a prompt: trimmed rows equal the pipeline's own encoding.
+    emb, mask, *_ = tiny["pipe"].encode_prompt([PROMPTS[0]], do_classifier_free_guidance=False, device=CPU)
+    n = int(mask.sum())
+    own = suite.encode_cond([PROMPTS[0]])
+    assert torch.allclose(own["prompt_embeds"][0, :n], emb[0, :n], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", methods.available())
+def test_distillation_steps_every_method(tiny, tmp_path, method):
+    """A few runner training steps of each method on the tiny pipeline: finite, parameters move."""
+    sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
+            "suite.eval_batch": 4, "train.n_regression_pairs": 4}
+    config = runconfig.resolve("t2i", method, lr=1e-4, batch=2, batch_gpu=2, kimg=1, sets=sets)
+    config["device"] = "cpu"
+    run = Run(config, tmp_path, CPU, quiet=True)
+    if run.recipe.needs_teacher_pairs:
+        run.prepare_pairs()
+    before = [p.detach().clone() for p in run.generator.parameters()]
+    fake_before = [p.detach().clone() for p in run.fake.parameters()]
+    for _ in range(2):
+        row = run.train_step()
+        assert all(torch.isfinite(torch.tensor(v)) for v in row.values())
+    run.check_finite()
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(fake_before, run.fake.parameters()))
+    assert all(not p.requires_grad for p in run.parts.teacher.parameters())
+
+
+def test_decode_to_images(tiny):
+    suite = suite_for(tiny)
+    suite.load_teacher(CPU)
+    images = suite.decode(torch.randn(5, 4, 8, 8))
+    assert images.shape == (5, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
+
+
+def test_read_prompts_coco_and_text(tmp_path):
+    coco = tmp_path / "captions_val2017.json"
+    coco.write_text(json.dumps({"images": [], "annotations": [{"image_id": 1, "caption": " A dog. "},
+                                                              {"image_id": 1, "caption": "A dog."},
+                                                              {"image_id": 2, "caption": "Two cats"}]}))
+    assert t2i.read_prompts(coco) == ["A dog.", "Two cats"]
+    plain = tmp_path / "p.txt"
+    plain.write_text("one\n\n two \n")
+    assert t2i.read_prompts(plain) == ["one", "two"]
+    shipped = t2i.read_prompts(t2i.DEFAULT_PROMPTS)
+    assert len(shipped) >= 50
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": []}')
+    with pytest.raises(BadInput, match="annotations"):
+        t2i.read_prompts(bad)
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(BadInput, match="no prompts"):
+        t2i.read_prompts(tmp_path / "empty.txt")
+    with pytest.raises(BadInput, match="does not exist"):
+        t2i.read_prompts(tmp_path / "missing.txt")
+
+
+def test_bad_options(tiny, tmp_path):
+    with pytest.raises(BadInput, match="model_index.json"):
+        t2i.TextToImageSuite(pipeline=str(tmp_path / "nowhere"))
+    for key, value, match in [("guidance_scale", 0.5, "guidance_scale"), ("teacher_steps", 0, "teacher_steps"),
+                              ("teacher_sampler", "euler", "teacher_sampler"), ("dtype", "fp8", "dtype"),
+                              ("metrics", ["fid"], "unknown metric"), ("nonsense", 1, "unknown option")]:
+        with pytest.raises(BadInput, match=match):
+            suite_for(tiny, **{key: value})
