@@ -12,7 +12,8 @@ DDPM/VP style: ``x_vp = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` on discrete ``t
 ``x_vp = x_edm / sqrt(1 + sigma^2)`` where ``x_edm = x0 + sigma eps``. So ``D`` scales its input
 by ``1 / sqrt(1 + sigma^2)``, finds the (fractional) timestep whose discrete sigma matches by
 linear interpolation in ``log sigma`` (clamped to the trained range), and turns the output into
-``x0``: epsilon-prediction ``D = x - sigma eps``; v-prediction ``D = (x - sigma v) / (1 + sigma^2)``;
+``x0``: epsilon-prediction ``D = x - sigma eps``; v-prediction
+``D = x / (1 + sigma^2) - sigma v / sqrt(1 + sigma^2)``;
 sample-prediction ``D = out``. The teacher applies classifier-free guidance on the raw output
 (linear, so the same in eps, v or x0 form): ``out = out_null + w (out_cond - out_null)``.
 
