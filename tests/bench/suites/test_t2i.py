@@ -1,20 +1,24 @@
-"""The t2i suite on a tiny PixArt-alpha pipeline built from configs with random weights (no downloads)."""
+"""The t2i suite on tiny diffusers pipelines built from configs with random weights (no downloads).
+
+Option checks, prompt files and presets need no diffusers (the suite reads only JSON configs
+until it loads the pipeline); everything that runs a network skips without the t2i extra.
+"""
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-pytest.importorskip("diffusers", reason="the t2i suite needs diffusers: pip install 'distill-bench[t2i]'")
-pytest.importorskip("transformers", reason="the t2i suite needs transformers: pip install 'distill-bench[t2i]'")
-pytest.importorskip("sentencepiece", reason="the tiny T5 tokenizer needs sentencepiece: pip install 'distill-bench[t2i]'")
+import methods
+from bench import runconfig
+from bench.errors import BadInput
+from bench.runner import Run
+from bench.suites import t2i
 
-import methods  # noqa: E402
-from bench import runconfig  # noqa: E402
-from bench.errors import BadInput  # noqa: E402
-from bench.runner import Run  # noqa: E402
-from bench.suites import t2i  # noqa: E402
-
+MISSING = [m for m in ("diffusers", "transformers", "sentencepiece") if importlib.util.find_spec(m) is None]
+needs_t2i = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed: "
+                                                     "pip install 'distill-bench[t2i]'")
 CPU = torch.device("cpu")
 PROMPTS = ["a red fox in the snow", "a lighthouse in a storm", "a bowl of ramen", "an astronaut on a bicycle",
            "a watercolor canal at sunset", "a cat on a stack of books"]
@@ -74,14 +78,33 @@ def suite_for(tiny, **options):
     return t2i.TextToImageSuite(pipeline=str(tiny["path"]), prompts=str(tiny["prompts"]), **options)
 
 
-def test_latent_shape_and_resolution(tiny):
-    suite = suite_for(tiny)
+@pytest.fixture
+def configs_only(tmp_path):
+    """The JSON files of the tiny PixArt pipeline, no weights: enough to construct the suite."""
+    path = tmp_path / "pixart-configs"
+    files = {"model_index.json": {"_class_name": "PixArtAlphaPipeline", "transformer": [], "vae": [],
+                                  "text_encoder": [], "tokenizer": [], "scheduler": []},
+             "transformer/config.json": {"in_channels": 4, "sample_size": 8, "patch_size": 2},
+             "vae/config.json": {"block_out_channels": [8, 16]},
+             "scheduler/scheduler_config.json": {"_class_name": "DPMSolverMultistepScheduler"}}
+    for name, content in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(json.dumps(content))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    return {"path": path, "prompts": prompts}
+
+
+def test_latent_shape_and_resolution(configs_only):
+    suite = suite_for(configs_only)
     assert suite.resolution == 16 and suite.latent_shape == (4, 8, 8)
-    assert suite_for(tiny, resolution=32).latent_shape == (4, 16, 16)
+    assert suite_for(configs_only, resolution=32).latent_shape == (4, 16, 16)
     with pytest.raises(BadInput, match="resolution"):
-        suite_for(tiny, resolution=17)
+        suite_for(configs_only, resolution=17)
+    assert suite.teacher_info() == {"sampler": "DPMSolverMultistepScheduler", "steps": 4, "guidance_scale": 4.5}
 
 
+@needs_t2i
 def test_denoiser_matches_vp_parameterisation(tiny):
     """At a discrete timestep, D(x; sigma_t) is the pipeline's x0 estimate from its epsilon output."""
     suite = suite_for(tiny)
@@ -111,6 +134,7 @@ def test_denoiser_matches_vp_parameterisation(tiny):
         assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@needs_t2i
 def test_v_prediction_conversion(tmp_path):
     """v-prediction: D = sqrt(abar) x_vp - sqrt(1 - abar) v, whatever sigma."""
     path, pipe = build_tiny_pixart(tmp_path, prediction_type="v_prediction", scheduler="ddim")
@@ -128,6 +152,7 @@ def test_v_prediction_conversion(tmp_path):
         assert torch.allclose(teacher(x, sigma, cond), expected, atol=1e-5)
 
 
+@needs_t2i
 def test_scheduler_sampler_matches_pipeline(tiny):
     """teacher_sample with the pipeline's own scheduler reproduces the pipeline's latents."""
     suite = suite_for(tiny)
@@ -143,10 +168,9 @@ def test_scheduler_sampler_matches_pipeline(tiny):
     assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max(), (ours - ref).abs().max()
     heun = suite_for(tiny, teacher_sampler="heun").teacher_sample(teacher, z, suite.encode_cond(prompts))
     assert heun.shape == z.shape and torch.isfinite(heun).all()
-    assert suite_for(tiny).teacher_info() == {"sampler": "DPMSolverMultistepScheduler", "steps": 4,
-                                               "guidance_scale": 4.5}
 
 
+@needs_t2i
 def test_sample_cond_caches_and_is_seeded(tiny):
     suite = suite_for(tiny)
     a = suite.sample_cond(5, torch.Generator().manual_seed(1))
@@ -162,6 +186,7 @@ def test_sample_cond_caches_and_is_seeded(tiny):
     assert torch.allclose(own["prompt_embeds"][0, :n], emb[0, :n], atol=1e-6)
 
 
+@needs_t2i
 @pytest.mark.parametrize("method", methods.available())
 def test_distillation_steps_every_method(tiny, tmp_path, method):
     """A runner training step of each method on the tiny pipeline: finite, both networks move."""
@@ -183,6 +208,7 @@ def test_distillation_steps_every_method(tiny, tmp_path, method):
     assert all(not p.requires_grad for p in run.parts.teacher.parameters())
 
 
+@needs_t2i
 def test_decode_to_images(tiny):
     suite = suite_for(tiny)
     suite.load_teacher(CPU)
@@ -212,21 +238,21 @@ def test_read_prompts_coco_and_text(tmp_path):
         t2i.read_prompts(tmp_path / "missing.txt")
 
 
-def test_bad_options(tiny, tmp_path):
+def test_bad_options(configs_only, tmp_path):
     with pytest.raises(BadInput, match="model_index.json"):
         t2i.TextToImageSuite(pipeline=str(tmp_path / "nowhere"))
     for key, value, match in [("guidance_scale", 0.5, "guidance_scale"), ("teacher_steps", 0, "teacher_steps"),
                               ("teacher_sampler", "euler", "teacher_sampler"), ("dtype", "fp8", "dtype"),
                               ("metrics", ["fid"], "unknown metric"), ("nonsense", 1, "unknown option")]:
         with pytest.raises(BadInput, match=match):
-            suite_for(tiny, **{key: value})
+            suite_for(configs_only, **{key: value})
 
 
 PRESETS = sorted((Path(__file__).resolve().parents[3] / "configs").glob("t2i-*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.name for p in PRESETS])
-def test_presets_expand(tiny, tmp_path, preset):
+def test_presets_expand(configs_only, tmp_path, preset):
     """Every t2i preset resolves to valid runs once its pipeline exists; without it, one clear error."""
     import yaml
 
@@ -236,7 +262,7 @@ def test_presets_expand(tiny, tmp_path, preset):
     if not (Path(spec["suite_options"]["pipeline"]).expanduser() / "model_index.json").exists():
         with pytest.raises(BadInput, match="model_index.json"):
             launch.expand(launch.load_sweep(preset))
-    spec["suite_options"]["pipeline"] = str(tiny["path"])
+    spec["suite_options"]["pipeline"] = str(configs_only["path"])
     local = tmp_path / preset.name
     local.write_text(yaml.safe_dump(spec))
     for quick in (False, True):
@@ -279,6 +305,7 @@ def build_tiny_stable_diffusion(directory: Path):
     return out, pipe
 
 
+@needs_t2i
 def test_unet_pipeline_sampler_and_step(tmp_path):
     """The pipeline class decides: a UNet/CLIP pipeline samples as diffusers does and trains a step."""
     path, pipe = build_tiny_stable_diffusion(tmp_path)
@@ -299,3 +326,42 @@ def test_unet_pipeline_sampler_and_step(tmp_path):
     loss, _ = methods.create("sim").generator_loss(parts.generator(z, cond), parts.teacher, parts.fake, cond=cond)
     loss.backward()
     assert all(p.grad is not None for p in parts.generator.parameters() if p.requires_grad)
+
+
+class _Brightness:
+    """A stand-in scorer with the metrics' interface: mean pixel value per image, and prompt count check."""
+
+    impl = "brightness (test)"
+
+    def __init__(self):
+        self.calls = []
+
+    def score(self, images, prompts):
+        assert images.dtype == torch.uint8 and len(prompts) == len(images)
+        self.calls.append((images.clone(), list(prompts)))
+        return images.float().mean(dim=(1, 2, 3))
+
+
+@needs_t2i
+def test_evaluator_decodes_quantises_and_scores(tiny):
+    images_mod = pytest.importorskip("bench.metrics.images", reason="bench.metrics (branch metrics) not merged yet")
+    suite = suite_for(tiny)
+    suite.load_teacher(CPU)
+    scorer = _Brightness()
+    evaluator = t2i.TextToImageEvaluator(suite, CPU, scorers={"aesthetic": scorer})
+    latents = torch.randn(6, 4, 8, 8)
+    cond = suite.sample_cond(6, torch.Generator().manual_seed(2))
+    (m,) = evaluator.evaluate(latents, cond)
+    expected = images_mod.to_uint8(suite.decode(latents))
+    images, prompts = scorer.calls[0]
+    assert torch.equal(images, expected) and prompts == cond["prompts"]
+    assert (m.metric, m.n_samples, m.impl) == ("aesthetic", 6, "brightness (test)")
+    assert m.value == pytest.approx(expected.double().mean().item())
+
+
+def test_cli_run_without_weights_is_bad_input(cli, tmp_path):
+    """A missing pipeline: exit 2, one line naming the file, no run directory left behind."""
+    code, out, err = cli("run", "--suite", "t2i", "--method", "sim", "--results", str(tmp_path / "results"),
+                         "--set", f"suite.pipeline={tmp_path / 'PixArt'}", "--quiet")
+    assert code == 2 and "model_index.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("config.json"))
