@@ -96,7 +96,9 @@ def proportional(results, factor, cos_min=0.999, rtol=0.02):
     ``results`` holds one (cosine, ratio) per generator parameter theta, so this also checks that the
     proportionality factor does not change with theta.
     """
-    return all(c > cos_min and abs(r / factor - 1) < rtol for c, r in results)
+    ratios = [r for _, r in results]
+    same_factor = max(ratios) / min(ratios) < 1 + rtol
+    return same_factor and all(c > cos_min and abs(r / factor - 1) < rtol for c, r in results)
 
 
 @pytest.fixture(scope="session")

@@ -161,3 +161,14 @@ def test_given_sigma_and_noise_are_used_as_they_are():
     methods.create("di").fake_score_loss(x_g, fake, sigma=sigma, noise=noise)
     torch.testing.assert_close(seen[0][0], torch.tensor([[0.5] * 3, [2.0] * 3]))
     torch.testing.assert_close(seen[0][1], sigma)
+
+
+def test_ground_truth_denoiser_is_the_posterior_mean(closed_forms):
+    """The Gaussian denoiser the tests rely on: one shared sigma and per-sample sigmas agree with
+    Tweedie's formula ``D(x) = x + sigma^2 grad log p_sigma(x)``."""
+    teacher = closed_forms.teacher()
+    x = torch.randn(6, teacher.dim, dtype=torch.float64)
+    for sigma in (torch.full((6,), 0.7, dtype=torch.float64), torch.linspace(0.01, 30, 6, dtype=torch.float64)):
+        tweedie = torch.stack([x[i] + sigma[i] ** 2 * teacher.noised(sigma[i].item()).score(x[i:i + 1])[0]
+                               for i in range(6)])
+        torch.testing.assert_close(teacher(x, sigma), tweedie)
