@@ -172,3 +172,29 @@ def test_ground_truth_denoiser_is_the_posterior_mean(closed_forms):
         tweedie = torch.stack([x[i] + sigma[i] ** 2 * teacher.noised(sigma[i].item()).score(x[i:i + 1])[0]
                                for i in range(6)])
         torch.testing.assert_close(teacher(x, sigma), tweedie)
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_image_batches_sampled_sigma_and_cond(name):
+    """Image-shaped batches, the method's own sigma and noise, and ``cond`` handed to every denoiser."""
+    cond = torch.arange(3)
+    seen = []
+
+    def denoiser(scale):
+        def d(x, sigma, cond=None):
+            seen.append(cond)
+            assert sigma.shape == (3,) and (sigma > 0).all()
+            return scale * x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+        return d
+
+    method = methods.create(name)
+    weight = torch.nn.Parameter(torch.tensor(1.5))
+    x_g = weight * torch.randn(3, 2, 4, 4)
+    extra = {"pairs": (x_g[:1], torch.zeros(1, 2, 4, 4))} if method.training_recipe.needs_teacher_pairs else {}
+    loss, logs = method.generator_loss(x_g, denoiser(1.0), denoiser(0.5), cond=cond, **extra)
+    assert loss.shape == () and torch.isfinite(loss) and "loss_g" in logs
+    (grad,) = torch.autograd.grad(loss, weight)
+    assert torch.isfinite(grad) and grad != 0
+    loss, logs = method.fake_score_loss(x_g, denoiser(0.5), cond=cond)
+    assert loss.shape == () and torch.isfinite(loss) and "loss_fake" in logs
+    assert seen and all(c is cond for c in seen)
