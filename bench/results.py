@@ -286,7 +286,7 @@ def _sem(values: pd.Series) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
-def _config_summaries(finals: pd.DataFrame, metric: str, value: str = "value") -> pd.DataFrame:
+def config_summaries(finals: pd.DataFrame, metric: str, value: str = "value") -> pd.DataFrame:
     """Aggregate final values over seeds, per (suite, method, configuration).
 
     Diverged and failed runs are counted but left out of the mean; the mean is over done and running
@@ -311,7 +311,7 @@ def _config_summaries(finals: pd.DataFrame, metric: str, value: str = "value") -
     return pd.DataFrame(out)
 
 
-def _best(summaries: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
+def best_configs(summaries: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     """Per group, the configuration with the fewest diverged runs, then the best mean over seeds."""
     s = summaries.copy()
     s["_diverged_frac"] = s["diverged"] / s["runs"]
@@ -327,7 +327,7 @@ def _check_metric(table: pd.DataFrame, metric: str) -> None:
         raise BadInput(f"metric {metric!r} was not measured in these results (measured: {measured})")
 
 
-def _metric_per_suite(table: pd.DataFrame, metric: str | None) -> dict[str, str]:
+def metric_per_suite(table: pd.DataFrame, metric: str | None) -> dict[str, str]:
     if table.empty:
         raise BadInput("these results hold no measurements yet (no metrics.jsonl rows)")
     if metric is None:
@@ -348,9 +348,9 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     ``metric=None`` takes each suite's headline metric; an unknown or unmeasured metric is BadInput.
     """
     boards = []
-    for suite, m in _metric_per_suite(table, metric).items():
+    for suite, m in metric_per_suite(table, metric).items():
         finals = final_values(table[(table["suite"] == suite) & (table["metric"] == m)])
-        best = _best(_config_summaries(finals, m), m, ["suite", "method"])
+        best = best_configs(config_summaries(finals, m), m, ["suite", "method"])
         best = best.sort_values("mean", ascending=direction(m) == "lower", na_position="last", kind="stable")
         best.insert(2, "direction", direction(m))
         best.insert(2, "label", [metric_label(m, n) for n in best["n_samples"]])
@@ -394,7 +394,7 @@ def robustness(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     column per learning rate ``lr=<value>`` with the value used. Sorted most robust first.
     """
     out = []
-    for suite, m in _metric_per_suite(table, metric).items():
+    for suite, m in metric_per_suite(table, metric).items():
         t = table[(table["suite"] == suite) & (table["metric"] == m) & (table["method"] != TEACHER)]
         if t.empty:
             continue
@@ -403,7 +403,7 @@ def robustness(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         diverged = finals["status"] == "diverged"
         finals.loc[diverged, "value"] = start.reindex(finals.index)[diverged]
         finals = finals.assign(status=finals["status"].replace("diverged", "done")).reset_index()
-        per_lr = _best(_config_summaries(finals, m), m, ["method", "lr_g"])
+        per_lr = best_configs(config_summaries(finals, m), m, ["method", "lr_g"])
         n_runs = t.groupby("method")["run_id"].nunique()
         n_div = t[t["status"] == "diverged"].groupby("method")["run_id"].nunique().reindex(n_runs.index, fill_value=0)
         for method, g in per_lr.groupby("method"):
@@ -483,7 +483,7 @@ def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write) -> None:
     """Write through a temporary file in the same folder, so bad input never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
@@ -514,9 +514,9 @@ def cli_results(args) -> int:
     table = load(args.results_dir)
     if out is not None:
         if out.suffix == ".parquet":
-            _write_atomic(out, lambda p: _parquet_safe(table).to_parquet(p, index=False))
+            write_atomic(out, lambda p: _parquet_safe(table).to_parquet(p, index=False))
         else:
-            _write_atomic(out, lambda p: table.to_csv(p, index=False))
+            write_atomic(out, lambda p: table.to_csv(p, index=False))
         print(f"{len(table)} measurements from {table['run_id'].nunique()} runs -> {out}")
         return 0
     runs = load_runs(args.results_dir)
