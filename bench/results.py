@@ -317,7 +317,7 @@ def best_configs(summaries: pd.DataFrame, metric: str, by: list[str]) -> pd.Data
     s["_diverged_frac"] = s["diverged"] / s["runs"]
     s["_key"] = s["mean"] if direction(metric) == "lower" else -s["mean"]
     s = s.sort_values(["_diverged_frac", "_key"], na_position="last", kind="stable")
-    return s.groupby(by, sort=True).head(1).drop(columns=["_diverged_frac", "_key"])
+    return s.groupby(by, sort=True, dropna=False).head(1).drop(columns=["_diverged_frac", "_key"])
 
 
 def _check_metric(table: pd.DataFrame, metric: str) -> None:
@@ -328,6 +328,7 @@ def _check_metric(table: pd.DataFrame, metric: str) -> None:
 
 
 def metric_per_suite(table: pd.DataFrame, metric: str | None) -> dict[str, str]:
+    """{suite: metric} to show: ``metric`` where measured, else each suite's headline; BadInput if none."""
     if table.empty:
         raise BadInput("these results hold no measurements yet (no metrics.jsonl rows)")
     if metric is None:
@@ -378,7 +379,7 @@ ROBUSTNESS_DEFINITION = (
     "For each learning rate of the grid, a method is represented by its best configuration at that "
     "learning rate (hyperparameters and batch), valued by the mean over seeds of the final metric, where "
     "a diverged run counts with its value at the start of training (divergence bought nothing). The score "
-    "is the spread of these values across the learning rates: log10(worst / best) for positive metrics "
+    "is the spread of these values across the learning rates that every method was run at: log10(worst / best) for positive metrics "
     "(FID, Fréchet, IS, ...: 0.3 means the worst learning rate is 2x worse), the plain difference for "
     "metrics that can be zero or negative (KID, precision, recall, ImageReward). Lower is more robust; "
     "it needs at least two learning rates. 'diverged' is the fraction of all the method's runs that "
@@ -390,8 +391,10 @@ def robustness(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """A robustness score per (suite, method) that a reader can sort by; see ROBUSTNESS_DEFINITION.
 
     Columns: suite, metric, method, score, spread_unit ("decades" or the metric), diverged (fraction
-    of the method's runs), runs, best_lr, best_value, worst_lr, worst_value, lrs (how many), and one
-    column per learning rate ``lr=<value>`` with the value used. Sorted most robust first.
+    of the method's runs), runs, best_lr, best_value, worst_lr, worst_value, lrs (how many were scored),
+    and one column per learning rate ``lr=<value>`` with the value used. The score covers the learning
+    rates at which every method of the suite has a value (each method's own grid when fewer than two
+    are shared), so scores compare like with like. Sorted most robust first.
     """
     out = []
     for suite, m in metric_per_suite(table, metric).items():
@@ -406,18 +409,21 @@ def robustness(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         per_lr = best_configs(config_summaries(finals, m), m, ["method", "lr_g"])
         n_runs = t.groupby("method")["run_id"].nunique()
         n_div = t[t["status"] == "diverged"].groupby("method")["run_id"].nunique().reindex(n_runs.index, fill_value=0)
+        per_lr = per_lr.dropna(subset=["lr_g", "mean"])
+        grids = [set(g["lr_g"]) for _, g in per_lr.groupby("method")]
+        common = set.intersection(*grids) if grids else set()
+        lower = direction(m) == "lower"
         for method, g in per_lr.groupby("method"):
-            g = g.dropna(subset=["lr_g", "mean"])
-            lower = direction(m) == "lower"
-            best = g.loc[g["mean"].idxmin() if lower else g["mean"].idxmax()] if len(g) else None
-            worst = g.loc[g["mean"].idxmax() if lower else g["mean"].idxmin()] if len(g) else None
-            row = dict(suite=suite, metric=m, method=method, score=spread(g["mean"], m),
-                       spread_unit="decades" if m in POSITIVE and (g["mean"] > 0).all() else LABELS.get(m, m),
+            scored = g[g["lr_g"].isin(common)] if len(common) >= 2 else g
+            best = scored.loc[scored["mean"].idxmin() if lower else scored["mean"].idxmax()] if len(scored) else None
+            worst = scored.loc[scored["mean"].idxmax() if lower else scored["mean"].idxmin()] if len(scored) else None
+            row = dict(suite=suite, metric=m, method=method, score=spread(scored["mean"], m),
+                       spread_unit="decades" if m in POSITIVE and (scored["mean"] > 0).all() else LABELS.get(m, m),
                        diverged=n_div[method] / n_runs[method], runs=int(n_runs[method]),
                        best_lr=best["lr_g"] if best is not None else math.nan,
                        best_value=best["mean"] if best is not None else math.nan,
                        worst_lr=worst["lr_g"] if worst is not None else math.nan,
-                       worst_value=worst["mean"] if worst is not None else math.nan, lrs=len(g))
+                       worst_value=worst["mean"] if worst is not None else math.nan, lrs=len(scored))
             row.update({f"lr={lr:g}": v for lr, v in zip(g["lr_g"], g["mean"])})
             out.append(row)
     if not out:
@@ -443,6 +449,11 @@ def fmt(value, sem=None) -> str:
     if sem is not None and sem is not pd.NA and not _isnan(sem):
         text += f" ± {float(sem):.2g}"
     return text
+
+
+def runs_text(row) -> str:
+    """A configuration's runs by status, e.g. "2 done, 1 diverged"."""
+    return ", ".join(f"{row[s]} {s}" for s in STATUSES if row[s]) or "–"
 
 
 def fmt_kimg(kimg) -> str:
@@ -477,8 +488,7 @@ def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
         "samples": [samples_label(n) for n in board["n_samples"]],
         "kimg": [fmt_kimg(k) for k in board["kimg"]],
         "wall time": [fmt_duration(w) for w in board["wall_time_s"]],
-        "runs (done/running/diverged/failed)": [
-            f"{r.runs} ({r.done}/{r.running}/{r.diverged}/{r.failed})" for r in board.itertuples()],
+        "runs of this config": [runs_text(r) for r in board.to_dict("records")],
         "diverged, all configs": [f"{r.method_diverged}/{r.method_runs}" for r in board.itertuples()],
     })
 
@@ -490,6 +500,9 @@ def write_atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a shared report wants
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
