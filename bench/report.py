@@ -35,6 +35,10 @@ def _num(value) -> str:
     return repr(float(value))
 
 
+def _int(value) -> str:
+    return "–" if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+
+
 def _cell(text, sort=None, cls="") -> dict:
     return {"text": text, "sort": text if sort is None else sort, "cls": cls}
 
@@ -145,22 +149,22 @@ def _compute_table(runs: pd.DataFrame, stats: pd.DataFrame, suite: str) -> dict:
 
 
 def _runs_table(runs: pd.DataFrame) -> dict:
-    head = ["run", "suite", "method", "status", "lr (gen / fake)", "batch", "seed", "kimg done / budget",
-            "wall time", "diverged at", "hyperparameters", "config.json"]
+    head = ["run", "suite", "method", "status", "lr gen / fake", "batch", "seed", "kimg done / budget",
+            "wall time", "diverged at", "hyperparameters"]
     rows = []
     for r in runs.sort_values(["suite", "method", "lr_g", "seed", "run_id"]).to_dict("records"):
         config = r["_config"]
         hp = config.get("hparams") or {}
         lr = "–" if math.isnan(r["lr_g"]) else f"{r['lr_g']:g} / {r['lr_fake']:g}"
         div = ("–" if math.isnan(r["diverged_kimg"]) else
-               f"kimg {r['diverged_kimg']:g} (step {r['diverged_step']}): {r['diverged_reason']}")
+               f"kimg {r['diverged_kimg']:g}, step {_int(r['diverged_step'])}: {r['diverged_reason']}")
         status = r["status"] if r["status"] in STATUS_ORDER else "unknown"
         rows.append({"cls": "", "config_json": json.dumps(config, indent=2, sort_keys=True, default=str), "cells": [
             _cell(r["run_id"], cls="mono"), _cell(r["suite"]), _cell(r["method"]),
             _cell(r["status"], cls=f"status status-{status}"),
             _cell(lr, _num(r["lr_g"]), "num"),
-            _cell("–" if r["batch"] is pd.NA else str(r["batch"]), _num(r["batch"]), "num"),
-            _cell(str(r["seed"]), _num(r["seed"]), "num"),
+            _cell(_int(r["batch"]), _num(r["batch"]), "num"),
+            _cell(_int(r["seed"]), _num(r["seed"]), "num"),
             _cell(f"{results.fmt_kimg(r['kimg_done'])} / {results.fmt_kimg(r['kimg_budget'])}", _num(r["kimg_done"]), "num"),
             _cell(results.fmt_duration(r["wall_time_s"]), _num(r["wall_time_s"]), "num"),
             _cell(div, _num(r["diverged_kimg"])),

@@ -24,7 +24,7 @@ HPARAMS = {"sim": {"distance": "pseudo_huber", "huber_c": 0.03, "weighting": "pa
 
 def fid_curve(method: str, lr: float, seed: int, kimg: float, huber_c: float | None = None) -> float:
     """The FID a fake run reports: decays from 80 to a floor that depends on method, lr and seed."""
-    floor = {"sim": 4.0, "sid": 6.0, "dmd": 9.0}[method] * (1.0 if lr == 1e-4 else 2.5)
+    floor = {"sim": 4.0, "sid": 6.0, "dmd": 9.0}.get(method, 5.0) * (1.0 if lr == 1e-4 else 2.5)
     floor += 0.3 * seed + (0.0 if huber_c in (None, 0.03) else 1.5)
     return floor + (80.0 - floor) * math.exp(-kimg)
 
