@@ -118,12 +118,15 @@ def test_hostile_strings_are_escaped(built):
     assert parse(html).scripts == 3  # the page's own scripts only
 
 
-def test_a_suite_without_samples_or_a_learning_rate_grid(tmp_path):
+def test_two_suites_one_without_samples_or_a_learning_rate_grid(tmp_path):
     for method in ("sim", "sid"):
         rundirs.write_run(tmp_path / "r", suite="gaussian", method=method, samples=False,
                           values=lambda k: {"frechet": 1.0 / (1 + k), "sliced_wasserstein": 0.5 / (1 + k)})
+    rundirs.write_run(tmp_path / "r", suite="digits", method="sim")
     out = report.build_report(tmp_path / "r", tmp_path / "index.html")
     html = out.read_text()
+    tables = parse(html).tables
+    assert "leaderboard-1-fid" in tables and "leaderboard-2-frechet" in tables  # suites in name order
     assert "Fréchet-1k" in html and "needs ≥ 2 lrs" in html and "writes no sample grids" in html
 
 

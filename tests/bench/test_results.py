@@ -129,6 +129,15 @@ def test_a_configuration_with_a_diverged_seed_loses(tmp_path):
     assert row["lr_g"] == 1e-4 and row["n"] == 2
 
 
+def test_failed_runs_are_counted_not_averaged(tmp_path):
+    for seed in (0, 1):
+        rundirs.write_run(tmp_path, method="sid", seed=seed)
+    rundirs.write_run(tmp_path, method="sid", seed=2, status="failed", values=lambda k: {"fid": 0.1})
+    row = results.leaderboard(results.load(tmp_path), "fid").iloc[0]
+    assert row["failed"] == 1 and row["done"] == 2 and row["n"] == 2 and row["runs"] == 3
+    assert row["mean"] == pytest.approx(np.mean([rundirs.fid_curve("sid", 1e-4, s, 4.0) for s in (0, 1)]))
+
+
 def test_robustness_score(results_dir):
     rob = results.robustness(results.load(results_dir), "fid").set_index("method")
     fid = lambda m, lr: np.mean([rundirs.fid_curve(m, lr, s, 4.0) for s in rundirs.SEEDS])  # noqa: E731
