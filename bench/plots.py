@@ -16,7 +16,6 @@ import matplotlib
 from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-import numpy as np
 import pandas as pd
 import seaborn as sns
 

@@ -286,7 +286,7 @@ def _sem(values: pd.Series) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
-def config_summaries(finals: pd.DataFrame, metric: str, value: str = "value") -> pd.DataFrame:
+def config_summaries(finals: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Aggregate final values over seeds, per (suite, method, configuration).
 
     Diverged and failed runs are counted but left out of the mean; the mean is over done and running
@@ -299,8 +299,8 @@ def config_summaries(finals: pd.DataFrame, metric: str, value: str = "value") ->
         counts = g["status"].value_counts()
         first = g.iloc[0]
         row = dict(suite=suite, metric=metric, method=method, config=first["config"], lr_g=first["lr_g"],
-                   lr_fake=first["lr_fake"], batch=first["batch"], mean=float(ok[value].mean()) if len(ok) else math.nan,
-                   sem=_sem(ok[value]), n=int(ok[value].notna().sum()),
+                   lr_fake=first["lr_fake"], batch=first["batch"], mean=float(ok["value"].mean()) if len(ok) else math.nan,
+                   sem=_sem(ok["value"]), n=int(ok["value"].notna().sum()),
                    n_samples=ok["n_samples"].min() if len(ok) else pd.NA,
                    kimg=float(ok["kimg"].mean()) if len(ok) else math.nan,
                    images_seen=float(ok["images_seen"].mean()) if len(ok) else math.nan,
