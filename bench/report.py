@@ -193,8 +193,8 @@ def _provenance(runs: pd.DataFrame) -> list[dict]:
 def context(results_dir) -> dict:
     """Everything the template shows, as plain strings, numbers and data URIs."""
     runs = results.load_runs(results_dir, full=True)
-    table = results.load(results_dir)
-    stats = results.load_stats(results_dir)
+    table = results.load(results_dir, runs)
+    stats = results.load_stats(results_dir, runs)
     if table.empty:
         raise BadInput(f"the runs under {str(results_dir)!r} have no measurements yet (no metrics.jsonl rows)")
     headline = results.headline_metrics(table)

@@ -185,13 +185,15 @@ def load_runs(results_dir, *, full: bool = False) -> pd.DataFrame:
     return frame if full else frame.drop(columns=["_config", "_manifest"])
 
 
-def load(results_dir) -> pd.DataFrame:
-    """The long results table of Contract 3 (see the module docstring for its columns)."""
-    runs = load_runs(results_dir)
+def load(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The long results table of Contract 3 (see the module docstring for its columns).
+
+    ``runs``, a ``load_runs`` table of the same folder, saves reading the run directories again.
+    """
+    runs = load_runs(results_dir) if runs is None else runs
     hp = [c for c in runs.columns if c.startswith(HP_PREFIX)]
     rows = []
-    for run in runs.itertuples(index=False):
-        base = run._asdict()
+    for base in runs.drop(columns=["_config", "_manifest"], errors="ignore").to_dict("records"):
         for m in read_jsonl(Path(base["path"]) / "metrics.jsonl"):
             if "metric" not in m or "kimg" not in m:
                 continue
@@ -209,16 +211,16 @@ def load(results_dir) -> pd.DataFrame:
     return table
 
 
-def load_stats(results_dir) -> pd.DataFrame:
-    """Every run's ``stats.jsonl`` as one table: suite, run_id, method, lr_g, seed plus the logged columns."""
-    runs = load_runs(results_dir)
+def load_stats(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every run's ``stats.jsonl`` as one table: suite, run_id, method, lr_g, seed, status + logged columns."""
+    runs = load_runs(results_dir) if runs is None else runs
     frames = []
-    for run in runs.itertuples(index=False):
-        rows = read_jsonl(Path(run.path) / "stats.jsonl")
+    for run in runs.to_dict("records"):
+        rows = read_jsonl(Path(run["path"]) / "stats.jsonl")
         if rows:
             frame = pd.DataFrame(rows)
-            for col in ("suite", "run_id", "method", "lr_g", "seed", "status"):
-                frame.insert(0, col, getattr(run, col))
+            for col in ("status", "seed", "lr_g", "method", "run_id", "suite"):
+                frame.insert(0, col, run[col])
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["suite", "run_id", "method", "lr_g", "seed", "status"])

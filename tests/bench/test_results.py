@@ -72,6 +72,18 @@ def test_runs_without_metrics_are_listed_but_have_no_rows(results_dir):
     assert len(silent) == 1 and runs.set_index("run_id").loc[silent.pop(), "status"] == "running"
 
 
+def test_hyperparameter_names_that_are_not_identifiers(tmp_path):
+    rundirs.write_run(tmp_path, method="dmd2", hparams={"gan-weight": 0.003, "fake updates": 5})
+    table = results.load(tmp_path)
+    assert set(table["hp_gan-weight"]) == {0.003} and set(table["hp_fake updates"]) == {5}
+
+
+def test_stats_table(results_dir):
+    stats = results.load_stats(results_dir)
+    assert list(stats.columns[:6]) == ["suite", "run_id", "method", "lr_g", "seed", "status"]
+    assert len(stats) == 5 * 19 and {"loss_g", "images_per_s", "peak_mem_mb"} <= set(stats.columns)
+
+
 def test_final_value_prefers_ema_and_the_last_evaluation(tmp_path):
     rundirs.write_run(tmp_path, method="sid", raw_rows=True)
     table = results.load(tmp_path)
