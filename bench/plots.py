@@ -3,7 +3,8 @@
 One row per (suite, metric): the suite's headline metric, then IS where it was measured. One panel per
 generator learning rate: the metric against training kimg, one line per method (its best
 configuration at that learning rate), bands of one standard error over seeds, an x where a run
-diverged, the teacher's multi-step value as a dashed line. The last panel of a row sums the row up:
+diverged, the teacher's multi-step value as a dashed line. For lower-is-better metrics the y axis stops
+at ten times the worst starting value; a curve that leaves it gets a ^ on the top edge. The last panel of a row sums the row up:
 final value against learning rate per method (an x on the top edge where every seed diverged).
 """
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib import ticker
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -61,6 +64,34 @@ def _log_helps(values: pd.Series, metric: str) -> bool:
     values = values.dropna()
     return (metric in results.POSITIVE and len(values) > 0 and (values > 0).all()
             and values.max() / values.min() > 10)
+
+
+def _cap(data: pd.DataFrame, metric: str) -> float:
+    """Upper y limit of a lower-is-better row: 10x the worst starting value, so a blow-up cannot squash
+    every other curve into a flat line (clipped curves get a ^ on the top edge)."""
+    if results.direction(metric) != "lower" or data.empty:
+        return math.inf
+    curves = results.curves(data)
+    starts = curves[curves["kimg"] == curves.groupby("run_id")["kimg"].transform("min")]["value"]
+    return 10 * starts.max() if len(starts) and starts.max() > 0 else math.inf
+
+
+def _clip_top(ax, cap: float) -> None:
+    """Limit the y axis to ``cap``; mark lines that leave it with a ^ and pull markers onto the edge."""
+    if not math.isfinite(cap) or ax.get_ylim()[1] <= cap:
+        return
+    ax.set_ylim(top=cap)
+    for line in list(ax.get_lines()):
+        x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        above = np.flatnonzero(y > cap)
+        if len(above):
+            ax.scatter([x[above[0]]], [cap], marker="^", s=45, color=line.get_color(), clip_on=False, zorder=6)
+    for points in ax.collections:
+        if isinstance(points, PathCollection) and points.get_offsets().size:
+            xy = np.asarray(points.get_offsets(), float)
+            xy[:, 1] = np.minimum(xy[:, 1], cap)
+            points.set_offsets(xy)
+            points.set_clip_on(False)
 
 
 def _teacher_line(ax, table: pd.DataFrame, suite: str, metric: str) -> None:
@@ -119,7 +150,8 @@ def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
             sel = _selected(table[table["suite"] == suite], m)
             n = sel["n_samples"].min() if len(sel) else None
             label = results.metric_label(m, None if n is pd.NA else n)
-            log = _log_helps(sel["value"], m)
+            cap = _cap(sel, m)
+            log = _log_helps(sel["value"].clip(upper=cap), m)
             row_axes = []
             for c in range(ncols):
                 ax = axes[r][c]
@@ -148,12 +180,15 @@ def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
                 hi = max(a.get_ylim()[1] for a in curve_axes)
                 for a in curve_axes:
                     a.set_ylim(lo, hi)
+            for a in row_axes:
+                _clip_top(a, cap)
         handles = [Line2D([], [], color=palette[m], marker="o", markersize=4, label=_text(m)) for m in palette]
         handles += [Line2D([], [], color="0.35", linestyle="--", label="teacher (multi-step)"),
                     Line2D([], [], color="0.2", marker="x", linestyle="none", markersize=7, markeredgewidth=2,
                            label="diverged"),
                     Line2D([], [], color="0.2", marker="o", markerfacecolor="none", linestyle="none",
-                           label="still running")]
+                           label="still running"),
+                    Line2D([], [], color="0.2", marker="^", linestyle="none", label="off the scale")]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False)
     return fig
 
