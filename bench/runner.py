@@ -484,11 +484,11 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
         manifest.setdefault("metrics", {})
         write_json_atomic(manifest_path, manifest)
 
-    stop = {"flag": False}
+    stop = {"signal": None}
     handlers = {}
 
     def request_stop(signum, frame):
-        stop["flag"] = True
+        stop["signal"] = signum
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError):  # not in the main thread
@@ -502,7 +502,7 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
         else:
             if (directory / "state.pt").exists():
                 run.load(directory / "state.pt")
-            status = run.train(lambda: stop["flag"])
+            status = run.train(lambda: stop["signal"] is not None)
             impls = None
     except Diverged as exc:
         status = "diverged"
@@ -513,8 +513,9 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
             signal.signal(sig, handler)
         if rank == 0:
             manifest = read_json(manifest_path)
-            manifest.update(status="running" if status == "interrupted" else status,
-                            ended=None if status == "interrupted" else _now(), diverged=diverged)
+            interrupted = status == "interrupted"
+            manifest.update(status="running" if interrupted else status, ended=None if interrupted else _now(),
+                            diverged=diverged)
             if run is not None:
                 manifest.update(kimg_done=round(run.kimg, 6), wall_time_s=run.wall_time)
             else:
@@ -522,6 +523,8 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
                 if impls:
                     manifest["metrics"] = impls
             write_json_atomic(manifest_path, manifest)
+    if status == "interrupted":
+        status = f"interrupted by signal {stop['signal']}"
     return directory, status
 
 
@@ -539,7 +542,9 @@ def cli_run(args) -> int:
     if dist_utils.rank() == 0:
         print(directory)
     dist_utils.shutdown()
-    return {"interrupted": 130}.get(status, 0)
+    if status.startswith("interrupted"):
+        return 128 + int(status.rsplit(" ", 1)[1])  # the shell's convention for a signalled exit
+    return 0
 
 
 def cli_eval(args) -> int:

@@ -1,0 +1,53 @@
+"""Helpers shared by the bench tests (importable as ``bench_helpers``): tiny, fast gaussian runs."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["--set", "suite.width=32", "--set", "suite.depth=1", "--set", "suite.n_eval=256", "--set", "suite.dim=4"]
+
+
+def tiny_run_args(results, method="sid", kimg="1", extra=()):
+    """CLI arguments of a tiny gaussian run (seconds)."""
+    return ["run", "--suite", "gaussian", "--method", method, "--kimg", kimg, "--batch", "64",
+            "--eval-every", "0.5", "--checkpoint-every", "0.5", "--results", str(results), "--quiet",
+            *TINY, *extra]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def cli_caller(capsys):
+    """Run ``bench`` in-process; returns (exit status, stdout, stderr)."""
+    from bench.cli import main
+
+    def call(*argv):
+        code = main(list(argv))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return call
+
+
+PYTHON = sys.executable
+
+
+def gloo_gradient_worker(rank, port, out):
+    """Spawned by the distributed test: average known gradients over two gloo processes."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    from bench.distributed import average_gradients, gather_objects
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    q = torch.nn.Parameter(torch.zeros(2, 2))
+    ((rank + 1.0) * p.sum() + (rank + 1.0) * 10 * q.sum()).backward()
+    average_gradients([p, q])
+    out[rank] = (p.grad.clone(), q.grad.clone(), gather_objects(rank))
+    dist.destroy_process_group()
