@@ -199,3 +199,21 @@ def test_page_in_headless_chromium(chromium, built, tmp_path):
     seeds = [float(s) for s in column(after, "runs-table", 6)]
     assert seeds == sorted(seeds) != [float(s) for s in column(before, "runs-table", 6)]
     assert after.scripts == 3
+
+
+def test_report_of_real_runner_output(tmp_path, capsys):
+    """The runner's own run directories (tiny gaussian runs) go through table, leaderboard and report."""
+    from bench_helpers import TINY, tiny_run_args
+
+    for method in ("sim", "sid"):
+        assert main(tiny_run_args(tmp_path / "results", method=method, kimg="0.5")) == 0
+    assert main(["run", "--suite", "gaussian", "--method", "teacher", "--results", str(tmp_path / "results"),
+                 "--quiet", *TINY]) == 0
+    table = results.load(tmp_path / "results")
+    assert set(table["method"]) == {"sim", "sid", "teacher"} and set(table["status"]) == {"done"}
+    board = results.leaderboard(table)
+    assert board["metric"].unique().tolist() == ["frechet"] and "teacher" in set(board["method"])
+    assert (board["n_samples"] == 256).all() and board["label"].iloc[0] == "Fréchet-256"
+    assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "index.html")]) == 0
+    html = (tmp_path / "index.html").read_text()
+    assert "Fréchet-256" in html and "exact Gaussian fit" in html  # the metric implementation, from manifests
