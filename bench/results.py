@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BadInput
+from .rundir import read_jsonl, write_atomic
 
 HP_PREFIX = "hp_"
 TEACHER = "teacher"
@@ -60,27 +60,6 @@ TABLE_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed"
 
 
 # --- reading run directories ------------------------------------------------------------------------
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a torn last line is skipped silently, any other bad line with a warning."""
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                warnings.warn(f"{path}:{i + 1}: unparseable line skipped")
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
 
 def _read_json(path: Path) -> dict | None:
     try:
@@ -493,22 +472,6 @@ def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
         "runs of this config": [runs_text(r) for r in board.to_dict("records")],
         "diverged, all configs": [f"{r.method_diverged}/{r.method_runs}" for r in board.itertuples()],
     })
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, so bad input never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what a shared report wants
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _parquet_safe(table: pd.DataFrame) -> pd.DataFrame:

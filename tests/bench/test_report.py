@@ -27,7 +27,7 @@ def built(tmp_path_factory):
     config["run_id"] = f"x{HOSTILE}"
     (d / "config.json").write_text(json.dumps(config))
     manifest = json.loads((d / "manifest.json").read_text())
-    manifest["git_hash"] = f'"><img src=x onerror=alert(2)>'
+    manifest["git_hash"] = '"><img src=x onerror=alert(2)>'
     manifest["versions"]["torch"] = HOSTILE
     (d / "manifest.json").write_text(json.dumps(manifest))
     out = root / "reports" / "demo" / "index.html"
