@@ -365,3 +365,21 @@ def test_cli_run_without_weights_is_bad_input(cli, tmp_path):
                          "--set", f"suite.pipeline={tmp_path / 'PixArt'}", "--quiet")
     assert code == 2 and "model_index.json" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("config.json"))
+
+
+REAL_PIXART = Path(t2i.TextToImageSuite.defaults["pipeline"]).expanduser()
+
+
+@needs_t2i
+@pytest.mark.skipif(not (REAL_PIXART / "model_index.json").exists(),
+                    reason=f"PixArt-alpha weights not found: {REAL_PIXART / 'model_index.json'} (docs/t2i.md)")
+def test_real_pixart_alpha_pipeline():
+    """Where the real weights exist: 512px PixArt-XL-2 (about 611M parameters), a short guided sample, decoded."""
+    suite = t2i.TextToImageSuite(teacher_steps=2, eval_batch=1)
+    assert suite.latent_shape == (4, 64, 64)
+    teacher = suite.load_teacher(CPU)
+    assert 600e6 < sum(p.numel() for p in teacher.net.parameters()) < 620e6
+    cond = suite.sample_cond(1, torch.Generator().manual_seed(0))
+    latents = suite.teacher_sample(teacher, torch.randn(1, *suite.latent_shape), cond)
+    images = suite.decode(latents)
+    assert images.shape == (1, 3, 512, 512) and torch.isfinite(images).all()
