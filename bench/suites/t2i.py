@@ -223,7 +223,7 @@ class TextToImageSuite(Suite):
             raise BadInput(f"t2i: resolution must be a positive multiple of {multiple}, got {resolution!r}")
         self.resolution = resolution
         self.channels = int(net_cfg["in_channels"])
-        self._pipe = None
+        self._pipe, self._device = None, None
         self._embeddings = None  # prompt -> (embeds [L, D], mask [L] or None), trimmed to valid tokens
 
     # --- loading -------------------------------------------------------------------------------
@@ -232,8 +232,9 @@ class TextToImageSuite(Suite):
         side = self.resolution // self.vae_factor
         return (self.channels, side, side)
 
-    def _pipeline(self, device: torch.device):
-        """The diffusers pipeline (fp32 weights, on ``device``), loaded once from local files."""
+    def _pipeline(self, device: torch.device | None = None):
+        """The diffusers pipeline, loaded once from local files (fp32, frozen parts in ``dtype``);
+        the VAE and text encoder follow ``device`` when one is given."""
         if self._pipe is None:
             try:
                 from diffusers import DiffusionPipeline
@@ -241,10 +242,13 @@ class TextToImageSuite(Suite):
                 raise ImportError(f"the t2i suite needs diffusers and transformers: {INSTALL_HINT}") from None
             self._pipe = DiffusionPipeline.from_pretrained(str(self.directory), local_files_only=True,
                                                            torch_dtype=torch.float32)
-            self._device = torch.device(device)
+        device = torch.device(device) if device is not None else (self._device or torch.device("cpu"))
+        if device != self._device:
             frozen = DTYPES[self.options["dtype"]]
             for part in (self._pipe.vae, self._pipe.text_encoder):
-                part.to(self._device, frozen).eval().requires_grad_(False)
+                if part is not None:
+                    part.to(device, frozen).eval().requires_grad_(False)
+            self._device = device
         return self._pipe
 
     def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -266,7 +270,7 @@ class TextToImageSuite(Suite):
     def _prompt_table(self) -> dict:
         """Every prompt's embedding, computed once (the text encoder is freed afterwards)."""
         if self._embeddings is None:
-            self._pipeline(getattr(self, "_device", torch.device("cpu")))
+            self._pipeline()
             table, batch = {}, self.options["eval_batch"]
             for prompt in [self.options["negative_prompt"], *self.prompts]:
                 table.setdefault(prompt, None)
@@ -365,7 +369,7 @@ class TextToImageSuite(Suite):
     # --- evaluation ------------------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (the denoisers' scaled space) to images in [-1, 1] through the VAE, batched."""
-        vae = self._pipeline(getattr(self, "_device", torch.device("cpu"))).vae
+        vae = self._pipeline().vae
         dtype = next(vae.parameters()).dtype
         out = []
         for i in range(0, latents.shape[0], self.options["eval_batch"]):
