@@ -367,8 +367,8 @@ class TextToImageSuite(Suite):
                 "guidance_scale": self.options["guidance_scale"]}
 
     # --- evaluation ------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (the denoisers' scaled space) to images in [-1, 1] through the VAE, batched."""
+    def to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (the denoisers' scaled space) to images in [-1, 1] through the VAE (evaluation, sample grids)."""
         vae = self._pipeline().vae
         dtype = next(vae.parameters()).dtype
         out = []
@@ -400,7 +400,7 @@ class TextToImageEvaluator(Evaluator):
 
         if cond is None:
             raise BadInput("t2i evaluation needs the prompts of the samples (cond)")
-        images = to_uint8(self.suite.decode(samples))
+        images = to_uint8(self.suite.to_images(samples))
         prompts = cond["prompts"]
         out = []
         for name, scorer in self.scorers.items():

@@ -118,16 +118,16 @@ def test_denoiser_matches_vp_parameterisation(tiny):
         assert torch.allclose(teacher.sigma_to_t(sigma.expand(3)), torch.full((3,), float(t)), atol=1e-3)
         x_vp = x / (1 + sigma**2).sqrt()
         emb, mask = cond["prompt_embeds"], cond["prompt_attention_mask"]
-        null = suite.encode_cond([""])
-        length = emb.shape[1]
-        null_e = torch.nn.functional.pad(null["prompt_embeds"], (0, 0, 0, length - null["prompt_embeds"].shape[1]))
-        null_m = torch.nn.functional.pad(null["prompt_attention_mask"], (0, length - null["prompt_attention_mask"].shape[1]))
+        null = suite.encode_cond([""] * 3)
+        null_e = t2i._pad(null["prompt_embeds"], emb.shape[1])
+        null_m = t2i._pad(null["prompt_attention_mask"], emb.shape[1])
         tt = torch.full((3,), float(t))
+        no_micro = {"resolution": None, "aspect_ratio": None}
         with torch.no_grad():
             eps_c = net(x_vp, encoder_hidden_states=emb, encoder_attention_mask=mask, timestep=tt,
-                        added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample[:, :4]
-            eps_u = net(x_vp, encoder_hidden_states=null_e.expand(3, -1, -1), encoder_attention_mask=null_m.expand(3, -1),
-                        timestep=tt, added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample[:, :4]
+                        added_cond_kwargs=no_micro).sample[:, :4]
+            eps_u = net(x_vp, encoder_hidden_states=null_e, encoder_attention_mask=null_m, timestep=tt,
+                        added_cond_kwargs=no_micro).sample[:, :4]
             eps = eps_u + 4.5 * (eps_c - eps_u)
             expected = (x_vp - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
             got = teacher(x, sigma.expand(3), cond)
@@ -209,10 +209,10 @@ def test_distillation_steps_every_method(tiny, tmp_path, method):
 
 
 @needs_t2i
-def test_decode_to_images(tiny):
+def test_to_images_decodes(tiny):
     suite = suite_for(tiny)
     suite.load_teacher(CPU)
-    images = suite.decode(torch.randn(5, 4, 8, 8))
+    images = suite.to_images(torch.randn(5, 4, 8, 8))
     assert images.shape == (5, 3, 16, 16) and images.min() >= -1 and images.max() <= 1
 
 
@@ -284,17 +284,18 @@ def build_tiny_stable_diffusion(directory: Path):
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=16)
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
                                                 num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
-                                                bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                                                pad_token_id=vocab["<|endoftext|>"]))
+                                                bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
                                 attention_head_dim=4, norm_num_groups=4)
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         block_out_channels=(8, 16), latent_channels=4, norm_num_groups=8, sample_size=16)
-    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -352,7 +353,7 @@ def test_evaluator_decodes_quantises_and_scores(tiny):
     latents = torch.randn(6, 4, 8, 8)
     cond = suite.sample_cond(6, torch.Generator().manual_seed(2))
     (m,) = evaluator.evaluate(latents, cond)
-    expected = images_mod.to_uint8(suite.decode(latents))
+    expected = images_mod.to_uint8(suite.to_images(latents))
     images, prompts = scorer.calls[0]
     assert torch.equal(images, expected) and prompts == cond["prompts"]
     assert (m.metric, m.n_samples, m.impl) == ("aesthetic", 6, "brightness (test)")
@@ -381,5 +382,29 @@ def test_real_pixart_alpha_pipeline():
     assert 600e6 < sum(p.numel() for p in teacher.net.parameters()) < 620e6
     cond = suite.sample_cond(1, torch.Generator().manual_seed(0))
     latents = suite.teacher_sample(teacher, torch.randn(1, *suite.latent_shape), cond)
-    images = suite.decode(latents)
+    images = suite.to_images(latents)
     assert images.shape == (1, 3, 512, 512) and torch.isfinite(images).all()
+
+
+@needs_t2i
+def test_runner_end_to_end_with_teacher_row(tiny, tmp_path, monkeypatch):
+    """``execute`` trains, evaluates (decoded, scored) and writes the run and the teacher's row."""
+    pytest.importorskip("bench.metrics.images", reason="bench.metrics (branch metrics) not merged yet")
+    from bench.rundir import read_json, read_jsonl
+    from bench.runner import execute
+
+    monkeypatch.setattr(t2i, "load_scorers", lambda names, device: {name: _Brightness() for name in names})
+    sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
+            "suite.eval_batch": 4, "suite.n_eval": 4, "suite.metrics": ["aesthetic", "pickscore_raw"]}
+    for method, kwargs in (("teacher", {}), ("sim", dict(lr=1e-4, batch=2, batch_gpu=2, kimg=0.004,
+                                                         eval_every=0.002, checkpoint_every=0.004))):
+        config = runconfig.resolve("t2i", method, sets=sets, **kwargs)
+        config["device"] = "cpu"
+        directory, status = execute(config, tmp_path, CPU, quiet=True)
+        assert status == "done" and read_json(directory / "manifest.json")["status"] == "done"
+        rows = read_jsonl(directory / "metrics.jsonl")
+        assert {r["metric"] for r in rows} == {"aesthetic", "pickscore_raw"}
+        assert all(r["n_samples"] == 4 and r["impl"] == "brightness (test)" for r in rows)
+        expected_kimg = {0.0} if method == "teacher" else {0.0, 0.002, 0.004}
+        assert {r["kimg"] for r in rows} == expected_kimg
+        assert list((directory / "samples").glob("*.png"))
