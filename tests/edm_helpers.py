@@ -16,6 +16,7 @@ import sys
 import types
 
 import numpy as np
+import torch
 
 from bench.nets import edm
 from bench.nets.precond import EDMPrecond
@@ -26,6 +27,18 @@ TINY_ADM = dict(img_resolution=8, img_channels=3, label_dim=10, model_type="Dhar
                 channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.1, use_fp16=True, channel_mult_emb=2)
 NETWORK_TYPES = (EDMPrecond, edm.SongUNet, edm.DhariwalUNet, edm.UNetBlock, edm.Conv2d, edm.GroupNorm, edm.Linear,
                  edm.PositionalEmbedding, edm.FourierEmbedding)
+
+
+def perturbed(net, scale=0.1, seed=0):
+    """``net`` with noise added to every parameter: EDM zero-initialises output layers, so a fresh
+    network ignores its inputs; tests of input dependence need non-zero weights."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return net
+
+
 MODULE_SRC = "# the network's source code would be here; a loader must never run it\n"
 
 
