@@ -16,6 +16,7 @@ import sys
 import types
 
 import numpy as np
+import pytest
 import torch
 
 from bench.nets import edm
@@ -27,6 +28,16 @@ TINY_ADM = dict(img_resolution=8, img_channels=3, label_dim=10, model_type="Dhar
                 channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.1, use_fp16=True, channel_mult_emb=2)
 NETWORK_TYPES = (EDMPrecond, edm.SongUNet, edm.DhariwalUNet, edm.UNetBlock, edm.Conv2d, edm.GroupNorm, edm.Linear,
                  edm.PositionalEmbedding, edm.FourierEmbedding)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convolutions on a shared 2-core machine: one torch thread is 10-50x faster than two
+    when other processes load the cores (OpenMP threads wait on each other). Import into a test module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def perturbed(net, scale=0.1, seed=0):

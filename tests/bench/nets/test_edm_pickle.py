@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from edm_helpers import TINY_ADM, TINY_SONG, Persistent, perturbed, write_nvlabs_pickle
+from edm_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from bench.errors import BadInput
 from bench.nets import edm
@@ -103,6 +104,7 @@ def test_module_src_is_never_executed(tmp_path):
     assert not sentinel.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_hostile_storage_bytes_are_refused(tmp_path):
     """Tensor storages arrive as bytes for ``torch.storage._load_from_bytes``: they are read with
     ``weights_only=True``, so a pickle hidden there is refused too."""
@@ -138,6 +140,7 @@ def test_missing_tensor_is_refused(tmp_path):
         load_teacher(tmp_path / "net.pkl")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_bad_files(tmp_path):
     with pytest.raises(BadInput, match="does not exist"):
         load_teacher(tmp_path / "none.pkl")
