@@ -181,3 +181,50 @@ def test_missing_teacher_file_is_bad_input_and_leaves_no_run(tmp_path, cli):
                        "--set", f"suite.teacher={tmp_path / 'none.pkl'}", "--kimg", "1")
     assert code == 2 and "none.pkl does not exist" in err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("config.json"))
+
+
+# --- the papers' presets ------------------------------------------------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def _runs(name, quick=False):
+    from bench import launch
+
+    runs = launch.expand(launch.load_sweep(CONFIGS / name, quick=quick))
+    return [r for r in runs if r["method"] != "teacher"], [r for r in runs if r["method"] == "teacher"]
+
+
+def test_robustness_preset_is_sim_sid_di_at_batch_256_and_two_learning_rates():
+    runs, teacher = _runs("cifar10-robustness.yaml")
+    assert sorted((r["method"], r["lr_g"], r["lr_fake"]) for r in runs) == sorted(
+        (m, lr, lr) for m in ("sim", "sid", "di") for lr in (1e-4, 1e-5))
+    assert {r["batch"] for r in runs} == {256} and {r["precision"] for r in runs} == {"fp32"}
+    assert {r["suite_options"]["cond"] for r in runs} == {False}
+    assert teacher[0]["hparams"] == {"sampler": "heun", "steps": 18, "nfe": 35}
+    quick, _ = _runs("cifar10-robustness.yaml", quick=True)
+    assert len(quick) == 6 and {r["kimg"] for r in quick} == {10.0}
+
+
+@pytest.mark.parametrize("name, method, batch, lr, sigma_init, kimg", [
+    ("cifar10-sid.yaml", "sid", 256, 1e-5, 2.5, 500000),
+    ("cifar10-sim.yaml", "sim", 256, 1e-5, 2.5, 500000),  # SiD's settings
+    ("cifar10-di.yaml", "di", 128, 1e-5, 1.0, 200000),
+])
+def test_cifar10_presets_carry_the_published_recipes(name, method, batch, lr, sigma_init, kimg):
+    (run,), _ = _runs(name)
+    assert (run["method"], run["batch"], run["lr_g"], run["lr_fake"]) == (method, batch, lr, lr)
+    assert run["optimizer"]["name"] == "adam" and run["optimizer"]["betas"] == [0.0, 0.999]
+    assert run["train"]["sigma_init"] == sigma_init and run["train"]["ema_halflife_kimg"] == 500
+    assert run["precision"] == "fp32" and run["kimg"] == kimg
+    assert run["hparams"]["weighting"] == "paper"
+
+
+def test_imagenet64_dmd2_preset_carries_the_published_recipe():
+    (run,), (teacher,) = _runs("imagenet64-dmd2.yaml")
+    assert (run["method"], run["batch"], run["lr_g"], run["precision"]) == ("dmd2", 280, 2e-6, "bf16")
+    assert run["optimizer"] == {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
+    assert run["train"]["grad_clip"] == 10 and run["train"]["warmup_kimg"] == 140
+    assert run["train"]["ema_halflife_kimg"] is None and run["train"]["sigma_init"] == 80
+    assert run["hparams"]["fake_updates_per_generator_update"] == 5 and run["hparams"]["gan_weight"] == 0
+    assert teacher["hparams"]["nfe"] == 79
