@@ -12,7 +12,8 @@ class EDMPrecond(nn.Module):
 
     ``model(x, noise_labels, class_labels=None)`` is any architecture in this package; ``cond`` is
     passed through as its class labels (one-hot or embeddings, as the model expects). With
-    ``label_dim`` > 0 (EDM's class-conditional networks) a missing ``cond`` means all-zero labels.
+    ``label_dim`` > 0 (EDM's class-conditional networks) a missing ``cond`` means all-zero labels,
+    and labels are moved to the input's device.
     ``img_resolution``, ``img_channels``, ``sigma_min`` and ``sigma_max`` describe the network as
     EDM's checkpoints do; they do not change the computation.
     """
@@ -31,7 +32,7 @@ class EDMPrecond(nn.Module):
             sigma = sigma.expand(x.shape[0])
         if self.label_dim:
             cond = (torch.zeros(1, self.label_dim, device=x.device) if cond is None
-                    else cond.to(torch.float32).reshape(-1, self.label_dim))
+                    else cond.to(x.device, torch.float32).reshape(-1, self.label_dim))
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         sd2 = self.sigma_data**2
         c_skip = sd2 / (s**2 + sd2)

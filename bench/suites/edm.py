@@ -4,6 +4,7 @@ Teacher, generator and fake score all come from the checkpoint (``--set suite.te
 ``.pkl`` from NVlabs or this project's ``.pt``; by default the released file found in
 ``$BENCH_WEIGHTS_DIR`` or ``~/.cache/distill-bench``). The generator is the teacher's denoiser
 evaluated once at ``sigma_init``; augmentation labels are zero (``None``), as when sampling.
+Networks run at the runner's precision; ``fp16=true`` restores the checkpoint's fp16 execution on CUDA.
 Class labels are drawn uniformly and passed one-hot, as EDM, SiD and DMD2 do. The baseline row is
 EDM's deterministic Heun sampler: 18 steps (35 NFE) on CIFAR-10, 40 steps (79 NFE) on ImageNet-64.
 Evaluation is Inception FID and IS against the training set's statistics (torch-fidelity's
@@ -57,8 +58,9 @@ class EDMSuite(Suite):
         for key in ("teacher", "reference"):
             if o[key] is not None and (not isinstance(o[key], str) or not o[key]):
                 raise BadInput(f"suite {self.name}: {key} must be a path, got {o[key]!r}")
-        if "cond" in o and not isinstance(o["cond"], bool):
-            raise BadInput(f"suite {self.name}: cond must be true or false, got {o['cond']!r}")
+        for key in ("cond", "fp16"):
+            if key in o and not isinstance(o[key], bool):
+                raise BadInput(f"suite {self.name}: {key} must be true or false, got {o[key]!r}")
         self._teacher: EDMPrecond | None = None
 
     @property
@@ -92,6 +94,9 @@ class EDMSuite(Suite):
                 want = f"{self.label_dim} classes" if self.label_dim else "an unconditional network"
                 raise BadInput(f"teacher {path} has label_dim {net.label_dim}, suite {self.name} with these "
                                f"options needs {want} (suite.cond)")
+            # fp16 execution as the checkpoint records it (EDM's ImageNet-64) is opt-in: the runner's
+            # precision (fp32, or bf16 autocast; DMD2 reports that fp16 diverges) applies otherwise.
+            net.use_fp16 = self.options["fp16"]
             self._teacher = net
         return self._teacher
 
@@ -135,7 +140,8 @@ class Cifar10Suite(EDMSuite):
     """CIFAR-10 32x32, EDM's DDPM++ teachers (``cond`` selects the class-conditional one)."""
 
     name = "cifar10"
-    defaults = {"teacher": None, "cond": False, "teacher_steps": 18, "n_eval": 50000, "reference": "cifar10-train"}
+    defaults = {"teacher": None, "cond": False, "teacher_steps": 18, "n_eval": 50000, "reference": "cifar10-train",
+                "fp16": False}
 
     @property
     def label_dim(self):
@@ -151,7 +157,7 @@ class ImageNet64Suite(EDMSuite):
     name = "imagenet64"
     resolution = 64
     num_classes = 1000
-    defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None}
+    defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None, "fp16": False}
 
     def default_teacher(self):
         return "edm-imagenet-64x64-cond-adm.pkl"

@@ -105,6 +105,8 @@ def test_imagenet64_suite(teachers):
     counter = CountingDenoiser()
     suite.teacher_sample(counter, torch.randn(1, 3, 64, 64), labels[:1])
     assert counter.calls == 79 and suite.teacher_info()["steps"] == 40
+    assert not parts.teacher.use_fp16 and not parts.fake.use_fp16  # the file says fp16; the runner decides
+    assert ImageNet64Suite(teacher=str(teachers / "imagenet.pkl"), fp16=True).load_teacher("cpu").use_fp16
 
 
 def test_missing_released_files_name_the_file_and_where_to_put_it(tmp_path, monkeypatch):
