@@ -102,8 +102,9 @@ class Persistent:
 
 
 def write_nvlabs_pickle(path, net: EDMPrecond, module_src: str = MODULE_SRC, extra: dict | None = None,
-                        class_name_of=None):
-    """Write ``dict(ema=net, ...)`` in NVlabs' pickle format (protocol 4, as EDM's ``pickle.dump``)."""
+                        class_name_of=None, protocol: int = 4):
+    """Write ``dict(ema=net, ...)`` in NVlabs' pickle format (protocol 4: ``pickle.dump``'s default on
+    the Python versions EDM supports; 3 on older ones)."""
     class_name_of = class_name_of or (lambda obj: type(obj).__name__)
     with fake_edm_modules() as (persistence, util):
         class Writer(pickle.Pickler):
@@ -131,4 +132,4 @@ def write_nvlabs_pickle(path, net: EDMPrecond, module_src: str = MODULE_SRC, ext
                                                  resolution=net.img_resolution, max_size=50000))
         data.update(extra or {})
         with open(path, "wb") as f:
-            Writer(f, protocol=4).dump(data)
+            Writer(f, protocol=protocol).dump(data)

@@ -2,7 +2,6 @@
 import io
 import os
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from bench.nets import edm
 from bench.nets.edm_pickle import (ContainerRecord, Record, load_teacher, network_from_record, read_nvlabs_pickle,
                                    save_teacher)
 from bench.suites.base import heun_sampler
+from bench.suites.edm import weights_dirs
 
 
 def _file_tensors(record, prefix="model.", out=None):
@@ -38,10 +38,11 @@ def _inputs(net, n=3):
     return x, sigma, cond
 
 
-@pytest.mark.parametrize("config", [TINY_SONG, TINY_ADM], ids=["ddpmpp-uncond", "adm-cond-fp16"])
-def test_nvlabs_pickle_loads_with_identical_outputs_and_every_tensor_used(tmp_path, config):
+@pytest.mark.parametrize("config, protocol", [(TINY_SONG, 4), (TINY_ADM, 4), (TINY_SONG, 3)],
+                         ids=["ddpmpp-uncond", "adm-cond-fp16", "ddpmpp-protocol3"])
+def test_nvlabs_pickle_loads_with_identical_outputs_and_every_tensor_used(tmp_path, config, protocol):
     net = perturbed(edm.edm_precond(**config)).eval()
-    write_nvlabs_pickle(tmp_path / "net.pkl", net)
+    write_nvlabs_pickle(tmp_path / "net.pkl", net, protocol=protocol)
     loaded = load_teacher(tmp_path / "net.pkl")
     assert type(loaded.model) is type(net.model) and loaded.label_dim == net.label_dim
     assert loaded.use_fp16 == config.get("use_fp16", False)
@@ -167,8 +168,7 @@ RELEASED = ["edm-cifar10-32x32-uncond-vp.pkl", "edm-cifar10-32x32-cond-vp.pkl", 
 
 
 def _released(name):
-    dirs = ([Path(os.environ["BENCH_WEIGHTS_DIR"])] if os.environ.get("BENCH_WEIGHTS_DIR") else [])
-    dirs.append(Path.home() / ".cache" / "distill-bench")
+    dirs = weights_dirs()
     for d in dirs:
         if (d / name).is_file():
             return d / name

@@ -1,6 +1,8 @@
 """The cifar10 and imagenet64 suites with tiny teachers of the real classes (.pt and NVlabs .pkl)."""
 import importlib.util
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -139,9 +141,9 @@ def test_evaluator_asks_the_evaluation_layer_for_inception_fid_and_is(monkeypatc
         def __init__(self, **kwargs):
             seen.update(kwargs)
 
-    module = type(json)("bench.metrics.fidelity")
+    module = types.ModuleType("bench.metrics.fidelity")
     module.FidelityEvaluator = FakeFidelity
-    monkeypatch.setitem(__import__("sys").modules, "bench.metrics.fidelity", module)
+    monkeypatch.setitem(sys.modules, "bench.metrics.fidelity", module)
     Cifar10Suite(n_eval=5000).evaluator(torch.device("cpu"))
     assert seen == dict(reference="cifar10-train", extractor="inception", metrics=("fid", "is"),
                         device=torch.device("cpu"), n_samples=5000)
