@@ -34,13 +34,14 @@ def weights_dirs() -> list[Path]:
     return dirs + [Path.home() / ".cache" / "distill-bench"]
 
 
-def find_weights(filename: str, url: str) -> Path:
-    """The first ``filename`` in ``weights_dirs()``; BadInput naming the file and where to get it."""
+def find_weights(filename: str, url: str, option: str) -> Path:
+    """The first ``filename`` in ``weights_dirs()``; BadInput naming the file, where to put it, and
+    the suite ``option`` that takes a path instead."""
     for directory in weights_dirs():
         if (directory / filename).is_file():
             return directory / filename
     where = " or ".join(str(d) for d in weights_dirs())
-    raise BadInput(f"{filename} not found in {where}; download {url} there (or give its path with --set suite.KEY=PATH)")
+    raise BadInput(f"{filename} not found in {where}; download {url} there (or give a path with --set suite.{option}=PATH)")
 
 
 class EDMSuite(Suite):
@@ -81,7 +82,7 @@ class EDMSuite(Suite):
         if self.options["teacher"]:
             return Path(self.options["teacher"]).expanduser()
         name = self.default_teacher()
-        return find_weights(name, RELEASE_URL + "pretrained/" + name)
+        return find_weights(name, RELEASE_URL + "pretrained/" + name, "teacher")
 
     def _load(self) -> EDMPrecond:
         if self._teacher is None:
@@ -165,4 +166,4 @@ class ImageNet64Suite(EDMSuite):
     def reference(self):
         if self.options["reference"]:
             return self.options["reference"]
-        return str(find_weights("imagenet-64x64.npz", RELEASE_URL + "fid-refs/imagenet-64x64.npz"))
+        return str(find_weights("imagenet-64x64.npz", RELEASE_URL + "fid-refs/imagenet-64x64.npz", "reference"))
