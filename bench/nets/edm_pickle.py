@@ -220,15 +220,14 @@ def _collect(record, module: nn.Module, prefix: str, tensors: dict):
             if not isinstance(value, torch.Tensor):
                 raise BadInput(f"{where}: {group[1:-1]} {name!r} is not a tensor")
             tensors[prefix + name] = value
-    children = state.get("_modules") or {}
+    children = {n: c for n, c in (state.get("_modules") or {}).items() if c is not None}
     ours = dict(module.named_children())
-    if set(children) - {n for n, c in children.items() if c is None} != set(ours):
+    if set(children) != set(ours):
         missing, extra = sorted(set(ours) - set(children)), sorted(set(children) - set(ours))
         raise BadInput(f"{where}: submodules differ from this project's network "
                        f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
     for name, child in children.items():
-        if child is not None:
-            _collect(child, ours[name], f"{prefix}{name}.", tensors)
+        _collect(child, ours[name], f"{prefix}{name}.", tensors)
 
 
 def _load_exactly(net: nn.Module, tensors: dict, source: str):
