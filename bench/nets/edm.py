@@ -9,7 +9,8 @@ catches differences (an ``eps``, a ``skip_scale``) that shapes alone would not.
 
 Raw networks are called ``net(x, noise_labels, class_labels, augment_labels=None)``; wrap them in
 ``EDMPrecond`` (``edm_precond`` builds one from the keyword arguments EDM's checkpoints record).
-Augmentation labels of ``None`` act as zeros (the conditioning of an un-augmented image).
+Augmentation labels of ``None`` act as zeros (the conditioning of an un-augmented image), and so
+do missing class labels of a conditional network.
 """
 from __future__ import annotations
 
@@ -220,6 +221,14 @@ def _concat_skip(x, skips, block):
     return torch.cat([x, skips.pop()], dim=1) if x.shape[1] != block.in_channels else x
 
 
+def _bottleneck(decoder, x, emb):
+    """The decoder's first two blocks (``_in0``, ``_in1``) at the lowest resolution."""
+    for name, block in decoder.items():
+        if name.endswith(("_in0", "_in1")):
+            x = block(x, emb)
+    return x
+
+
 class SongUNet(nn.Module):
     """DDPM++ (``embedding_type='positional'``, standard encoder) and NCSN++ (``'fourier'``,
     residual encoder, filter [1,3,3,1]) of Song et al. as configured in EDM.
@@ -303,16 +312,17 @@ class SongUNet(nn.Module):
                 self.dec[f"{res}x{res}_aux_conv"] = Conv2d(in_channels=cout, out_channels=out_channels, kernel=3,
                                                            **init_zero)
 
-    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+    def _embedding(self, noise_labels, class_labels, augment_labels):
         emb = self.map_noise(noise_labels)
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(emb.shape)  # DDPM++ orders sin before cos
         if self.map_label is not None:
-            labels = _drop_labels(class_labels, self.label_dropout, self.training)
+            labels = _class_labels(class_labels, self, emb)
             emb = emb + self.map_label(labels * math.sqrt(self.map_label.in_features))
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels)
-        emb = F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))
+        return F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))
 
+    def _encoder(self, x, emb):
         skips, aux = [], x
         for name, block in self.enc.items():
             if "aux_down" in name:
@@ -324,7 +334,16 @@ class SongUNet(nn.Module):
             else:
                 x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
                 skips.append(x)
+        return x, skips
 
+    def features(self, x, noise_labels, class_labels=None, augment_labels=None):
+        """Bottleneck activations (after the lowest level's ``_in0``/``_in1``): DMD2's GAN head input."""
+        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        return _bottleneck(self.dec, self._encoder(x, emb)[0], emb)
+
+    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        x, skips = self._encoder(x, emb)
         out = hidden = None
         for name, block in self.dec.items():
             if "aux_up" in name:
@@ -396,29 +415,44 @@ class DhariwalUNet(nn.Module):
         self.out_norm = GroupNorm(num_channels=cout)
         self.out_conv = Conv2d(in_channels=cout, out_channels=out_channels, kernel=3, **init_zero)
 
-    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+    def _embedding(self, noise_labels, class_labels, augment_labels):
         emb = self.map_noise(noise_labels)
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels)
         emb = self.map_layer1(F.silu(self.map_layer0(emb)))
         if self.map_label is not None:
-            emb = emb + self.map_label(_drop_labels(class_labels, self.label_dropout, self.training))
-        emb = F.silu(emb)
+            emb = emb + self.map_label(_class_labels(class_labels, self, emb))
+        return F.silu(emb)
 
+    def _encoder(self, x, emb):
         skips = []
         for block in self.enc.values():
             x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
             skips.append(x)
+        return x, skips
+
+    def features(self, x, noise_labels, class_labels=None, augment_labels=None):
+        """Bottleneck activations (after the lowest level's ``_in0``/``_in1``): DMD2's GAN head input."""
+        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        return _bottleneck(self.dec, self._encoder(x, emb)[0], emb)
+
+    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        x, skips = self._encoder(x, emb)
         for block in self.dec.values():
             x = block(_concat_skip(x, skips, block), emb)
         return self.out_conv(F.silu(self.out_norm(x)))
 
 
-def _drop_labels(labels, p, training):
-    """Zero whole label vectors with probability ``p`` while training (classifier-free guidance)."""
-    if training and p:
-        keep = torch.rand(labels.shape[0], 1, device=labels.device) >= p
-        return labels * keep.to(labels.dtype)
+def _class_labels(labels, net, emb):
+    """Labels on ``emb``'s device, all-zero when missing; whole vectors zeroed with probability
+    ``net.label_dropout`` while training (classifier-free guidance)."""
+    if labels is None:
+        return torch.zeros(1, net.map_label.in_features, device=emb.device)
+    labels = labels.to(emb.device, torch.float32)
+    if net.training and net.label_dropout:
+        keep = torch.rand(labels.shape[0], 1, device=labels.device) >= net.label_dropout
+        labels = labels * keep.to(labels.dtype)
     return labels
 
 

@@ -129,3 +129,17 @@ def test_modules_keep_their_constructor_arguments():
     assert edm._plain(list(rebuilt.model.init_kwargs.items())) == edm._plain(list(net.model.init_kwargs.items()))
     with pytest.raises(ValueError, match="model_type"):
         edm.edm_precond(img_resolution=8, img_channels=3, model_type="NotANet")
+
+
+@pytest.mark.parametrize("config", [TINY_SONG, TINY_ADM], ids=["ddpmpp", "adm"])
+def test_bottleneck_features_feed_dmd2_gan_head(config):
+    from bench.nets.precond import BottleneckDiscriminator
+
+    net = perturbed(edm.edm_precond(**config))
+    x, c_noise = torch.randn(2, 3, 8, 8), torch.tensor([0.1, -0.2])
+    cond = torch.eye(10)[:2] if config.get("label_dim") else None
+    h = net.model.features(x, c_noise, cond)
+    channels = config["model_channels"] * config["channel_mult"][-1]
+    assert h.shape == (2, channels, 4, 4)
+    logits = BottleneckDiscriminator(net, (3, 8, 8))(x, torch.tensor([0.5, 2.0]), cond)
+    assert logits.shape == (2,) and torch.isfinite(logits).all()
