@@ -90,7 +90,8 @@ class Run:
         self.fake_params = fake_params
         self.opt_f = self._optimizer(fake_params, config["lr_fake"])
         self.step, self.nimg, self.next_eval, self.next_ckpt, self.next_tick = 0, 0, 0.0, config["checkpoint_every"], 0.0
-        self.wall_time = 0.0
+        self.wall_time_before = 0.0  # seconds spent in earlier sessions of this run (resumes)
+        self.session_start = time.time()
         self.pairs = None
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if device.type == "cuda" and config["precision"] == "bf16" else contextlib.nullcontext())
@@ -105,6 +106,11 @@ class Run:
     @property
     def kimg(self) -> float:
         return self.nimg / 1000
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds of training, evaluation and checkpointing so far, over every session."""
+        return self.wall_time_before + time.time() - self.session_start
 
     def _optimizer(self, params, lr):
         opt = self.config["optimizer"]
@@ -303,7 +309,7 @@ class Run:
         self.opt_f.load_state_dict(state["opt_f"])
         p = state["progress"]
         self.step, self.nimg, self.next_eval = p["step"], p["nimg"], p["next_eval"]
-        self.next_ckpt, self.next_tick, self.wall_time = p["next_ckpt"], p["next_tick"], p["wall_time"]
+        self.next_ckpt, self.next_tick, self.wall_time_before = p["next_ckpt"], p["next_tick"], p["wall_time"]
         self.pairs = state["pairs"]
         _set_rng_state(state["rng"][self.rank])
         if self.rank == 0:  # drop rows logged after this checkpoint: they will be logged again
@@ -323,6 +329,7 @@ class Run:
 
     def train(self, stop_flag) -> str:
         cfg = self.config
+        self.session_start = time.time()
         tick_kimg = self.train_opts["tick_kimg"] or max(cfg["batch"] / 1000, cfg["kimg"] / 50)
         if self.recipe.needs_teacher_pairs and self.pairs is None:
             self.prepare_pairs()
@@ -347,10 +354,8 @@ class Run:
             if stop_flag():
                 self.save()
                 return "interrupted"
-            t0 = time.time()
             row = self.train_step()
             self.check_finite()
-            self.wall_time += time.time() - t0
             if bar is not None:
                 bar.update(cfg["batch"] / 1000)
                 bar.set_postfix(loss_g=f"{row['loss_g']:.3g}", loss_fake=f"{row['loss_fake']:.3g}")
