@@ -11,7 +11,6 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
@@ -19,8 +18,18 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(PY) -m pytest -q
 
+# The digits robustness benchmark: teacher and classifier (cached), the sweep, the report.
+# `make demo QUICK=1` runs the config's quick variant.
+BENCH := $(VENV)/bin/bench
+DEMO_RESULTS := results
+DEMO_REPORT := reports/digits-robustness/index.html
+
 demo: venv
-	$(VENV)/bin/bench demo
+	$(BENCH) teacher train --suite digits
+	$(BENCH) sweep configs/digits-robustness.yaml --jobs 2 --results $(DEMO_RESULTS) $(if $(QUICK),--quick)
+	$(BENCH) leaderboard $(DEMO_RESULTS)/digits --metric fid
+	$(BENCH) report $(DEMO_RESULTS)/digits -o $(DEMO_REPORT)
+	@echo "report: $(CURDIR)/$(DEMO_REPORT)"
 
 clean:
 	rm -rf $(VENV) results/*/ reports/*/

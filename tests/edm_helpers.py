@@ -16,7 +16,6 @@ import sys
 import types
 
 import numpy as np
-import pytest
 import torch
 
 from bench.nets import edm
@@ -30,14 +29,6 @@ NETWORK_TYPES = (EDMPrecond, edm.SongUNet, edm.DhariwalUNet, edm.UNetBlock, edm.
                  edm.PositionalEmbedding, edm.FourierEmbedding)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions on a shared 2-core machine: one torch thread is 10-50x faster than two
-    when other processes load the cores (OpenMP threads wait on each other). Import into a test module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def perturbed(net, scale=0.1, seed=0):

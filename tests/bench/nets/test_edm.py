@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from edm_helpers import TINY_ADM, TINY_SONG, perturbed
-from edm_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from bench.nets import edm
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from edm_helpers import TINY_ADM, TINY_SONG, Persistent, perturbed, write_nvlabs_pickle
-from edm_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from bench.errors import BadInput
 from bench.nets import edm

@@ -9,7 +9,6 @@ import pytest
 import torch
 from bench_helpers import read_jsonl
 from edm_helpers import perturbed, write_nvlabs_pickle
-from edm_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 from bench import suites
 from bench.errors import BadInput
