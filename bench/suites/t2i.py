@@ -239,7 +239,7 @@ class TextToImageSuite(Suite):
             try:
                 from diffusers import DiffusionPipeline
             except ImportError:
-                raise ImportError(f"the t2i suite needs diffusers and transformers: {INSTALL_HINT}") from None
+                raise BadInput(f"the t2i suite needs diffusers and transformers: {INSTALL_HINT}") from None
             self._pipe = DiffusionPipeline.from_pretrained(str(self.directory), local_files_only=True,
                                                            torch_dtype=torch.float32)
         device = torch.device(device) if device is not None else (self._device or torch.device("cpu"))
@@ -386,8 +386,9 @@ class TextToImageSuite(Suite):
 class TextToImageEvaluator(Evaluator):
     """Decodes latents through the VAE and scores the images against their prompts.
 
-    Metrics (aesthetic, ImageReward, raw PickScore) come from ``bench.metrics.t2i``; each is the
-    mean over the evaluated samples.
+    Metrics (aesthetic, ImageReward, raw PickScore) come from ``bench.metrics.t2i``: any object with
+    ``score(images_uint8, prompts) -> one value per image`` and an ``impl`` string; each
+    measurement is the mean over the evaluated samples.
     """
 
     def __init__(self, suite: TextToImageSuite, device: torch.device, scorers: dict | None = None):
@@ -410,12 +411,11 @@ class TextToImageEvaluator(Evaluator):
 
 
 def load_scorers(names: list[str], device: torch.device) -> dict:
-    """The text-to-image metrics from ``bench.metrics.t2i``, each loaded from its local weights."""
-    try:
-        from ..metrics import t2i as t2i_metrics
-    except ImportError as exc:
-        raise ImportError(f"text-to-image metrics unavailable ({exc}); {INSTALL_HINT}") from None
-    return {name: t2i_metrics.load(name, device=device) for name in names}
+    """The text-to-image metrics of ``bench.metrics.t2i``, each loaded from its local weight files
+    (found through ``bench weights``; a missing file stops with a message naming it)."""
+    from ..metrics import t2i as t2i_metrics
+
+    return {name: t2i_metrics.SCORERS[name].from_files(device=device) for name in names}
 
 
 def _slice_cond(cond, i, j):

@@ -188,14 +188,14 @@ def test_sample_cond_caches_and_is_seeded(tiny):
 
 @needs_t2i
 @pytest.mark.parametrize("method", methods.available())
-def test_distillation_steps_every_method(tiny, tmp_path, method):
+def test_distillation_steps_every_method(tiny, method):
     """A runner training step of each method on the tiny pipeline: finite, both networks move."""
     sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
             "suite.eval_batch": 4, "train.n_regression_pairs": 4,
             "train.warmup_kimg": 0}  # DMD2's warm-up would hold the first step's lr at zero
     config = runconfig.resolve("t2i", method, lr=1e-4, batch=2, batch_gpu=2, kimg=1, sets=sets)
     config["device"] = "cpu"
-    run = Run(config, tmp_path, CPU, quiet=True)
+    run = Run(config, CPU, quiet=True)
     if run.recipe.needs_teacher_pairs:
         run.prepare_pairs()
     before = [p.detach().clone() for p in run.generator.parameters()]
@@ -329,43 +329,91 @@ def test_unet_pipeline_sampler_and_step(tmp_path):
     assert all(p.grad is not None for p in parts.generator.parameters() if p.requires_grad)
 
 
-class _Brightness:
-    """A stand-in scorer with the metrics' interface: mean pixel value per image, and prompt count check."""
+def _metrics_t2i():
+    """``bench.metrics.t2i`` (branch metrics) or a skip naming what is missing."""
+    if importlib.util.find_spec("bench.metrics") is None or importlib.util.find_spec("bench.metrics.t2i") is None:
+        pytest.skip("bench.metrics.t2i (the text-to-image metrics) is not merged yet")
+    from bench.metrics import t2i as metrics_t2i
 
-    impl = "brightness (test)"
+    return metrics_t2i
 
-    def __init__(self):
-        self.calls = []
 
-    def score(self, images, prompts):
-        assert images.dtype == torch.uint8 and len(prompts) == len(images)
-        self.calls.append((images.clone(), list(prompts)))
-        return images.float().mean(dim=(1, 2, 3))
+def tiny_pickscore(model_dir: Path, processor_dir: Path):
+    """A tiny CLIP model and processor in PickScore's layout (character-level tokenizer)."""
+    import transformers
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    chars = sorted(set(bytes_to_unicode().values()))
+    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    work = processor_dir.parent
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "clip-vocab.json").write_text(json.dumps(vocab))
+    (work / "clip-merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(work / "clip-vocab.json"), str(work / "clip-merges.txt"))
+    images = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    transformers.CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(processor_dir)
+    text = {"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"]}
+    vision = {"image_size": 32, "patch_size": 16, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2}
+    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)
+                           ).save_pretrained(model_dir)
+
+
+def tiny_scorers(metrics_t2i, directory: Path) -> dict:
+    """Every text-to-image metric whose library is installed, as tiny random models of the real classes."""
+    scorers = {}
+    tiny_pickscore(directory / "pick-model", directory / "pick-processor")
+    scorers["pickscore_raw"] = metrics_t2i.PickScorer.from_files(directory / "pick-model", directory / "pick-processor")
+    if importlib.util.find_spec("open_clip") is not None:
+        import open_clip
+
+        cfg = {"embed_dim": 16, "quick_gelu": True,
+               "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+        (directory / "t2i-suite-tiny-clip.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(directory / "t2i-suite-tiny-clip.json")
+        torch.save(open_clip.create_model("t2i-suite-tiny-clip", pretrained=None).state_dict(), directory / "clip.pt")
+        torch.save(metrics_t2i.AestheticHead(16).state_dict(), directory / "head.pth")
+        scorers["aesthetic"] = metrics_t2i.AestheticScorer.from_files(directory / "clip.pt", directory / "head.pth",
+                                                                      model_name="t2i-suite-tiny-clip")
+    if all(importlib.util.find_spec(m) is not None for m in ("ImageReward", "fairscale")):
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "in", "of", "on", "red", "cat", "##s"]
+        (directory / "vocab.txt").write_text("\n".join(words) + "\n")
+        med = {"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": 768, "intermediate_size": 32,
+               "layer_norm_eps": 1e-12, "max_position_embeddings": 40, "model_type": "bert", "num_attention_heads": 2,
+               "num_hidden_layers": 1, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": len(words) + 2,
+               "encoder_width": 32, "add_cross_attention": True, "attention_probs_dropout_prob": 0.0,
+               "hidden_dropout_prob": 0.0, "initializer_range": 0.02}
+        (directory / "med_config.json").write_text(json.dumps(med))
+        vision = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+        built = metrics_t2i.ImageRewardScorer.build(directory / "med_config.json", directory / "vocab.txt", vision)
+        torch.save(built.model.state_dict(), directory / "ImageReward.pt")
+        scorers["image_reward"] = metrics_t2i.ImageRewardScorer.from_files(
+            directory / "ImageReward.pt", directory / "med_config.json", directory / "vocab.txt", vision=vision)
+    return scorers
 
 
 @needs_t2i
-def test_evaluator_decodes_quantises_and_scores(tiny):
-    images_mod = pytest.importorskip("bench.metrics.images", reason="bench.metrics (branch metrics) not merged yet")
+def test_evaluator_with_tiny_metric_models(tiny, tmp_path):
+    """Latents -> VAE -> uint8 -> each text-to-image metric (tiny models of the real classes), mean per metric."""
+    metrics_t2i = _metrics_t2i()
+    from bench.metrics.images import to_uint8
+
     suite = suite_for(tiny)
     suite.load_teacher(CPU)
-    scorer = _Brightness()
-    evaluator = t2i.TextToImageEvaluator(suite, CPU, scorers={"aesthetic": scorer})
+    scorers = tiny_scorers(metrics_t2i, tmp_path)
+    evaluator = t2i.TextToImageEvaluator(suite, CPU, scorers=scorers)
     latents = torch.randn(6, 4, 8, 8)
     cond = suite.sample_cond(6, torch.Generator().manual_seed(2))
-    (m,) = evaluator.evaluate(latents, cond)
-    expected = images_mod.to_uint8(suite.to_images(latents))
-    images, prompts = scorer.calls[0]
-    assert torch.equal(images, expected) and prompts == cond["prompts"]
-    assert (m.metric, m.n_samples, m.impl) == ("aesthetic", 6, "brightness (test)")
-    assert m.value == pytest.approx(expected.double().mean().item())
-
-
-def test_cli_run_without_weights_is_bad_input(cli, tmp_path):
-    """A missing pipeline: exit 2, one line naming the file, no run directory left behind."""
-    code, out, err = cli("run", "--suite", "t2i", "--method", "sim", "--results", str(tmp_path / "results"),
-                         "--set", f"suite.pipeline={tmp_path / 'PixArt'}", "--quiet")
-    assert code == 2 and "model_index.json" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("config.json"))
+    measured = {m.metric: m for m in evaluator.evaluate(latents, cond)}
+    assert set(measured) == set(scorers)
+    images = to_uint8(suite.to_images(latents))
+    for name, scorer in scorers.items():
+        expected = scorer.score(images, cond["prompts"]).mean().item()
+        assert measured[name].value == pytest.approx(expected, rel=1e-6)
+        assert measured[name].n_samples == 6 and measured[name].impl == scorer.impl
 
 
 REAL_PIXART = Path(t2i.TextToImageSuite.defaults["pipeline"]).expanduser()
@@ -387,24 +435,36 @@ def test_real_pixart_alpha_pipeline():
 
 
 @needs_t2i
+@pytest.mark.xfail(not hasattr(t2i.Suite, "to_images"), strict=True,
+                   reason="the runner writes sample grids of raw samples; latents need Suite.to_images (VAE decode)")
 def test_runner_end_to_end_with_teacher_row(tiny, tmp_path, monkeypatch):
-    """``execute`` trains, evaluates (decoded, scored) and writes the run and the teacher's row."""
-    pytest.importorskip("bench.metrics.images", reason="bench.metrics (branch metrics) not merged yet")
+    """``execute`` trains, evaluates (decoded, scored by PickScore found through bench weights) and writes
+    the run directory and the teacher's baseline row."""
+    _metrics_t2i()
     from bench.rundir import read_json, read_jsonl
     from bench.runner import execute
 
-    monkeypatch.setattr(t2i, "load_scorers", lambda names, device: {name: _Brightness() for name in names})
+    weights = tmp_path / "weights"
+    tiny_pickscore(weights / "PickScore_v1", weights / "CLIP-ViT-H-14-laion2B-s32B-b79K")
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(weights))
     sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
-            "suite.eval_batch": 4, "suite.n_eval": 4, "suite.metrics": ["aesthetic", "pickscore_raw"]}
+            "suite.eval_batch": 4, "suite.n_eval": 4, "suite.metrics": ["pickscore_raw"]}
     for method, kwargs in (("teacher", {}), ("sim", dict(lr=1e-4, batch=2, batch_gpu=2, kimg=0.004,
                                                          eval_every=0.002, checkpoint_every=0.004))):
         config = runconfig.resolve("t2i", method, sets=sets, **kwargs)
         config["device"] = "cpu"
-        directory, status = execute(config, tmp_path, CPU, quiet=True)
+        directory, status = execute(config, tmp_path / "results", CPU, quiet=True)
         assert status == "done" and read_json(directory / "manifest.json")["status"] == "done"
         rows = read_jsonl(directory / "metrics.jsonl")
-        assert {r["metric"] for r in rows} == {"aesthetic", "pickscore_raw"}
-        assert all(r["n_samples"] == 4 and r["impl"] == "brightness (test)" for r in rows)
-        expected_kimg = {0.0} if method == "teacher" else {0.0, 0.002, 0.004}
-        assert {r["kimg"] for r in rows} == expected_kimg
+        assert {r["metric"] for r in rows} == {"pickscore_raw"}
+        assert all(r["n_samples"] == 4 and "PickScore" in r["impl"] for r in rows)
+        assert {r["kimg"] for r in rows} == ({0.0} if method == "teacher" else {0.0, 0.002, 0.004})
         assert list((directory / "samples").glob("*.png"))
+
+
+def test_cli_run_without_weights_is_bad_input(cli, tmp_path):
+    """A missing pipeline: exit 2, one line naming the file, no run directory left behind."""
+    code, out, err = cli("run", "--suite", "t2i", "--method", "sim", "--results", str(tmp_path / "results"),
+                         "--set", f"suite.pipeline={tmp_path / 'PixArt'}", "--quiet")
+    assert code == 2 and "model_index.json" in err and len(err.strip().splitlines()) == 1
+    assert not any((tmp_path / "results").rglob("*.json"))
