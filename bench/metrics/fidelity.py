@@ -151,7 +151,9 @@ class FidelityEvaluator(Evaluator):
     ``"digits-heldout"`` or ``"cifar10-train"``; resolution is added to the key), a folder of PNGs or
     an .npz image array, a torch-fidelity dataset name (``"cifar10-train"``; never downloaded), or
     an .npz of precomputed statistics ``mu``/``sigma`` (EDM's ``cifar10-32x32.npz``), with which only
-    FID and IS (which needs no reference) are computed.
+    FID and IS (which needs no reference) are computed; or None for IS alone.
+    ``n_samples`` is how many samples the caller should generate (FID-10k by default); KID's subset
+    size shrinks to the smaller set when that is under 1000 (torch-fidelity raises otherwise).
     """
 
     def __init__(self, reference, extractor: str = "inception", metrics=METRICS, device="cpu",
@@ -178,6 +180,10 @@ class FidelityEvaluator(Evaluator):
 
     def _reference(self, reference, reference_key):
         """(torch-fidelity input, cache key part, number of reference images or None)."""
+        if reference is None:
+            if set(self.metrics) != {"is"}:
+                raise BadInput("a reference is needed for fid, kid and prc (only is works without one)")
+            return None, "none", None
         if torch.is_tensor(reference):
             check_images(reference, "reference images")
             ref = reference.cpu()
@@ -223,6 +229,8 @@ class FidelityEvaluator(Evaluator):
         if self.reference_stats is not None:
             return self._compute_against_stats(generated, kwargs)
         flags = {_FLAGS[m]: True for m in self.metrics}
+        if self.reference_input is None:  # inception score alone
+            return _rename(torch_fidelity.calculate_metrics(input1=generated, cache=False, **flags, **kwargs))
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         try:
             raw = torch_fidelity.calculate_metrics(
@@ -249,7 +257,7 @@ class FidelityEvaluator(Evaluator):
         features = extract_featuresdict_from_input_id(1, extractor, **kwargs)
         raw = {}
         if "fid" in layers:
-            stats = fid_featuresdict_to_statistics(features, layers["fid"])
+            stats = {k: v.astype(np.float64) for k, v in fid_featuresdict_to_statistics(features, layers["fid"]).items()}
             if stats["mu"].shape != self.reference_stats["mu"].shape:
                 raise BadInput(f"reference statistics have {self.reference_stats['mu'].shape[0]} features, "
                                f"extractor {self.extractor} gives {stats['mu'].shape[0]}")
