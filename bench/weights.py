@@ -72,6 +72,8 @@ REGISTRY: dict[str, Weight] = {w.name: w for w in [
            url="https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-imagenet-64x64-cond-adm.pkl"),
     Weight("cifar10-fid-stats", "cifar10-32x32.npz", "cifar10 reference statistics (mu, sigma of 50k train)",
            url="https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz"),
+    Weight("imagenet64-fid-stats", "imagenet-64x64.npz", "imagenet64 reference statistics (mu, sigma)",
+           url="https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/imagenet-64x64.npz"),
     Weight("pixart-alpha", "PixArt-XL-2-512x512", "t2i suite teacher (diffusers pipeline directory)",
            hf_repo="PixArt-alpha/PixArt-XL-2-512x512"),
 ]}

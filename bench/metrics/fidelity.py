@@ -236,10 +236,12 @@ class FidelityEvaluator(Evaluator):
             raw = torch_fidelity.calculate_metrics(
                 input1=generated, input2=self.reference_input, input2_cache_name="reference",
                 cache_root=str(self.cache_dir), cache=True, **flags, **kwargs)
-        except (FileNotFoundError, RuntimeError) as exc:
-            if isinstance(self.reference_input, str):  # a registered dataset that is not on disk
-                raise BadInput(f"reference dataset {self.reference_input!r} is not available locally "
-                               f"({type(exc).__name__}: {exc}); download it with torchvision first") from None
+        except RuntimeError as exc:
+            if isinstance(self.reference_input, str) and "not found" in str(exc).lower():
+                root = self.datasets_root or Path(torch.hub.get_dir()).parent / "fidelity_datasets"
+                raise BadInput(f"reference dataset {self.reference_input!r} is not in {root} (never downloaded "
+                               "here): fetch it once with torchvision's dataset class (download=True) into that "
+                               "folder, or give a statistics .npz as the reference") from None
             raise
         return _rename(raw)
 

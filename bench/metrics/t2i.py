@@ -285,3 +285,10 @@ class PickScorer(T2IScorer):
 
 
 SCORERS = {"aesthetic": AestheticScorer, "image_reward": ImageRewardScorer, "pickscore_raw": PickScorer}
+
+
+def load(name: str, device="cpu") -> T2IScorer:
+    """Scorer ``name`` (a metric name of SCORERS) from its weights in ``bench.weights`` locations."""
+    if name not in SCORERS:
+        raise BadInput(f"unknown text-to-image metric {name!r} (known: {', '.join(SCORERS)})")
+    return SCORERS[name].from_files(device=device)

@@ -246,3 +246,10 @@ def test_registered_dataset_reference_is_never_downloaded(tmp_path, seen):
     second = ev.compute(images(20, seed=2))
     assert calls and not any(calls)  # asked with download=False
     assert first == second and seen["n"] == 40 + 20 + 20  # the dataset's features computed once
+
+
+def test_missing_registered_dataset_is_bad_input(tmp_path):
+    ev = evaluator("cifar10-train", tmp_path, datasets_root=str(tmp_path / "nothing-here"))
+    with pytest.raises(BadInput, match="cifar10-train.*never downloaded"):
+        ev.compute(images(10))
+    assert not (tmp_path / "nothing-here" / "cifar-10-python.tar.gz").exists()
