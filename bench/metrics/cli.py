@@ -1,33 +1,19 @@
 """``bench fid IMAGES_A IMAGES_B``: FID, IS, KID and precision/recall between two image sets."""
 from __future__ import annotations
 
-import importlib
 import json
-
-from ..errors import BadInput
-
-# Extractors that live with a suite: imported only when asked for.
-SUITE_EXTRACTORS = {"digits": "bench.suites.digits"}
-
-
-def _ensure_extractor(name: str) -> None:
-    from .fidelity import EXTRACTOR_LOADERS
-
-    if name in SUITE_EXTRACTORS and name not in EXTRACTOR_LOADERS:
-        try:
-            importlib.import_module(SUITE_EXTRACTORS[name])
-        except ModuleNotFoundError as exc:
-            raise BadInput(f"extractor {name!r} needs {SUITE_EXTRACTORS[name]}, which is not installed ({exc})") from None
 
 
 def cli_fid(args) -> int:
-    """Score IMAGES_A (generated) against IMAGES_B (reference: folder, .npz images or mu/sigma stats)."""
+    """Score IMAGES_A (generated) against IMAGES_B (reference: folder, .npz images or mu/sigma stats).
+
+    ``--extractor digits`` imports the digits suite's classifier only then (fidelity.SUITE_EXTRACTORS).
+    """
     from ..config import pick_device
     from .fidelity import FidelityEvaluator
     from .images import load_images
 
     device = pick_device(args.device)
-    _ensure_extractor(args.extractor)
     images = load_images(args.images_a)
     evaluator = FidelityEvaluator(args.images_b, extractor=args.extractor, device=device.type)
     measurements = evaluator.evaluate(images)

@@ -8,11 +8,13 @@ entry without checking that it matches.
 
 Feature extractors are found by name: ``EXTRACTOR_LOADERS`` maps a name to a function returning an
 ``ExtractorSpec`` (Inception here; the digits suite adds its classifier with
-``add_extractor_loader``); any class registered with ``register_extractor`` works too.
+``add_extractor_loader``, or is imported on first use through ``SUITE_EXTRACTORS``); any class
+registered with ``register_extractor`` works too.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -96,13 +98,24 @@ def _random_features() -> ExtractorSpec:
 EXTRACTOR_LOADERS: dict[str, Callable[[], ExtractorSpec]] = {"inception": _inception, "random-features": _random_features}
 
 
+# Extractors that live with a suite, as "module:function" returning an ExtractorSpec: imported only
+# when asked for, so evaluating CIFAR-10 never imports the digits suite.
+SUITE_EXTRACTORS = {"digits": "bench.suites.digits_features:extractor_spec"}
+
+
 def add_extractor_loader(name: str, loader: Callable[[], ExtractorSpec]) -> None:
     """Make ``extractor=name`` available (a suite's own classifier, for example)."""
     EXTRACTOR_LOADERS[name] = loader
 
 
 def resolve_extractor(name: str) -> ExtractorSpec:
-    """The spec of extractor ``name``: a loader's, or a class registered with torch-fidelity."""
+    """The spec of extractor ``name``: a loader's, a suite's, or a class registered with torch-fidelity."""
+    if name not in EXTRACTOR_LOADERS and name in SUITE_EXTRACTORS:
+        module, func = SUITE_EXTRACTORS[name].split(":")
+        try:
+            add_extractor_loader(name, getattr(importlib.import_module(module), func))
+        except (ImportError, AttributeError) as exc:
+            raise BadInput(f"extractor {name!r} needs {SUITE_EXTRACTORS[name]}, which is not available ({exc})") from None
     if name in EXTRACTOR_LOADERS:
         return EXTRACTOR_LOADERS[name]()
     if name in FEATURE_EXTRACTORS_REGISTRY:

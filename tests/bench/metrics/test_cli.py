@@ -51,25 +51,21 @@ def test_fid_bad_input_exits_2_with_one_line(sets, capsys, case):
     assert err.startswith("bench: error: ") and err.count("\n") == 1
 
 
-def test_digits_extractor_imported_lazily(sets, capsys, monkeypatch):
-    import importlib
+def test_suite_extractor_imported_only_when_asked(sets, capsys, monkeypatch):
+    import sys
 
-    from bench.metrics import cli, fidelity
+    from bench.metrics import fidelity
 
-    imported = []
-    real = importlib.import_module
-
-    def fake_import(name, *a, **k):
-        if name == "bench.suites.digits":
-            imported.append(name)
-            fidelity.add_extractor_loader("digits", fidelity.EXTRACTOR_LOADERS["random-features"])
-            return None
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(cli.importlib, "import_module", fake_import)
     monkeypatch.delitem(fidelity.EXTRACTOR_LOADERS, "digits", raising=False)
+    monkeypatch.delitem(sys.modules, "bench.suites.digits_features", raising=False)
     assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "random-features"]) == 0
-    assert imported == []
-    assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "digits"]) == 0
-    assert imported == ["bench.suites.digits"]
-    fidelity.EXTRACTOR_LOADERS.pop("digits")
+    assert "bench.suites.digits_features" not in sys.modules and "digits" not in fidelity.EXTRACTOR_LOADERS
+    # the digits suite's module stands in as this test's random-features module
+    monkeypatch.setitem(fidelity.SUITE_EXTRACTORS, "digits", "bench.metrics.random_features:spec")
+    assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "digits", "--json"]) == 0
+    assert "digits" in fidelity.EXTRACTOR_LOADERS
+    monkeypatch.delitem(fidelity.EXTRACTOR_LOADERS, "digits")
+    monkeypatch.setitem(fidelity.SUITE_EXTRACTORS, "digits", "bench.suites.no_such_module:extractor_spec")
+    capsys.readouterr()
+    assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "digits"]) == 2
+    assert "no_such_module" in capsys.readouterr().err

@@ -194,3 +194,14 @@ def test_real_weights_score_in_documented_range(cls, names, low, high):
     scorer = cls.from_files()
     s = scorer.score(images(2, size=64), PROMPTS[:2])
     assert ((s > low) & (s < high)).all()
+
+
+def test_load_by_metric_name(monkeypatch, tmp_path):
+    with pytest.raises(BadInput, match="unknown text-to-image metric"):
+        t2i.load("clip_score")
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    with pytest.raises(BadInput, match="open-clip-torch"):  # the package is checked before the weights
+        t2i.load("aesthetic")
