@@ -253,3 +253,30 @@ def test_missing_registered_dataset_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="cifar10-train.*never downloaded"):
         ev.compute(images(10))
     assert not (tmp_path / "nothing-here" / "cifar-10-python.tar.gz").exists()
+
+
+@pytest.fixture
+def random_inception_weights(tmp_path, monkeypatch):
+    """A weight file with torch-fidelity's Inception keys but random values, where find_weight looks."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "weights"))
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
+        m.setattr(torch, "load", lambda *a, **k: None)
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="unused")
+    path = tmp_path / "weights" / "weights-inception-2015-12-05-6726825d.pth"
+    path.parent.mkdir()
+    torch.manual_seed(0)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_route_with_local_weight_file(tmp_path, random_inception_weights):
+    # IS alone on four images: Inception at 299x299 on a CPU is slow; FID's path is the same glue
+    ev = FidelityEvaluator(None, metrics=("is",), cache_root=tmp_path / "cache")
+    out = ev.evaluate(images(4, c=1, size=8, seed=2))  # grayscale repeated to RGB for Inception
+    assert [m.metric for m in out] == ["is"] and np.isfinite(out[0].value) and out[0].value >= 1
+    assert out[0].impl == f"torch-fidelity {torch_fidelity.__version__}/inception-v3-compat"
+    from bench.weights import sha256_file
+    assert sha256_file(random_inception_weights)[:16] in ev.cache_key  # other weights, other cache entry
