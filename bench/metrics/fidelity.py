@@ -13,6 +13,7 @@ registered with ``register_extractor`` works too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -26,6 +27,11 @@ import torch
 import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.registry import DATASETS_REGISTRY, FEATURE_EXTRACTORS_REGISTRY
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+    fcntl = None
 
 from ..errors import BadInput
 from ..suites.base import Evaluator, Measurement
@@ -204,7 +210,7 @@ class FidelityEvaluator(Evaluator):
             res = f"{ref.shape[2]}x{ref.shape[3]}"
             return ImageDataset(ref, self.spec.channels), f"{name}-{res}", ref.shape[0]
         if isinstance(reference, str) and reference in DATASETS_REGISTRY:
-            return reference, reference_key or reference, None
+            return reference, f"{reference_key or reference}-native", None
         path = Path(reference)
         if path.suffix == ".npz" and path.is_file():
             with np.load(path, allow_pickle=False) as data:
@@ -244,11 +250,11 @@ class FidelityEvaluator(Evaluator):
         flags = {_FLAGS[m]: True for m in self.metrics}
         if self.reference_input is None:  # inception score alone
             return _rename(torch_fidelity.calculate_metrics(input1=generated, cache=False, **flags, **kwargs))
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         try:
-            raw = torch_fidelity.calculate_metrics(
-                input1=generated, input2=self.reference_input, input2_cache_name="reference",
-                cache_root=str(self.cache_dir), cache=True, **flags, **kwargs)
+            with self._reference_cache():
+                raw = torch_fidelity.calculate_metrics(
+                    input1=generated, input2=self.reference_input, input2_cache_name="reference",
+                    cache_root=str(self.cache_dir), cache=True, **flags, **kwargs)
         except RuntimeError as exc:
             if isinstance(self.reference_input, str) and "not found" in str(exc).lower():
                 root = self.datasets_root or Path(torch.hub.get_dir()).parent / "fidelity_datasets"
@@ -257,6 +263,28 @@ class FidelityEvaluator(Evaluator):
                                "folder, or give a statistics .npz as the reference") from None
             raise
         return _rename(raw)
+
+    @contextlib.contextmanager
+    def _reference_cache(self):
+        """Guard the first computation of the reference cache.
+
+        torch-fidelity writes its cache files in place and trusts any it finds. Until a ``complete``
+        marker exists, one process at a time (a file lock: parallel runs of a sweep) clears leftovers
+        of an interrupted attempt, computes, and then writes the marker.
+        """
+        marker = self.cache_dir / "complete"
+        if marker.exists():
+            yield
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / ".lock", "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists():
+                for stale in self.cache_dir.glob("*.pt"):
+                    stale.unlink()
+            yield
+            marker.touch()
 
     def _compute_against_stats(self, generated: Dataset, kwargs: dict[str, Any]) -> dict[str, float]:
         from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric

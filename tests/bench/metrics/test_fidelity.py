@@ -280,3 +280,14 @@ def test_inception_route_with_local_weight_file(tmp_path, random_inception_weigh
     assert out[0].impl == f"torch-fidelity {torch_fidelity.__version__}/inception-v3-compat"
     from bench.weights import sha256_file
     assert sha256_file(random_inception_weights)[:16] in ev.cache_key  # other weights, other cache entry
+
+
+def test_interrupted_cache_is_rebuilt(tmp_path):
+    ref, gen = images(40, seed=1), images(20, seed=2)
+    ev = evaluator(ref, tmp_path, reference_key="noise")
+    expected = ev.compute(gen)
+    assert (ev.cache_dir / "complete").exists()
+    for f in ev.cache_dir.glob("*.pt"):  # a run killed while torch-fidelity wrote its files
+        f.write_bytes(b"torn")
+    (ev.cache_dir / "complete").unlink()
+    assert evaluator(ref, tmp_path, reference_key="noise").compute(gen) == expected
