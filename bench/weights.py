@@ -179,9 +179,7 @@ def fetch(name: str) -> Path:
             raise BadInput(f"fetching {name} needs huggingface-hub (pip install huggingface-hub)") from None
         if w.is_dir:
             return Path(huggingface_hub.snapshot_download(w.hf_repo, local_dir=target))
-        path = huggingface_hub.hf_hub_download(w.hf_repo, w.hf_file)
-        shutil.copyfile(path, target)
-        return target
+        return Path(huggingface_hub.hf_hub_download(w.hf_repo, w.hf_file))  # into the HF cache, where locate looks
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(w.url, timeout=60) as src:
