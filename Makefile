@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[test]'
+	# ImageReward cannot be an extra: its wheel pins old timm/fairscale (see README).
+	$(PY) -m pip install -q 'setuptools<81'
+	$(PY) -m pip install -q --no-build-isolation fairscale==0.4.13
+	$(PY) -m pip install -q --no-deps image-reward==1.5
 	touch $@
 
 test: venv

@@ -38,6 +38,7 @@ from ..errors import BadInput
 from ..nets.precond import OneStepGenerator
 from .base import Evaluator, Measurement, Parts, Suite, heun_sampler
 
+PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"
 METRICS = ("aesthetic", "image_reward", "pickscore_raw")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -171,7 +172,7 @@ class TextToImageSuite(Suite):
 
     name = "t2i"
     defaults = {
-        "pipeline": "~/.cache/distill-bench/PixArt-XL-2-512x512",
+        "pipeline": None,  # a diffusers pipeline directory; None: bench weights' "pixart-alpha" (PixArt-XL-2-512x512)
         "prompts": None,  # a COCO captions JSON or one prompt a line; None: bench/data/prompts.txt
         "guidance_scale": 4.5,  # classifier-free guidance of the teacher (1: none)
         "teacher_steps": 30,
@@ -190,7 +191,12 @@ class TextToImageSuite(Suite):
     def __init__(self, **options):
         super().__init__(**options)
         o = self.options
-        self.directory = Path(str(o["pipeline"])).expanduser()
+        if o["pipeline"] is None:
+            from ..weights import find_weight
+
+            self.directory = find_weight(PIPELINE_WEIGHT)
+        else:
+            self.directory = Path(str(o["pipeline"])).expanduser()
         if not (self.directory / "model_index.json").is_file():
             raise BadInput(f"t2i: no diffusers pipeline at {self.directory} (model_index.json missing); "
                            "put the pipeline's weights there (docs/t2i.md) or --set suite.pipeline=DIR")
@@ -415,7 +421,7 @@ def load_scorers(names: list[str], device: torch.device) -> dict:
     (found through ``bench weights``; a missing file stops with a message naming it)."""
     from ..metrics import t2i as t2i_metrics
 
-    return {name: t2i_metrics.SCORERS[name].from_files(device=device) for name in names}
+    return {name: t2i_metrics.load(name, device=device) for name in names}
 
 
 def _slice_cond(cond, i, j):

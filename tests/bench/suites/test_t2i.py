@@ -238,6 +238,19 @@ def test_read_prompts_coco_and_text(tmp_path):
         t2i.read_prompts(tmp_path / "missing.txt")
 
 
+def test_default_pipeline_from_bench_weights(configs_only, tmp_path, monkeypatch):
+    """No ``pipeline`` option: the ``pixart-alpha`` entry of bench weights, or one message naming it."""
+    weights = tmp_path / "weights"
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(BadInput, match="PixArt-XL-2-512x512.*bench weights fetch pixart-alpha"):
+        t2i.TextToImageSuite()
+    weights.mkdir()
+    configs_only["path"].rename(weights / "PixArt-XL-2-512x512")
+    suite = t2i.TextToImageSuite(prompts=str(configs_only["prompts"]))
+    assert suite.directory == weights / "PixArt-XL-2-512x512" and suite.latent_shape == (4, 8, 8)
+
+
 def test_bad_options(configs_only, tmp_path):
     with pytest.raises(BadInput, match="model_index.json"):
         t2i.TextToImageSuite(pipeline=str(tmp_path / "nowhere"))
@@ -416,12 +429,15 @@ def test_evaluator_with_tiny_metric_models(tiny, tmp_path):
         assert measured[name].n_samples == 6 and measured[name].impl == scorer.impl
 
 
-REAL_PIXART = Path(t2i.TextToImageSuite.defaults["pipeline"]).expanduser()
+def _real_pixart():
+    from bench import weights
+
+    return weights.locate(t2i.PIPELINE_WEIGHT)
 
 
 @needs_t2i
-@pytest.mark.skipif(not (REAL_PIXART / "model_index.json").exists(),
-                    reason=f"PixArt-alpha weights not found: {REAL_PIXART / 'model_index.json'} (docs/t2i.md)")
+@pytest.mark.skipif(_real_pixart() is None, reason="PixArt-alpha weights not found: PixArt-XL-2-512x512 "
+                                                    "(bench weights fetch pixart-alpha; docs/t2i.md)")
 def test_real_pixart_alpha_pipeline():
     """Where the real weights exist: 512px PixArt-XL-2 (about 611M parameters), a short guided sample, decoded."""
     suite = t2i.TextToImageSuite(teacher_steps=2, eval_batch=1)
