@@ -25,6 +25,14 @@ from ..weights import find_weight
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from .base import Evaluator, Parts, Suite, heun_sampler
 
+def find_file(weight: str, option: str) -> Path:
+    """``bench.weights.find_weight``, its error also naming the suite option that takes a path."""
+    try:
+        return find_weight(weight)
+    except BadInput as exc:
+        raise BadInput(f"{exc} (or give a path with --set suite.{option}=PATH)") from None
+
+
 class EDMSuite(Suite):
     """What the CIFAR-10 and ImageNet-64 suites share; subclasses fix resolution, labels and files."""
 
@@ -62,10 +70,7 @@ class EDMSuite(Suite):
         """The teacher file: the ``teacher`` option, else the released checkpoint in the weights dirs."""
         if self.options["teacher"]:
             return Path(self.options["teacher"]).expanduser()
-        try:
-            return find_weight(self.default_teacher())
-        except BadInput as exc:
-            raise BadInput(f"{exc} (or give a path with --set suite.teacher=PATH)") from None
+        return find_file(self.default_teacher(), "teacher")
 
     def _load(self) -> EDMPrecond:
         if self._teacher is None:
@@ -149,4 +154,4 @@ class ImageNet64Suite(EDMSuite):
     def reference(self):
         if self.options["reference"]:
             return self.options["reference"]
-        return str(find_weight("imagenet64-fid-stats"))
+        return str(find_file("imagenet64-fid-stats", "reference"))
