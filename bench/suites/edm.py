@@ -13,7 +13,6 @@ Evaluation is Inception FID and IS against the training set's statistics (torch-
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,26 +21,16 @@ import torch.nn.functional as F
 
 from ..errors import BadInput
 from ..nets.edm_pickle import load_teacher
+from ..weights import find_weight
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from .base import Evaluator, Parts, Suite, heun_sampler
 
-RELEASE_URL = "https://nvlabs-fi-cdn.nvidia.com/edm/"
-
-
-def weights_dirs() -> list[Path]:
-    """Where weight files are looked for: ``$BENCH_WEIGHTS_DIR``, then ``~/.cache/distill-bench``."""
-    dirs = [Path(os.environ["BENCH_WEIGHTS_DIR"]).expanduser()] if os.environ.get("BENCH_WEIGHTS_DIR") else []
-    return dirs + [Path.home() / ".cache" / "distill-bench"]
-
-
-def find_weights(filename: str, url: str, option: str) -> Path:
-    """The first ``filename`` in ``weights_dirs()``; BadInput naming the file, where to put it, and
-    the suite ``option`` that takes a path instead."""
-    for directory in weights_dirs():
-        if (directory / filename).is_file():
-            return directory / filename
-    where = " or ".join(str(d) for d in weights_dirs())
-    raise BadInput(f"{filename} not found in {where}; download {url} there (or give a path with --set suite.{option}=PATH)")
+def find_file(weight: str, option: str) -> Path:
+    """``bench.weights.find_weight``, its error also naming the suite option that takes a path."""
+    try:
+        return find_weight(weight)
+    except BadInput as exc:
+        raise BadInput(f"{exc} (or give a path with --set suite.{option}=PATH)") from None
 
 
 class EDMSuite(Suite):
@@ -74,15 +63,14 @@ class EDMSuite(Suite):
         return (3, self.resolution, self.resolution)
 
     def default_teacher(self) -> str:
-        """File name of the released checkpoint for these options."""
+        """``bench weights`` name of the released checkpoint for these options."""
         raise NotImplementedError
 
     def teacher_path(self) -> Path:
         """The teacher file: the ``teacher`` option, else the released checkpoint in the weights dirs."""
         if self.options["teacher"]:
             return Path(self.options["teacher"]).expanduser()
-        name = self.default_teacher()
-        return find_weights(name, RELEASE_URL + "pretrained/" + name, "teacher")
+        return find_file(self.default_teacher(), "teacher")
 
     def _load(self) -> EDMPrecond:
         if self._teacher is None:
@@ -149,7 +137,7 @@ class Cifar10Suite(EDMSuite):
         return self.num_classes if self.options["cond"] else 0
 
     def default_teacher(self):
-        return f"edm-cifar10-32x32-{'cond' if self.options['cond'] else 'uncond'}-vp.pkl"
+        return "edm-cifar10-cond" if self.options["cond"] else "edm-cifar10-uncond"
 
 
 class ImageNet64Suite(EDMSuite):
@@ -161,9 +149,9 @@ class ImageNet64Suite(EDMSuite):
     defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None, "fp16": False}
 
     def default_teacher(self):
-        return "edm-imagenet-64x64-cond-adm.pkl"
+        return "edm-imagenet64-cond"
 
     def reference(self):
         if self.options["reference"]:
             return self.options["reference"]
-        return str(find_weights("imagenet-64x64.npz", RELEASE_URL + "fid-refs/imagenet-64x64.npz", "reference"))
+        return str(find_file("imagenet64-fid-stats", "reference"))

@@ -13,7 +13,7 @@ from bench.nets import edm
 from bench.nets.edm_pickle import (ContainerRecord, Record, load_teacher, network_from_record, read_nvlabs_pickle,
                                    save_teacher)
 from bench.suites.base import heun_sampler
-from bench.suites.edm import weights_dirs
+from bench import weights
 
 
 def _file_tensors(record, prefix="model.", out=None):
@@ -163,16 +163,15 @@ def test_bad_files(tmp_path):
 
 # --- the released checkpoints, where present -----------------------------------------------------
 
-RELEASED = ["edm-cifar10-32x32-uncond-vp.pkl", "edm-cifar10-32x32-cond-vp.pkl", "edm-imagenet-64x64-cond-adm.pkl"]
+RELEASED = ["edm-cifar10-uncond", "edm-cifar10-cond", "edm-imagenet64-cond"]
 
 
 def _released(name):
-    dirs = weights_dirs()
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    pytest.skip(f"{name} not found in {' or '.join(map(str, dirs))} "
-                f"(https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/{name})")
+    path = weights.locate(name)
+    if path is None:
+        w = weights.get(name)
+        pytest.skip(f"{w.filename} not found in {weights.weights_dir()} ({w.url}; `bench weights fetch {name}`)")
+    return path
 
 
 @pytest.mark.parametrize("name", RELEASED)

@@ -113,9 +113,9 @@ def test_imagenet64_suite(teachers):
 def test_missing_released_files_name_the_file_and_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    with pytest.raises(BadInput, match=rf"edm-cifar10-32x32-cond-vp.pkl not found in {tmp_path} or .*pretrained/.*suite.teacher=PATH"):
+    with pytest.raises(BadInput, match=rf"edm-cifar10-32x32-cond-vp.pkl .*not found in {tmp_path}.*bench weights fetch edm-cifar10-cond.*suite.teacher=PATH"):
         Cifar10Suite(cond=True).build(2.5, torch.device("cpu"))
-    with pytest.raises(BadInput, match="imagenet-64x64.npz not found.*suite.reference=PATH"):
+    with pytest.raises(BadInput, match="imagenet-64x64.npz .*not found.*suite.reference=PATH"):
         ImageNet64Suite().reference()
     (tmp_path / "imagenet-64x64.npz").write_bytes(b"")
     assert ImageNet64Suite().reference() == str(tmp_path / "imagenet-64x64.npz")
