@@ -269,7 +269,7 @@ class Run:
                                      "n_samples": m.n_samples, "ema": ema, "impl": m.impl,
                                      "time_s": time.time() - t0})
             if ema:
-                save_samples(samples, self.dir / "samples" / f"kimg{self.kimg:010.3f}.png")
+                save_samples(self.suite.to_images(samples[:64]), self.dir / "samples" / f"kimg{self.kimg:010.3f}.png")
         record_metric_impls(self.dir)
 
     def _evaluator(self):
@@ -502,7 +502,7 @@ class TeacherRun:
         for m in self.evaluator.evaluate(samples, cond):
             log.append({"kimg": 0.0, "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
                         "ema": False, "impl": m.impl, "time_s": time.time() - t0})
-        save_samples(samples, self.dir / "samples" / f"kimg{0:010.3f}.png")
+        save_samples(self.suite.to_images(samples[:64]), self.dir / "samples" / f"kimg{0:010.3f}.png")
         record_metric_impls(self.dir)
         return "done"
 

@@ -85,6 +85,10 @@ class Suite:
         """What identifies the teacher's baseline row (sampler, steps)."""
         return {}
 
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        """Samples as images in [-1, 1] for sample grids (latent-space suites decode them)."""
+        return samples
+
     def evaluator(self, device: torch.device) -> Evaluator:
         raise NotImplementedError
 

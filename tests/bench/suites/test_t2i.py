@@ -451,8 +451,6 @@ def test_real_pixart_alpha_pipeline():
 
 
 @needs_t2i
-@pytest.mark.xfail(not hasattr(t2i.Suite, "to_images"), strict=True,
-                   reason="the runner writes sample grids of raw samples; latents need Suite.to_images (VAE decode)")
 def test_runner_end_to_end_with_teacher_row(tiny, tmp_path, monkeypatch):
     """``execute`` trains, evaluates (decoded, scored by PickScore found through bench weights) and writes
     the run directory and the teacher's baseline row."""
