@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="per-method leaderboard with the teacher's row")
     lb.add_argument("results_dir")
-    lb.add_argument("--metric", default="fid")
+    lb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
     lb.add_argument("--format", default="md", choices=["md", "csv"])
     lb.set_defaults(func=_handler("bench.results:cli_leaderboard"))
 
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb = plsub.add_parser("robustness", help="metric against kimg, one panel per learning rate")
     rb.add_argument("results_dir")
     rb.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
-    rb.add_argument("--metric", default="fid")
+    rb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
     rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"))
 
     rep = sub.add_parser("report", help="a self-contained HTML report")

@@ -1,33 +1,50 @@
-"""The run directory (Contract 2): atomic JSON files and append-only, flushed JSONL logs."""
+"""The run directory (Contract 2): atomic JSON files and append-only, flushed JSONL logs.
+
+Imports nothing heavy: the results, plots and report modules read run directories through it.
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
-import torch
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not what shared results want
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON so that readers see either the old or the new file, never a torn one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically and durably."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_atomic(path, write)
 
 
 def save_torch_atomic(path: Path, obj) -> None:
     """``torch.save`` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    import torch
+
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_json(path: Path):
@@ -36,21 +53,23 @@ def read_json(path: Path):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file, skipping a torn (unparseable) last line."""
-    rows = []
+    """Rows of a JSONL file; a torn last line is skipped silently, any other bad line with a warning."""
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        lines = Path(path).read_text(errors="replace").splitlines()
     except FileNotFoundError:
-        return rows
+        return []
+    rows = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if i != len(lines) - 1:
-                raise
+                warnings.warn(f"{path}:{i + 1}: unparseable line skipped")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
@@ -77,6 +96,6 @@ class JsonlLog:
 
 
 def _jsonable(value):
-    if isinstance(value, torch.Tensor):
+    if hasattr(value, "item") and hasattr(value, "numel"):  # a tensor
         return value.item() if value.numel() == 1 else value.tolist()
     return str(value)

@@ -30,7 +30,7 @@ from . import distributed as dist_utils
 from . import runconfig, suites
 from .config import parse_sets, pick_device
 from .errors import BadInput
-from .rundir import JsonlLog, read_json, save_torch_atomic, write_json_atomic
+from .rundir import JsonlLog, read_json, read_jsonl, save_torch_atomic, write_json_atomic
 
 EVAL_SEED_OFFSET = 1_000_003  # the latent bank of seed s is drawn from s + this, apart from training noise
 
@@ -80,6 +80,8 @@ class Run:
         for net in (self.parts.teacher,):
             net.eval().requires_grad_(False)
         self.generator, self.fake = self.parts.generator, self.parts.fake
+        if self.recipe.needs_real_data and self.parts.discriminator is None:
+            self.parts.discriminator = bottleneck_discriminator(self.fake, self.suite).to(device)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.opt_g = self._optimizer(self.generator.parameters(), config["lr_g"])
         fake_params = list(self.fake.parameters())
@@ -258,16 +260,16 @@ class Run:
                                      "time_s": time.time() - t0})
             if ema:
                 save_samples(samples, self.dir / "samples" / f"kimg{self.kimg:010.3f}.png")
-        self._record_metric_impls(evaluator)
+        self._record_metric_impls()
 
     def _evaluator(self):
         if not hasattr(self, "_eval"):
             self._eval = self.suite.evaluator(self.device)
         return self._eval
 
-    def _record_metric_impls(self, evaluator):
+    def _record_metric_impls(self):
         manifest = read_json(self.dir / "manifest.json")
-        impls = {row["metric"]: row.get("impl", "") for row in _tail(self.metrics.path)}
+        impls = {row["metric"]: row.get("impl", "") for row in read_jsonl(self.metrics.path)}
         if impls != manifest.get("metrics"):
             manifest["metrics"] = impls
             write_json_atomic(self.dir / "manifest.json", manifest)
@@ -330,8 +332,7 @@ class Run:
             bar = tqdm(total=cfg["kimg"], initial=round(self.kimg, 3), unit="kimg", dynamic_ncols=True,
                        desc=f"{cfg['method']} lr={cfg['lr_g']:g}", file=sys.stderr)
         tick_start, tick_kimg0 = time.time(), self.kimg
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory(self.device)
         while True:
             done = self.kimg >= cfg["kimg"] - 1e-9
             if self.rank == 0 and (self.kimg >= self.next_eval - 1e-9 or done):
@@ -357,13 +358,23 @@ class Run:
                 elapsed = time.time() - tick_start
                 self.stats.append({"kimg": round(self.kimg, 6), "step": self.step, "time_s": self.wall_time,
                                    **row, "images_per_s": (self.kimg - tick_kimg0) * 1000 / max(elapsed, 1e-9),
-                                   "peak_mem_mb": _peak_memory_mb(self.device)})
+                                   "peak_mem_mb": peak_memory_mb(self.device)})
                 tick_start, tick_kimg0 = time.time(), self.kimg
+                reset_peak_memory(self.device)
                 self.next_tick = (math.floor(self.kimg / tick_kimg + 1e-9) + 1) * tick_kimg
         if bar is not None:
             bar.close()
         self.save()
         return "done"
+
+
+def bottleneck_discriminator(fake, suite):
+    """DMD2's GAN head on the fake network's bottleneck; BadInput when the network has none."""
+    from .nets.precond import BottleneckDiscriminator
+
+    if not hasattr(getattr(fake, "model", None), "features"):
+        raise BadInput(f"suite {suite.name}: the fake network exposes no bottleneck features for a GAN head")
+    return BottleneckDiscriminator(fake, suite.latent_shape)
 
 
 def latent_bank(suite, seed: int, n: int):
@@ -383,18 +394,26 @@ def _slice(cond, i, j):
     return cond[i:j]
 
 
-def _tail(path):
-    from .rundir import read_jsonl
-
-    return read_jsonl(path)
-
-
-def _peak_memory_mb(device) -> float:
+def reset_peak_memory(device) -> None:
+    """Start a new peak-memory window (CUDA allocator; on Linux CPUs the process's peak RSS)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory since the last reset: CUDA allocated bytes, or the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _seed_everything(seed: int) -> None:
@@ -564,9 +583,9 @@ def cli_eval(args) -> int:
     run.load(directory / "state.pt")
     if args.n is not None:
         run.train_opts = {**run.train_opts, "n_eval": args.n}
-    before = len(_tail(run.metrics.path))
+    before = len(read_jsonl(run.metrics.path))
     run.evaluate()
-    for row in _tail(run.metrics.path)[before:]:
+    for row in read_jsonl(run.metrics.path)[before:]:
         print(f"{row['metric']}\t{row['value']:.6g}\tn={row['n_samples']}\tkimg={row['kimg']:g}")
     print(directory)
     return 0

@@ -1,5 +1,4 @@
 """SiD, Score identity Distillation (Zhou et al., 2024)."""
-import torch
 
 from .base import KARRAS_U08, LOGNORMAL, Method, Recipe, check_positive, per_sample_sum
 

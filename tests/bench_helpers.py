@@ -3,8 +3,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 TINY = ["--set", "suite.width=32", "--set", "suite.depth=1", "--set", "suite.n_eval=256", "--set", "suite.dim=4"]
 
 

@@ -23,11 +23,15 @@ class ResidualMLP(nn.Module):
         angles = c_noise.reshape(-1, 1).float() * self.freqs
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
-    def forward(self, x, c_noise, cond=None):
+    def features(self, x, c_noise, cond=None):
+        """The last hidden layer (DMD2's GAN head reads it)."""
         parts = [x, self.noise_features(c_noise).to(x.dtype)]
         if self.cond_dim:
             parts.append(cond.to(x.dtype))
         h = self.embed(torch.cat(parts, dim=1))
         for block in self.blocks:
             h = h + block(h)
-        return self.out(h)
+        return h
+
+    def forward(self, x, c_noise, cond=None):
+        return self.out(self.features(x, c_noise, cond))

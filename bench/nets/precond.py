@@ -43,3 +43,27 @@ class OneStepGenerator(nn.Module):
     def forward(self, z, cond=None):
         sigma = torch.full((z.shape[0],), self.sigma_init, device=z.device)
         return self.denoiser(self.sigma_init * z, sigma, cond=cond)
+
+
+class BottleneckDiscriminator(nn.Module):
+    """A GAN logit from the fake denoiser's bottleneck features (DMD2): ``head(features(x_t))``.
+
+    The fake network is shared, not copied, so the GAN loss also trains its trunk; ``model`` must
+    offer ``features(x_in, c_noise, cond) -> [B, C]``.
+    """
+
+    def __init__(self, fake: EDMPrecond, sample_shape: tuple[int, ...]):
+        super().__init__()
+        self.fake = [fake]  # a list keeps it out of this module's parameters and state
+        device = next(fake.parameters()).device
+        with torch.no_grad():
+            probe = fake.model.features(torch.zeros(1, *sample_shape, device=device), torch.zeros(1, device=device))
+        self.head = nn.Linear(probe[0].numel(), 1)
+
+    def forward(self, x, sigma, cond=None):
+        precond = self.fake[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        c_in = 1 / (s**2 + precond.sigma_data**2).sqrt()
+        features = precond.model.features(c_in * x, sigma.log() / 4, cond)
+        return self.head(features.flatten(1)).squeeze(1)

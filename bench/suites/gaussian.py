@@ -37,7 +37,8 @@ class Gaussian(torch.nn.Module):
     def forward(self, x, sigma, cond=None):
         s2 = _sigma_column(sigma, x).pow(2)  # [B, 1]
         eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
-        # Solve per distinct sigma would be cheaper; batched solve keeps it exact and simple.
+        if bool((s2 == s2[0]).all()):  # one sigma for the whole batch: one solve instead of B
+            return self.mean + (x - self.mean) @ torch.linalg.solve(self.cov + s2[0] * eye, self.cov)
         precision_mix = torch.linalg.solve(self.cov + s2[:, :, None] * eye, (x - self.mean).unsqueeze(-1))
         return self.mean + (self.cov @ precision_mix).squeeze(-1)
 

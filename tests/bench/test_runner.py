@@ -2,12 +2,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from bench_helpers import PYTHON, TINY, read_jsonl, tiny_run_args
+from bench_helpers import PYTHON, read_jsonl, tiny_run_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,3 +177,16 @@ def test_eval_command_adds_a_measurement(tmp_path, cli):
     assert rows[-1]["n_samples"] == 128
     code, _, err = cli("eval", str(tmp_path), "--n", "10")
     assert code == 2 and "not a run directory" in err
+
+
+def test_dmd_regression_pairs_and_dmd2_gan_head(tmp_path, cli):
+    code, out, _ = cli(*tiny_run_args(tmp_path, method="dmd"))
+    assert code == 0
+    stats = read_jsonl(Path(out.strip().splitlines()[-1]) / "stats.jsonl")
+    assert all(r["loss_regression"] > 0 for r in stats)
+    code, out, _ = cli(*tiny_run_args(tmp_path, method="dmd2", extra=["--set", "gan_weight=0.003"]))
+    assert code == 0
+    run_dir = Path(out.strip().splitlines()[-1])
+    stats = read_jsonl(run_dir / "stats.jsonl")
+    assert all("loss_gan_g" in r and "loss_gan_d" in r for r in stats)
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"

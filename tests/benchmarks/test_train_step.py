@@ -12,7 +12,7 @@ import methods
 from bench.nets.mlp import ResidualMLP
 from bench.nets.precond import EDMPrecond
 from bench.runconfig import resolve
-from bench.runner import Run
+from bench.runner import Run, peak_memory_mb, reset_peak_memory
 
 DIM, WIDTH, DEPTH, BATCH = 64, 512, 4, 256
 THROUGH_INPUTS = {"sid": True, "sim": True, "di": False, "dmd": False, "dmd2": False}
@@ -83,3 +83,8 @@ def test_train_step(benchmark, method, kind, tmp_path):
     else:
         benchmark.pedantic(raw_step, args=(run, THROUGH_INPUTS[method]), rounds=15, warmup_rounds=2)
     benchmark.extra_info["images_per_s"] = BATCH / benchmark.stats.stats.mean
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    baseline = peak_memory_mb(cpu)
+    run.train_step() if kind == "harness" else raw_step(run, THROUGH_INPUTS[method])
+    benchmark.extra_info["step_peak_mem_mb"] = peak_memory_mb(cpu) - baseline

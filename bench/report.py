@@ -1,0 +1,252 @@
+"""One self-contained HTML report of a results folder: leaderboards, robustness, samples, runs, provenance.
+
+The page is rendered by Jinja2 with autoescaping from ``templates/report.html.j2``; every string taken
+from a run directory goes through it as text (nothing is marked safe). Figures are embedded as base64
+``<img>`` data URIs (SVG and PNG), so an SVG can never run script inside the page; tables sort with a few
+lines of plain JavaScript; nothing is loaded from the network.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from . import __version__, plots, results
+from .errors import BadInput
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATUS_ORDER = ("done", "running", "diverged", "failed", "unknown")
+
+
+def _uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _num(value) -> str:
+    """A cell's sort key: the number as text, or "" when missing (sorted last)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return repr(float(value))
+
+
+def _int(value) -> str:
+    return "–" if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+
+
+def _cell(text, sort=None, cls="") -> dict:
+    return {"text": text, "sort": text if sort is None else sort, "cls": cls}
+
+
+def _leaderboard_table(board: pd.DataFrame) -> dict:
+    metric = board["metric"].iloc[0]
+    label = board["label"].iloc[0] if board["label"].nunique() == 1 else results.LABELS.get(metric, metric)
+    head = ["#", "method", label, "seeds", "samples", "configuration", "kimg", "wall time", "runs of this config",
+            "diverged, all configs"]
+    rows = []
+    for i, r in enumerate(board.itertuples(), 1):
+        teacher = r.method == results.TEACHER
+        rows.append({"cls": "teacher" if teacher else "", "cells": [
+            _cell(str(i), _num(i), "num"),
+            _cell(r.method, cls="method teacher-name" if teacher else "method"),
+            _cell(results.fmt(r.mean, r.sem), _num(r.mean), "num strong"),
+            _cell(str(r.n), _num(r.n), "num"),
+            _cell(results.samples_label(r.n_samples), _num(r.n_samples), "num"),
+            _cell(r.config, cls="config"),
+            _cell(results.fmt_kimg(r.kimg), _num(r.kimg), "num"),
+            _cell(results.fmt_duration(r.wall_time_s), _num(r.wall_time_s), "num"),
+            _cell(results.runs_text(r._asdict()), _num(r.runs), "runs"),
+            _cell(f"{r.method_diverged} / {r.method_runs}", _num(r.method_diverged / r.method_runs), "num"),
+        ]})
+    return {"metric": metric, "label": label, "direction": results.direction(metric), "head": head, "rows": rows}
+
+
+def _robustness_table(rob: pd.DataFrame) -> dict:
+    lr_cols = [c for c in rob.columns if c.startswith("lr=") and rob[c].notna().any()]
+    metric = rob["metric"].iloc[0]
+    head = ["method", "score", "unit", "lrs scored", "diverged", "best lr", "worst lr"] + [f"{metric_name(metric)} at {c}" for c in lr_cols]
+    rows = []
+    for r in rob.to_dict("records"):
+        rows.append({"cls": "", "cells": [
+            _cell(r["method"]),
+            _cell(results.fmt(r["score"]) if r["lrs"] > 1 else "needs ≥ 2 lrs", _num(r["score"]), "num strong"),
+            _cell(r["spread_unit"]),
+            _cell(str(r["lrs"]), _num(r["lrs"]), "num"),
+            _cell(f"{100 * r['diverged']:.0f}% of {r['runs']}", _num(r["diverged"]), "num"),
+            _cell(f"{r['best_lr']:g} → {results.fmt(r['best_value'])}" if r["lrs"] else "–", _num(r["best_value"]), "num"),
+            _cell(f"{r['worst_lr']:g} → {results.fmt(r['worst_value'])}" if r["lrs"] else "–", _num(r["worst_value"]), "num"),
+        ] + [_cell(results.fmt(r[c]), _num(r[c]), "num") for c in lr_cols]})
+    return {"head": head, "rows": rows}
+
+
+def metric_name(metric: str) -> str:
+    """The display name of a metric (FID, IS, ...)."""
+    return results.LABELS.get(metric, metric)
+
+
+def _latest_sample(path: str) -> tuple[str, float] | None:
+    pngs = sorted((Path(path) / "samples").glob("kimg*.png"))
+    if not pngs:
+        return None
+    try:
+        kimg = float(pngs[-1].stem[4:])
+    except ValueError:
+        kimg = math.nan
+    return _uri(pngs[-1].read_bytes(), "image/png"), kimg
+
+
+def _sample_grid(table: pd.DataFrame, runs: pd.DataFrame, suite: str, metric: str) -> dict | None:
+    """Rows of methods, columns of learning rates: the best configuration's latest grid, first seed."""
+    t = table[(table["suite"] == suite) & (table["metric"] == metric)]
+    finals = results.final_values(t)
+    best = results.best_configs(results.config_summaries(finals, metric), metric, ["method", "lr_g"]) if len(finals) else finals
+    lrs = sorted(t.loc[t["method"] != results.TEACHER, "lr_g"].dropna().unique())
+    grid = defaultdict(dict)
+    for b in best.itertuples():
+        candidates = runs[(runs["config_id"] == b.config_id)].sort_values("seed")
+        for run in candidates.itertuples():
+            sample = _latest_sample(run.path)
+            if sample is None:
+                continue
+            value = finals.loc[finals["run_id"] == run.run_id, "value"]
+            caption = f"seed {run.seed} · kimg {results.fmt_kimg(sample[1])} · {run.status}"
+            if len(value):
+                caption += f" · {metric_name(metric)} {results.fmt(float(value.iloc[0]))}"
+            grid[b.method]["lr" if b.method == results.TEACHER else b.lr_g] = {"src": sample[0], "caption": caption,
+                                                                              "run_id": run.run_id}
+            break
+    if not grid:
+        return None
+    methods = sorted(grid, key=lambda m: (m != results.TEACHER, m))
+    return {"lrs": [f"lr = {lr:g}" for lr in lrs],
+            "rows": [{"method": m, "teacher": m == results.TEACHER,
+                      "cells": [grid[m].get("lr")] if m == results.TEACHER else [grid[m].get(lr) for lr in lrs]}
+                     for m in methods]}
+
+
+def _compute_table(runs: pd.DataFrame, stats: pd.DataFrame, suite: str) -> dict:
+    """Per method: runs, kimg trained, wall time, median images/s and peak memory from stats.jsonl."""
+    r = runs[runs["suite"] == suite]
+    s = stats[stats["suite"] == suite] if len(stats) else stats
+    head = ["method", "runs", "kimg trained (total)", "wall time (total)", "images/s (median tick)", "peak memory"]
+    rows = []
+    for method, g in r.groupby("method"):
+        st = s[s["method"] == method] if len(s) else s
+        ips = st["images_per_s"].median() if "images_per_s" in st else math.nan
+        mem = st["peak_mem_mb"].max() if "peak_mem_mb" in st else math.nan
+        rows.append({"cls": "", "cells": [
+            _cell(method), _cell(str(len(g)), _num(len(g)), "num"),
+            _cell(results.fmt_kimg(g["kimg_done"].sum()), _num(g["kimg_done"].sum()), "num"),
+            _cell(results.fmt_duration(g["wall_time_s"].sum()), _num(g["wall_time_s"].sum()), "num"),
+            _cell(results.fmt(ips), _num(ips), "num"),
+            _cell("–" if math.isnan(mem) else f"{mem:,.0f} MB", _num(mem), "num")]})
+    return {"head": head, "rows": rows}
+
+
+def _runs_table(runs: pd.DataFrame) -> dict:
+    head = ["run", "suite", "method", "status", "lr gen / fake", "batch", "seed", "kimg done / budget",
+            "wall time", "diverged at", "hyperparameters"]
+    rows = []
+    for r in runs.sort_values(["suite", "method", "lr_g", "seed", "run_id"]).to_dict("records"):
+        config = r["_config"]
+        hp = config.get("hparams") or {}
+        lr = "–" if math.isnan(r["lr_g"]) else f"{r['lr_g']:g} / {r['lr_fake']:g}"
+        div = ("–" if math.isnan(r["diverged_kimg"]) else
+               f"kimg {r['diverged_kimg']:g}, step {_int(r['diverged_step'])}: {r['diverged_reason']}")
+        status = r["status"] if r["status"] in STATUS_ORDER else "unknown"
+        rows.append({"cls": "", "config_json": json.dumps(config, indent=2, sort_keys=True, default=str), "cells": [
+            _cell(r["run_id"], cls="mono"), _cell(r["suite"]), _cell(r["method"]),
+            _cell(r["status"], cls=f"status status-{status}"),
+            _cell(lr, _num(r["lr_g"]), "num"),
+            _cell(_int(r["batch"]), _num(r["batch"]), "num"),
+            _cell(_int(r["seed"]), _num(r["seed"]), "num"),
+            _cell(f"{results.fmt_kimg(r['kimg_done'])} / {results.fmt_kimg(r['kimg_budget'])}", _num(r["kimg_done"]), "num"),
+            _cell(results.fmt_duration(r["wall_time_s"]), _num(r["wall_time_s"]), "num"),
+            _cell(div, _num(r["diverged_kimg"])),
+            _cell(", ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "–", cls="config"),
+        ]})
+    return {"head": head, "rows": rows}
+
+
+def _provenance(runs: pd.DataFrame) -> list[dict]:
+    """What produced the numbers: each distinct value with the number of runs that recorded it."""
+    counters = defaultdict(Counter)
+    for manifest in runs["_manifest"]:
+        counters["git hash"][str(manifest.get("git_hash") or "unknown")] += 1
+        for package, version in sorted((manifest.get("versions") or {}).items()):
+            counters[f"version: {package}"][str(version)] += 1
+        hardware = manifest.get("hardware") or {}
+        for key in sorted(hardware):
+            value = hardware[key]
+            counters[f"hardware: {key}"][", ".join(map(str, value)) if isinstance(value, list) else str(value)] += 1
+        for metric, impl in sorted((manifest.get("metrics") or {}).items()):
+            counters[f"metric: {metric}"][str(impl)] += 1
+    return [{"item": item, "seen": [{"value": v or "–", "runs": n} for v, n in c.most_common()]}
+            for item, c in counters.items()]
+
+
+def context(results_dir) -> dict:
+    """Everything the template shows, as plain strings, numbers and data URIs."""
+    runs = results.load_runs(results_dir, full=True)
+    table = results.load(results_dir, runs)
+    stats = results.load_stats(results_dir, runs)
+    if table.empty:
+        raise BadInput(f"the runs under {str(results_dir)!r} have no measurements yet (no metrics.jsonl rows)")
+    headline = results.headline_metrics(table)
+    suites = []
+    for suite, metric in headline.items():
+        t = table[table["suite"] == suite]
+        boards = [_leaderboard_table(results.leaderboard(t, metric))]
+        for other in sorted(set(t["metric"]) - {metric}):
+            if other in results.DIRECTIONS:
+                boards.append(_leaderboard_table(results.leaderboard(t, other)))
+        try:
+            rob = _robustness_table(results.robustness(t, metric))
+        except BadInput:  # only teacher rows: nothing to score
+            rob = None
+        fig = plots.robustness_figure(t, metric)
+        suites.append({
+            "name": suite, "metric": metric, "metric_name": metric_name(metric), "boards": boards,
+            "robustness": rob, "figure": _uri(plots.figure_bytes(fig, "svg"), "image/svg+xml"),
+            "samples": _sample_grid(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
+            "runs": int((runs["suite"] == suite).sum()),
+        })
+    status = runs["status"].value_counts()
+    return {
+        "title": f"distill-bench report: {Path(results_dir).resolve().name}",
+        "results_dir": str(Path(results_dir).resolve()),
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": __version__,
+        "n_runs": len(runs), "n_measurements": len(table),
+        "status_counts": [{"status": s, "n": int(status.get(s, 0))} for s in STATUS_ORDER if status.get(s, 0)],
+        "suites": suites, "runs": _runs_table(runs), "provenance": _provenance(runs),
+        "robustness_definition": results.ROBUSTNESS_DEFINITION,
+    }
+
+
+def render(ctx: dict) -> str:
+    """The HTML page of a context (autoescaped)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**ctx)
+
+
+def build_report(results_dir, output) -> Path:
+    """Write the report of ``results_dir`` to ``output`` (atomically); returns its path."""
+    output = Path(output)
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise BadInput(f"-o {output}: the report is one .html file")
+    html = render(context(results_dir))
+    results.write_atomic(output, lambda p: Path(p).write_text(html, encoding="utf-8"))
+    return output
+
+
+def cli_report(args) -> int:
+    """``bench report DIR -o reports/NAME/index.html``."""
+    print(build_report(args.results_dir, args.output))
+    return 0

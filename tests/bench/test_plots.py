@@ -1,0 +1,89 @@
+"""bench.plots: the robustness figure and ``bench plot robustness``."""
+import numpy as np
+import pytest
+from matplotlib.collections import PathCollection
+
+import rundirs
+from bench import plots, results
+from bench.cli import main
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    return results.load(rundirs.standard_results(tmp_path_factory.mktemp("plots") / "results"))
+
+
+def visible_axes(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def test_layout_one_panel_per_learning_rate_plus_summary(table):
+    fig = plots.robustness_figure(table, "fid")
+    axes = visible_axes(fig)
+    # two rows (FID, then IS), three learning rates + the summary panel each
+    assert len(axes) == 8
+    titles = [ax.get_title() for ax in axes]
+    assert titles[:4] == ["digits · lr = 1e-05", "digits · lr = 0.0001", "digits · lr = 0.001",
+                          "final value vs learning rate"]
+    assert axes[0].get_ylabel() == "FID-1k" and axes[4].get_ylabel() == "IS-1k"
+    assert axes[0].get_yscale() == "log" and axes[4].get_yscale() == "linear"  # FID spans 3..280
+    assert axes[3].get_xscale() == "log"
+    assert axes[0].get_ylim() == axes[2].get_ylim()  # one y range per row
+    # one line per method in a panel (sim, sid, dmd at lr 1e-4) and the teacher's dashed line
+    lines = axes[1].get_lines()
+    assert sum(line.get_linestyle() == "--" for line in lines) == 1
+    assert sum(len(line.get_xdata()) == len(rundirs.EVAL_KIMG) for line in lines) == 3
+
+
+def test_divergence_and_running_runs_are_marked(table):
+    fig = plots.robustness_figure(table, "fid")
+    panel = visible_axes(fig)[2]  # lr = 1e-3: dmd diverged at kimg 2.5, sim still running at kimg 2
+    points = [c for c in panel.collections if isinstance(c, PathCollection)]
+    offsets = np.concatenate([c.get_offsets() for c in points])
+    assert any(np.allclose(o, (2.5, 80.0 + 200.0)) for o in offsets)
+    assert any(np.allclose(o, (2.0, rundirs.fid_curve("sim", 1e-3, 0, 2.0))) for o in offsets)
+    for other in visible_axes(fig)[:2]:
+        assert not [c for c in other.collections if isinstance(c, PathCollection)]
+
+
+def test_summary_panel_shows_final_means(table):
+    summary = visible_axes(plots.robustness_figure(table, "fid"))[3]
+    ys = {round(float(y), 6) for line in summary.get_lines() for y in line.get_ydata()}
+    sid = np.mean([rundirs.fid_curve("sid", 1e-5, s, 4.0) for s in rundirs.SEEDS])
+    assert round(float(sid), 6) in ys
+
+
+def test_dollar_signs_in_names_are_text(tmp_path):
+    rundirs.write_run(tmp_path, suite="a$\\frac$", method="sim$\\frac{$")  # invalid mathtext
+    plots.figure_bytes(plots.robustness_figure(results.load(tmp_path)), "png")
+
+
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
+def test_cli_writes_png_and_svg(tmp_path, suffix, magic, capsys):
+    src = rundirs.standard_results(tmp_path / "results")
+    out = tmp_path / "figs" / f"robustness{suffix}"
+    assert main(["plot", "robustness", str(src), "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert data.startswith(magic) and len(data) > 10_000
+    if suffix == ".svg":
+        assert b"<svg" in data and b"lr = 0.0001" in data
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    src = rundirs.standard_results(tmp_path / "results")
+    assert main(["plot", "robustness", str(src), "-o", str(tmp_path / "fig.jpg")]) == 2
+    assert main(["plot", "robustness", str(src), "-o", str(tmp_path / "fig.png"), "--metric", "nope"]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", "robustness", str(tmp_path / "empty"), "-o", str(tmp_path / "fig.png")]) == 2
+    assert not list(tmp_path.glob("fig.*"))
+    assert capsys.readouterr().err.count("bench: error:") == 3
+
+
+def test_a_blow_up_does_not_flatten_the_other_curves(tmp_path):
+    rundirs.write_run(tmp_path, method="sim", lr=1e-4)
+    rundirs.write_run(tmp_path, method="sim", lr=1e3, values=lambda k: {"fid": 80.0 * 10 ** (14 * min(k, 1))})
+    axes = visible_axes(plots.robustness_figure(results.load(tmp_path), "fid"))
+    for ax in axes[:3]:  # the FID row (IS, higher is better, is not capped)
+        assert ax.get_ylim()[1] == pytest.approx(800.0)  # ten times the worst starting FID
+    blown = [c for c in axes[1].collections if isinstance(c, PathCollection)]
+    assert len(blown) == 1 and np.allclose(blown[0].get_offsets(), [(1.0, 800.0)])  # the ^ on the top edge

@@ -1,0 +1,219 @@
+"""bench.report: the self-contained HTML page, its escaping, and the page in headless Chromium."""
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+import rundirs
+from bench import report, results
+from bench.cli import main
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A standard results folder with one hostile run added, and its report."""
+    root = tmp_path_factory.mktemp("report")
+    src = rundirs.standard_results(root / "results")
+    d = rundirs.write_run(src, method="sid", lr=1e-5, seed=5, hparams={"alpha": HOSTILE, "weighting": "paper"})
+    config = json.loads((d / "config.json").read_text())
+    config["run_id"] = f"x{HOSTILE}"
+    (d / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["git_hash"] = '"><img src=x onerror=alert(2)>'
+    manifest["versions"]["torch"] = HOSTILE
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    out = root / "reports" / "demo" / "index.html"
+    assert main(["report", str(src), "-o", str(out)]) == 0
+    return src, out, out.read_text(encoding="utf-8")
+
+
+class Tables(HTMLParser):
+    """The data-sort keys of every table's body rows, by table id, in document order."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.current, self.in_body, self.scripts, self.root_attrs = {}, None, False, 0, {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "html":
+            self.root_attrs = attrs
+        elif tag == "script":
+            self.scripts += 1
+        elif tag == "table":
+            self.current = self.tables.setdefault(attrs.get("id"), [])
+        elif tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body and self.current is not None:
+            self.current.append([])
+        elif tag == "td" and self.in_body and self.current is not None:
+            self.current[-1].append(attrs.get("data-sort"))
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self.in_body = False
+        elif tag == "table":
+            self.current = None
+
+
+def parse(html: str) -> Tables:
+    parser = Tables()
+    parser.feed(html)
+    return parser
+
+
+def column(tables, table_id, col):
+    return [row[col] for row in tables.tables[table_id]]
+
+
+def test_one_self_contained_file(built):
+    src, out, html = built
+    assert [p.name for p in out.parent.iterdir()] == ["index.html"]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(http" not in html
+    srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
+    assert srcs and all(s.startswith("data:image/") for s in srcs)
+    svg = [s for s in srcs if s.startswith("data:image/svg+xml;base64,")]
+    assert len(svg) == 1 and b"<svg" in base64.b64decode(svg[0].split(",", 1)[1])
+    # sample grids: teacher + every (method, lr) with runs: sim x3, sid x2, dmd x3
+    assert len([s for s in srcs if s.startswith("data:image/png")]) == 1 + 3 + 2 + 3
+
+
+def test_report_content(built):
+    src, out, html = built
+    tables = parse(html)
+    for needed in ("leaderboard-1-fid", "leaderboard-1-is", "robustness-1", "runs-table", "compute-1"):
+        assert needed in tables.tables
+    assert "FID-1k" in html and "5.54 ± 0.15" in html and "IS-1k" in html
+    assert results.ROBUSTNESS_DEFINITION.split(",")[0] in html
+    runs = results.load_runs(src)
+    assert len(tables.tables["runs-table"]) == len(runs)
+    for run_id in runs["run_id"]:
+        if "<" not in run_id:
+            assert run_id in html
+    assert "0123456789abcdef0123456789abcdef01234567" in html  # git hash
+    assert "torch-fidelity 0.4.0 / digits-classifier" in html  # metric implementation
+    assert "x86_64" in html and "3.11.7" in html
+    assert "&#34;huber_c&#34;: 0.03" in html  # a full config.json, escaped, in the runs table
+    # the leaderboard's value column holds the means the function computes
+    board = results.leaderboard(results.load(src), "fid")
+    keys = [float(k) for k in column(tables, "leaderboard-1-fid", 2)]
+    assert keys == pytest.approx(board["mean"].tolist())
+
+
+def test_hostile_strings_are_escaped(built):
+    src, out, html = built
+    assert HOSTILE not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert parse(html).scripts == 3  # the page's own scripts only
+
+
+def test_two_suites_one_without_samples_or_a_learning_rate_grid(tmp_path):
+    for method in ("sim", "sid"):
+        rundirs.write_run(tmp_path / "r", suite="gaussian", method=method, samples=False,
+                          values=lambda k: {"frechet": 1.0 / (1 + k), "sliced_wasserstein": 0.5 / (1 + k)})
+    rundirs.write_run(tmp_path / "r", suite="digits", method="sim")
+    out = report.build_report(tmp_path / "r", tmp_path / "index.html")
+    html = out.read_text()
+    tables = parse(html).tables
+    assert "leaderboard-1-fid" in tables and "leaderboard-2-frechet" in tables  # suites in name order
+    assert "Fréchet-1k" in html and "needs ≥ 2 lrs" in html and "writes no sample grids" in html
+
+
+def test_bad_input(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "out" / "index.html")]) == 2
+    rundirs.write_run(tmp_path / "r")
+    assert main(["report", str(tmp_path / "r"), "-o", str(tmp_path / "out" / "report.pdf")]) == 2
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    err = capsys.readouterr().err
+    assert err.count("bench: error:") == 2 and "no run directories" in err and ".html" in err
+
+
+# --- the page in a real browser -------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--hide-scrollbars", "--enable-logging=stderr",
+                  "--v=0"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium, installed with apt-get where missing (root only); skip with the reason otherwise."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("chromium is not installed and apt-get is not usable here (need root): apt-get install chromium")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True, timeout=300, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], check=True,
+                       capture_output=True, timeout=600, env=env)
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"could not install Debian's chromium with apt-get: {exc}")
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("apt-get install chromium did not provide a chromium binary")
+    return found
+
+
+def browse(chromium, tmp_path, url, *flags):
+    proc = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *flags, url],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_page_in_headless_chromium(chromium, built, tmp_path):
+    src, out, html = built
+    url = out.resolve().as_uri()
+    shot = tmp_path / "report.png"
+    browse(chromium, tmp_path, url, "--window-size=1400,2400", f"--screenshot={shot}")
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1400, 2400)
+    assert len(image.getcolors(maxcolors=1 << 20) or []) > 50  # rendered, not a blank page
+    if os.environ.get("BENCH_REPORT_SCREENSHOT"):  # to look at the page: BENCH_REPORT_SCREENSHOT=path
+        shutil.copy(shot, os.environ["BENCH_REPORT_SCREENSHOT"])
+
+    before = parse(html)
+    clicks = "leaderboard-1-fid:1,robustness-1:1,robustness-1:1,runs-table:6"  # method; score twice; seed
+    dom = browse(chromium, tmp_path, f"{url}#click={clicks}", "--dump-dom")
+    after = parse(dom)
+    assert after.root_attrs.get("data-js-ready") == "1"
+    assert json.loads(after.root_attrs.get("data-js-errors")) == []
+    methods = column(after, "leaderboard-1-fid", 1)
+    assert methods == sorted(methods) != column(before, "leaderboard-1-fid", 1)
+    scores = [float(s) for s in column(after, "robustness-1", 1)]
+    assert scores == sorted(scores, reverse=True)
+    seeds = [float(s) for s in column(after, "runs-table", 6)]
+    assert seeds == sorted(seeds) != [float(s) for s in column(before, "runs-table", 6)]
+    assert after.scripts == 3
+
+
+def test_report_of_real_runner_output(tmp_path, capsys):
+    """The runner's own run directories (tiny gaussian runs) go through table, leaderboard and report."""
+    from bench_helpers import TINY, tiny_run_args
+
+    for method in ("sim", "sid"):
+        assert main(tiny_run_args(tmp_path / "results", method=method, kimg="0.5")) == 0
+    assert main(["run", "--suite", "gaussian", "--method", "teacher", "--results", str(tmp_path / "results"),
+                 "--quiet", *TINY]) == 0
+    table = results.load(tmp_path / "results")
+    assert set(table["method"]) == {"sim", "sid", "teacher"} and set(table["status"]) == {"done"}
+    board = results.leaderboard(table)
+    assert board["metric"].unique().tolist() == ["frechet"] and "teacher" in set(board["method"])
+    assert (board["n_samples"] == 256).all() and board["label"].iloc[0] == "Fréchet-256"
+    assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "index.html")]) == 0
+    html = (tmp_path / "index.html").read_text()
+    assert "Fréchet-256" in html and "exact Gaussian fit" in html  # the metric implementation, from manifests
