@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ..nets.classifier import DigitClassifier
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
-from .base import Evaluator, Parts, Suite, heun_sampler
+from .base import Parts, Suite, heun_sampler
 
 DATA_SPEC = {"dataset": "sklearn.load_digits", "held_out": 360, "split_seed": 0, "scale": "x/8-1"}
 CACHE_FORMAT = 1  # bump when the training code changes what a configuration produces
@@ -205,22 +205,6 @@ def load_classifier(path: Path) -> DigitClassifier:
     return net.eval().requires_grad_(False)
 
 
-# --- evaluation -------------------------------------------------------------------------------
-class DigitsEvaluator(Evaluator):
-    """FID, IS, KID and precision/recall of samples in [-1, 1] against the held-out digits.
-
-    Features come from the suite's classifier (torch-fidelity extractor ``digits``).
-    """
-
-    def __init__(self, fidelity, n_samples: int):
-        self.fidelity, self.n_samples = fidelity, n_samples
-
-    def evaluate(self, samples, cond=None):
-        from ..metrics.images import to_uint8
-
-        return self.fidelity.evaluate(to_uint8(samples))
-
-
 # --- the suite --------------------------------------------------------------------------------
 class DigitsSuite(Suite):
     """Unconditional 8x8 digits: EDM UNet teacher trained here; generator and fake score copy it."""
@@ -320,15 +304,15 @@ class DigitsSuite(Suite):
         return {"sampler": "heun", "steps": int(self.options["teacher_steps"])}
 
     def evaluator(self, device):
-        from ..metrics.fidelity import FidelityEvaluator
+        """FID, IS, KID and precision/recall against the held-out digits, with the classifier's features."""
+        from ..metrics.fidelity import FidelityEvaluator, add_extractor_loader
         from ..metrics.images import to_uint8
-        from .digits_features import use_classifier
+        from .digits_features import NAME, extractor_spec
 
         path = self.train_classifier()
-        use_classifier(path)
+        add_extractor_loader(NAME, lambda: extractor_spec(path))  # this suite's classifier (its cache_dir)
         n = int(self.options["n_eval"])
-        fidelity = FidelityEvaluator(
-            reference=to_uint8(self.data["x_held"]), reference_key=f"digits-heldout-8x8-{path.parent.name}",
-            extractor="digits", metrics=("fid", "is", "kid", "prc"), device=device, n_samples=n,
+        return FidelityEvaluator(
+            reference=to_uint8(self.data["x_held"]), reference_key="digits-heldout", extractor=NAME,
+            metrics=("fid", "is", "kid", "prc"), device=device, n_samples=n,
             kid_subset_size=min(int(self.options["kid_subset_size"]), n, DATA_SPEC["held_out"]))
-        return DigitsEvaluator(fidelity, n)

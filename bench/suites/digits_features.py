@@ -1,8 +1,8 @@
 """The digits classifier as a torch-fidelity feature extractor, registered under the name ``digits``.
 
 torch-fidelity builds extractors itself (``cls(name, features_list, **kwargs)``), so the
-classifier's weights come from ``feature_extractor_weights_path`` when given, else from the
-file set by :func:`use_classifier`. Inputs are uint8 images ``[B, 3 or 1, 8, 8]`` (EDM's
+classifier's file arrives as ``feature_extractor_weights_path``, which :func:`extractor_spec`
+supplies to the evaluation layer. Inputs are uint8 images ``[B, 3 or 1, 8, 8]`` (EDM's
 quantisation of [-1, 1]); the first channel is used.
 """
 from __future__ import annotations
@@ -20,16 +20,14 @@ NAME = "digits"
 class DigitsFeatureExtractor(FeatureExtractorBase):
     """Penultimate-layer features (FID, KID, precision/recall) and logits (IS) of the digit classifier."""
 
-    weights_path: Path | None = None  # set by use_classifier()
-
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         from .digits import load_classifier
 
-        path = feature_extractor_weights_path or type(self).weights_path
-        if path is None:
-            raise BadInput("the digits extractor has no classifier: train it with `bench teacher train --suite digits`")
-        self.net = load_classifier(Path(path))
+        if feature_extractor_weights_path is None:
+            raise BadInput("the digits extractor needs feature_extractor_weights_path (the classifier's cache file; "
+                           "`bench teacher train --suite digits` trains it)")
+        self.net = load_classifier(Path(feature_extractor_weights_path))
 
     def forward(self, images):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) \
@@ -58,9 +56,13 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
         return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
 
 
-def use_classifier(path: Path) -> None:
-    """Register the extractor (once) and make it load the classifier at ``path``."""
-    from ..metrics.fidelity import register_extractor
+def extractor_spec(path: Path | None = None):
+    """The ``digits`` extractor for the evaluation layer: registered with torch-fidelity, reading the
+    classifier at ``path`` (default: the digits suite's default classifier, trained if absent)."""
+    from ..metrics.fidelity import ExtractorSpec, register_extractor
+    from .digits import DigitsSuite
 
-    DigitsFeatureExtractor.weights_path = Path(path)
+    path = Path(path) if path is not None else DigitsSuite().train_classifier()
     register_extractor(NAME, DigitsFeatureExtractor)
+    return ExtractorSpec(NAME, weights_id=path.parent.name, impl=f"digits {path.parent.name}", channels=None,
+                         kwargs={"feature_extractor_weights_path": str(path)})

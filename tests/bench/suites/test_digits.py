@@ -154,8 +154,8 @@ def test_classifier_reaches_97_percent_held_out(tmp_path):
 def test_extractor_reads_uint8_with_one_or_three_channels(trained):
     from bench.suites.digits_features import DigitsFeatureExtractor
 
-    DigitsFeatureExtractor.weights_path = trained.train_classifier()
-    extractor = DigitsFeatureExtractor("digits", ["features", "logits"]).eval()
+    path = trained.train_classifier()
+    extractor = DigitsFeatureExtractor("digits", ["features", "logits"], feature_extractor_weights_path=str(path))
     u = (trained.data["x_held"][:10] * 127.5 + 128).clip(0, 255).to(torch.uint8)
     f1, logits1 = extractor(u)
     f3, logits3 = extractor(u.expand(-1, 3, -1, -1))
@@ -166,6 +166,8 @@ def test_extractor_reads_uint8_with_one_or_three_channels(trained):
         extractor(u.float())
     with pytest.raises(BadInput, match="8, 8"):
         extractor(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(BadInput, match="weights_path"):
+        DigitsFeatureExtractor("digits", ["features"])
 
 
 def test_unknown_option_is_bad_input():
@@ -180,3 +182,15 @@ def test_shift_augmentation_translates_by_at_most_one_pixel():
     for img, src in zip(out, padded):
         assert any(torch.equal(img, src[:, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
     assert not torch.equal(out, x)  # some images moved
+
+
+def test_dmd2_discriminator_head_on_the_unet_bottleneck(trained):
+    from bench.nets.precond import BottleneckDiscriminator
+
+    parts = trained.build(80.0, torch.device("cpu"))
+    disc = BottleneckDiscriminator(parts.fake, trained.latent_shape)
+    x = torch.randn(4, 1, 8, 8)
+    logits = disc(x, torch.full((4,), 1.5))
+    assert logits.shape == (4,)
+    logits.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in parts.fake.parameters())
