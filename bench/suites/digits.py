@@ -264,9 +264,10 @@ class DigitsSuite(Suite):
     # training and loading ----------------------------------------------------------------------
     def train_teacher(self, device: torch.device) -> Path:
         """Train (or find cached) the teacher and the classifier; the teacher's cache path."""
-        config = self.teacher_config()
-        path = cached(self.root, "teacher", config, lambda: train_denoiser(config, self.data["x_train"], device))
-        self.train_classifier()
+        path = self._teacher_path(device)
+        classifier = self.train_classifier()
+        accuracy = load_cached(classifier)[1]["held_out_accuracy"]
+        _log(f"classifier {classifier} (held-out accuracy {accuracy:.4f})")
         return path
 
     def train_classifier(self) -> Path:
@@ -274,12 +275,14 @@ class DigitsSuite(Suite):
         config = self.classifier_config()
         return cached(self.root, "classifier", config, lambda: train_classifier(config, self.data))
 
+    def _teacher_path(self, device: torch.device) -> Path:
+        config = self.teacher_config()
+        return cached(self.root, "teacher", config, lambda: train_denoiser(config, self.data["x_train"], device))
+
     def load_teacher(self, device: torch.device) -> EDMPrecond:
         """The cached teacher (trained first if absent), frozen, in eval mode."""
-        config = self.teacher_config()
-        path = cached(self.root, "teacher", config, lambda: train_denoiser(config, self.data["x_train"], device))
-        state, _ = load_cached(path)
-        teacher = make_denoiser(config["net"])
+        state, info = load_cached(self._teacher_path(device))
+        teacher = make_denoiser(info["config"]["net"])
         teacher.load_state_dict(state)
         return teacher.to(device).eval().requires_grad_(False)
 
