@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -68,8 +67,8 @@ def provenance(device: torch.device, world_size: int) -> dict:
 class Run:
     """Everything one training run holds: networks, optimisers, EMA, progress and its files."""
 
-    def __init__(self, config: dict, directory: Path, device: torch.device, quiet: bool = False):
-        self.config, self.dir, self.device, self.quiet = config, Path(directory), device, quiet
+    def __init__(self, config: dict, device: torch.device, quiet: bool = False):
+        self.config, self.device, self.quiet = config, device, quiet
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         self.suite = suites.create(config["suite"], **config["suite_options"])
         self.method = methods.create(config["method"], **config["hparams"])
@@ -90,7 +89,8 @@ class Run:
         self.fake_params = fake_params
         self.opt_f = self._optimizer(fake_params, config["lr_fake"])
         self.step, self.nimg, self.next_eval, self.next_ckpt, self.next_tick = 0, 0, 0.0, config["checkpoint_every"], 0.0
-        self.wall_time = 0.0
+        self.wall_time_before = 0.0  # seconds spent in earlier sessions of this run (resumes)
+        self.session_start = time.time()
         self.pairs = None
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if device.type == "cuda" and config["precision"] == "bf16" else contextlib.nullcontext())
@@ -98,13 +98,22 @@ class Run:
             tf32 = config["precision"] == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         _seed_everything(config["seed"] * 7919 + self.rank)  # training noise differs across processes
-        self.stats = self.metrics = None
+        self.dir = self.stats = self.metrics = None
+
+    def attach(self, directory: Path) -> None:
+        """Write into ``directory`` from now on (rank 0 keeps the logs)."""
+        self.dir = Path(directory)
         if self.rank == 0:
             self.stats, self.metrics = JsonlLog(self.dir / "stats.jsonl"), JsonlLog(self.dir / "metrics.jsonl")
 
     @property
     def kimg(self) -> float:
         return self.nimg / 1000
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds of training, evaluation and checkpointing so far, over every session."""
+        return self.wall_time_before + time.time() - self.session_start
 
     def _optimizer(self, params, lr):
         opt = self.config["optimizer"]
@@ -114,7 +123,7 @@ class Run:
     # --- sampling ----------------------------------------------------------------------------
     def _latents(self, n, generator=None):
         z = torch.randn(n, *self.suite.latent_shape, generator=generator, device="cpu")
-        return z.to(self.device), self.suite.sample_cond(n, generator)
+        return z.to(self.device), to_device(self.suite.sample_cond(n, generator), self.device)
 
     # --- one training step ---------------------------------------------------------------------
     def _update(self, opt, params, loss_fn, micro_batches, grad_clip):
@@ -176,7 +185,8 @@ class Run:
             extra = {}
             if self.recipe.needs_real_data:
                 real, real_cond = self.suite.real_data(b, None)
-                extra.update(real=real.to(self.device), real_cond=real_cond, discriminator=disc)
+                extra.update(real=real.to(self.device), real_cond=to_device(real_cond, self.device),
+                             discriminator=disc)
             return self.method.fake_score_loss(x_g, self.fake, cond=cond, **extra)
 
         def generator_phase():
@@ -240,7 +250,7 @@ class Run:
     def generate(self, net, z, cond, batch=256):
         out = []
         for i in range(0, z.shape[0], batch):
-            c = _slice(cond, i, i + batch)
+            c = to_device(_slice(cond, i, i + batch), self.device)
             out.append(net(z[i:i + batch].to(self.device), c).float().cpu())
         return torch.cat(out)
 
@@ -260,19 +270,12 @@ class Run:
                                      "time_s": time.time() - t0})
             if ema:
                 save_samples(samples, self.dir / "samples" / f"kimg{self.kimg:010.3f}.png")
-        self._record_metric_impls()
+        record_metric_impls(self.dir)
 
     def _evaluator(self):
         if not hasattr(self, "_eval"):
             self._eval = self.suite.evaluator(self.device)
         return self._eval
-
-    def _record_metric_impls(self):
-        manifest = read_json(self.dir / "manifest.json")
-        impls = {row["metric"]: row.get("impl", "") for row in read_jsonl(self.metrics.path)}
-        if impls != manifest.get("metrics"):
-            manifest["metrics"] = impls
-            write_json_atomic(self.dir / "manifest.json", manifest)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -303,7 +306,7 @@ class Run:
         self.opt_f.load_state_dict(state["opt_f"])
         p = state["progress"]
         self.step, self.nimg, self.next_eval = p["step"], p["nimg"], p["next_eval"]
-        self.next_ckpt, self.next_tick, self.wall_time = p["next_ckpt"], p["next_tick"], p["wall_time"]
+        self.next_ckpt, self.next_tick, self.wall_time_before = p["next_ckpt"], p["next_tick"], p["wall_time"]
         self.pairs = state["pairs"]
         _set_rng_state(state["rng"][self.rank])
         if self.rank == 0:  # drop rows logged after this checkpoint: they will be logged again
@@ -323,6 +326,7 @@ class Run:
 
     def train(self, stop_flag) -> str:
         cfg = self.config
+        self.session_start = time.time()
         tick_kimg = self.train_opts["tick_kimg"] or max(cfg["batch"] / 1000, cfg["kimg"] / 50)
         if self.recipe.needs_teacher_pairs and self.pairs is None:
             self.prepare_pairs()
@@ -347,10 +351,8 @@ class Run:
             if stop_flag():
                 self.save()
                 return "interrupted"
-            t0 = time.time()
             row = self.train_step()
             self.check_finite()
-            self.wall_time += time.time() - t0
             if bar is not None:
                 bar.update(cfg["batch"] / 1000)
                 bar.set_postfix(loss_g=f"{row['loss_g']:.3g}", loss_fake=f"{row['loss_fake']:.3g}")
@@ -382,6 +384,15 @@ def latent_bank(suite, seed: int, n: int):
     gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
     z = torch.randn(n, *suite.latent_shape, generator=gen)
     return z, suite.sample_cond(n, gen)
+
+
+def to_device(cond, device):
+    """Conditioning (a tensor, a dict of tensors, or None) on ``device``."""
+    if isinstance(cond, torch.Tensor):
+        return cond.to(device)
+    if isinstance(cond, dict):
+        return {k: to_device(v, device) for k, v in cond.items()}
+    return cond
 
 
 def _slice(cond, i, j):
@@ -437,6 +448,15 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def record_metric_impls(directory: Path) -> None:
+    """Copy each metric's implementation string from metrics.jsonl into the manifest."""
+    manifest = read_json(directory / "manifest.json")
+    impls = {row["metric"]: row.get("impl", "") for row in read_jsonl(directory / "metrics.jsonl")}
+    if impls != manifest.get("metrics"):
+        manifest["metrics"] = impls
+        write_json_atomic(directory / "manifest.json", manifest)
+
+
 def save_samples(samples: torch.Tensor, path: Path, n: int = 64) -> None:
     """A PNG grid of the first ``n`` samples (image suites only)."""
     if samples.ndim != 4:
@@ -448,25 +468,43 @@ def save_samples(samples: torch.Tensor, path: Path, n: int = 64) -> None:
 
 
 # --- the teacher's baseline row -------------------------------------------------------------------
-def evaluate_teacher(config: dict, directory: Path, device: torch.device) -> None:
-    """The teacher's multi-step sampler on the seed's latent bank, logged at kimg 0."""
-    suite = suites.create(config["suite"], **config["suite_options"])
-    teacher = suite.load_teacher(device).eval().requires_grad_(False)
-    evaluator = suite.evaluator(device)
-    z, cond = latent_bank(suite, config["seed"], evaluator.n_samples)
-    t0 = time.time()
-    with torch.no_grad():
-        samples = torch.cat([suite.teacher_sample(teacher, z[i:i + 256].to(device), _slice(cond, i, i + 256)).cpu()
-                             for i in range(0, z.shape[0], 256)])
-    log = JsonlLog(directory / "metrics.jsonl")
-    log.truncate(0)
-    impls = {}
-    for m in evaluator.evaluate(samples, cond):
-        log.append({"kimg": 0.0, "metric": m.metric, "value": m.value, "n_samples": m.n_samples, "ema": False,
-                    "impl": m.impl, "time_s": time.time() - t0})
-        impls[m.metric] = m.impl
-    save_samples(samples, directory / "samples" / f"kimg{0:010.3f}.png")
-    return impls
+class TeacherRun:
+    """The teacher's own multi-step sampler on the seed's latent bank, logged at kimg 0."""
+
+    kimg, step = 0.0, 0
+
+    def __init__(self, config: dict, device: torch.device):
+        self.config, self.device = config, device
+        self.suite = suites.create(config["suite"], **config["suite_options"])
+        self.teacher = self.suite.load_teacher(device).eval().requires_grad_(False)
+        self.evaluator = self.suite.evaluator(device)
+        self.started = time.time()
+
+    @property
+    def wall_time(self) -> float:
+        return time.time() - self.started
+
+    def attach(self, directory: Path) -> None:
+        self.dir = Path(directory)
+
+    def train(self, stop_flag) -> str:
+        if dist_utils.rank() != 0:
+            return "done"
+        z, cond = latent_bank(self.suite, self.config["seed"], self.evaluator.n_samples)
+        t0 = time.time()
+        with torch.no_grad():
+            samples = torch.cat([
+                self.suite.teacher_sample(self.teacher, z[i:i + 256].to(self.device),
+                                          to_device(_slice(cond, i, i + 256), self.device)).cpu()
+                for i in range(0, z.shape[0], 256)])
+        log = JsonlLog(self.dir / "metrics.jsonl")
+        log.truncate(0)  # a teacher row is evaluated in one go: an interrupted attempt starts over
+        for m in self.evaluator.evaluate(samples, cond):
+            log.append({"kimg": 0.0, "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
+                        "ema": False, "impl": m.impl, "time_s": time.time() - t0})
+        save_samples(samples, self.dir / "samples" / f"kimg{0:010.3f}.png")
+        record_metric_impls(self.dir)
+        return "done"
 
 
 # --- entry points -------------------------------------------------------------------------------
@@ -479,21 +517,8 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
         status = read_json(manifest_path)["status"]
         if status in ("done", "diverged"):
             return directory, status
-    created = not directory.exists()
-    try:
-        if config["method"] == runconfig.TEACHER:
-            run = None
-        else:
-            run = Run.__new__(Run)  # build before touching the disk: bad input leaves nothing behind
-            run.dir = directory
-            if rank == 0:
-                directory.mkdir(parents=True, exist_ok=True)
-            dist_utils.barrier()
-            Run.__init__(run, config, directory, device, quiet)
-    except BadInput:
-        if created and rank == 0:
-            shutil.rmtree(directory, ignore_errors=True)
-        raise
+    # Build everything before touching the disk: bad input leaves nothing behind.
+    job = TeacherRun(config, device) if config["method"] == runconfig.TEACHER else Run(config, device, quiet)
     if rank == 0:
         directory.mkdir(parents=True, exist_ok=True)
         write_json_atomic(directory / "config.json", config)
@@ -502,6 +527,8 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
                         ended=None, diverged=None, **provenance(device, dist_utils.world_size()))
         manifest.setdefault("metrics", {})
         write_json_atomic(manifest_path, manifest)
+    dist_utils.barrier()
+    job.attach(directory)
 
     stop = {"signal": None}
     handlers = {}
@@ -513,20 +540,13 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
         with contextlib.suppress(ValueError):  # not in the main thread
             handlers[sig] = signal.signal(sig, request_stop)
     status, diverged = "failed", None
-    t0 = time.time()
     try:
-        if run is None:
-            impls = evaluate_teacher(config, directory, device) if rank == 0 else {}
-            status = "done"
-        else:
-            if (directory / "state.pt").exists():
-                run.load(directory / "state.pt")
-            status = run.train(lambda: stop["signal"] is not None)
-            impls = None
+        if (directory / "state.pt").exists():
+            job.load(directory / "state.pt")
+        status = job.train(lambda: stop["signal"] is not None)
     except Diverged as exc:
         status = "diverged"
-        diverged = {"kimg": round(run.kimg, 6), "step": run.step + 1, "reason": str(exc)}
-        impls = None
+        diverged = {"kimg": round(job.kimg, 6), "step": job.step + 1, "reason": str(exc)}
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -534,13 +554,7 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
             manifest = read_json(manifest_path)
             interrupted = status == "interrupted"
             manifest.update(status="running" if interrupted else status, ended=None if interrupted else _now(),
-                            diverged=diverged)
-            if run is not None:
-                manifest.update(kimg_done=round(run.kimg, 6), wall_time_s=run.wall_time)
-            else:
-                manifest.update(kimg_done=0.0, wall_time_s=time.time() - t0)
-                if impls:
-                    manifest["metrics"] = impls
+                            diverged=diverged, kimg_done=round(job.kimg, 6), wall_time_s=job.wall_time)
             write_json_atomic(manifest_path, manifest)
     if status == "interrupted":
         status = f"interrupted by signal {stop['signal']}"
@@ -579,7 +593,8 @@ def cli_eval(args) -> int:
     device = pick_device(args.device)
     if config["method"] == runconfig.TEACHER:
         raise BadInput("a teacher run is evaluated when it runs; nothing to re-evaluate")
-    run = Run(config, directory, device, quiet=True)
+    run = Run(config, device, quiet=True)
+    run.attach(directory)
     run.load(directory / "state.pt")
     if args.n is not None:
         run.train_opts = {**run.train_opts, "n_eval": args.n}

@@ -11,25 +11,36 @@ class EDMPrecond(nn.Module):
     """``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, cond)`` around a raw network ``model``.
 
     ``model(x, noise_labels, class_labels=None)`` is any architecture in this package; ``cond`` is
-    passed through as its class labels (one-hot or embeddings, as the model expects).
+    passed through as its class labels (one-hot or embeddings, as the model expects). With
+    ``label_dim`` > 0 (EDM's class-conditional networks) a missing ``cond`` means all-zero labels,
+    and labels are moved to the input's device.
+    ``img_resolution``, ``img_channels``, ``sigma_min`` and ``sigma_max`` describe the network as
+    EDM's checkpoints do; they do not change the computation.
     """
 
-    def __init__(self, model: nn.Module, sigma_data: float = SIGMA_DATA, use_fp16: bool = False):
+    def __init__(self, model: nn.Module, sigma_data: float = SIGMA_DATA, use_fp16: bool = False, label_dim: int = 0,
+                 img_resolution: int | None = None, img_channels: int | None = None,
+                 sigma_min: float = 0.0, sigma_max: float = float("inf")):
         super().__init__()
-        self.model, self.sigma_data, self.use_fp16 = model, sigma_data, use_fp16
+        self.model, self.sigma_data, self.use_fp16, self.label_dim = model, sigma_data, use_fp16, label_dim
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
     def forward(self, x, sigma, cond=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])
+        if self.label_dim:
+            cond = (torch.zeros(1, self.label_dim, device=x.device) if cond is None
+                    else cond.to(x.device, torch.float32).reshape(-1, self.label_dim))
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         sd2 = self.sigma_data**2
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
         c_in = 1 / (s**2 + sd2).sqrt()
-        c_noise = sigma.log() / 4
+        c_noise = sigma.log() / 4  # stays float32: only the image path runs in fp16
         dtype = torch.float16 if (self.use_fp16 and x.device.type == "cuda") else torch.float32
-        out = self.model((c_in * x).to(dtype), c_noise.to(dtype), cond)
+        out = self.model((c_in * x).to(dtype), c_noise, cond)
         return c_skip * x + c_out * out.to(torch.float32)
 
 

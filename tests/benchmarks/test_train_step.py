@@ -24,8 +24,7 @@ def make_run(method, tmp_path):
         sets["regression_weight"] = 0.0
     config = resolve("gaussian", method, batch=BATCH, sets=sets)
     config["device"] = "cpu"
-    (tmp_path / "run").mkdir()
-    run = Run(config, tmp_path / "run", torch.device("cpu"), quiet=True)
+    run = Run(config, torch.device("cpu"), quiet=True)
     teacher = EDMPrecond(ResidualMLP(DIM, WIDTH, DEPTH)).requires_grad_(False)  # a network teacher
     run.parts.teacher = teacher
     return run

@@ -1,0 +1,324 @@
+"""FID, IS, KID and precision/recall through torch-fidelity, from memory, with cached references.
+
+Generated images stream to ``torch_fidelity.calculate_metrics`` as a Dataset of uint8 3xHxW
+tensors: nothing is written to disk. Reference features and statistics are cached by
+torch-fidelity under ``cache_root/<key>/``, where the key names everything that defines them
+(dataset, split, resolution, extractor, weights digest), because torch-fidelity reuses a cache
+entry without checking that it matches.
+
+Feature extractors are found by name: ``EXTRACTOR_LOADERS`` maps a name to a function returning an
+``ExtractorSpec`` (Inception here; the digits suite adds its classifier with
+``add_extractor_loader``, or is imported on first use through ``SUITE_EXTRACTORS``); any class
+registered with ``register_extractor`` works too.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.registry import DATASETS_REGISTRY, FEATURE_EXTRACTORS_REGISTRY
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+    fcntl = None
+
+from ..errors import BadInput
+from ..suites.base import Evaluator, Measurement
+from .images import check_images, load_images, to_uint8
+
+IMPL = f"torch-fidelity {torch_fidelity.__version__}"
+METRICS = ("fid", "is", "kid", "prc")
+_FLAGS = {"fid": "fid", "is": "isc", "kid": "kid", "prc": "prc"}
+
+
+@dataclass
+class ExtractorSpec:
+    """How to run one feature extractor through torch-fidelity.
+
+    ``weights_id`` enters the reference cache key (a digest of the weight file, or the class name
+    of a weight-free network); ``channels`` is 3 when the extractor needs RGB (grayscale is then
+    repeated), None when it takes images as they come.
+    """
+
+    fidelity_name: str
+    weights_id: str
+    impl: str
+    channels: int | None = 3
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def register_extractor(name: str, cls) -> None:
+    """Register a ``FeatureExtractorBase`` subclass with torch-fidelity; re-registering is harmless.
+
+    The same class (or the same module-qualified class re-imported, as pytest's importlib mode
+    does) registered twice is accepted; a different class under a taken name is an error.
+    """
+    existing = FEATURE_EXTRACTORS_REGISTRY.get(name)
+    if existing is None:
+        torch_fidelity.register_feature_extractor(name, cls)
+    elif existing is not cls:
+        if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"feature extractor name {name!r} is taken by {existing.__module__}.{existing.__qualname__}")
+        FEATURE_EXTRACTORS_REGISTRY[name] = cls
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 (first 16 hex digits) of a file, remembered per (path, size, mtime) for this process."""
+    from ..weights import sha256_file
+
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(Path(path))[:16]
+    return _DIGESTS[key]
+
+
+def _inception() -> ExtractorSpec:
+    from ..weights import find_weight
+
+    path = find_weight("inception")
+    return ExtractorSpec("inception-v3-compat", weights_id=file_digest(path), impl="inception-v3-compat",
+                         channels=3, kwargs={"feature_extractor_weights_path": str(path)})
+
+
+def _random_features() -> ExtractorSpec:
+    from .random_features import spec
+
+    return spec()
+
+
+EXTRACTOR_LOADERS: dict[str, Callable[[], ExtractorSpec]] = {"inception": _inception, "random-features": _random_features}
+
+
+# Extractors that live with a suite, as "module:function" returning an ExtractorSpec: imported only
+# when asked for, so evaluating CIFAR-10 never imports the digits suite.
+SUITE_EXTRACTORS = {"digits": "bench.suites.digits_features:extractor_spec"}
+
+
+def add_extractor_loader(name: str, loader: Callable[[], ExtractorSpec]) -> None:
+    """Make ``extractor=name`` available (a suite's own classifier, for example)."""
+    EXTRACTOR_LOADERS[name] = loader
+
+
+def resolve_extractor(name: str) -> ExtractorSpec:
+    """The spec of extractor ``name``: a loader's, a suite's, or a class registered with torch-fidelity."""
+    if name not in EXTRACTOR_LOADERS and name in SUITE_EXTRACTORS:
+        module, func = SUITE_EXTRACTORS[name].split(":")
+        try:
+            add_extractor_loader(name, getattr(importlib.import_module(module), func))
+        except (ImportError, AttributeError) as exc:
+            raise BadInput(f"extractor {name!r} needs {SUITE_EXTRACTORS[name]}, which is not available ({exc})") from None
+    if name in EXTRACTOR_LOADERS:
+        return EXTRACTOR_LOADERS[name]()
+    if name in FEATURE_EXTRACTORS_REGISTRY:
+        cls = FEATURE_EXTRACTORS_REGISTRY[name]
+        return ExtractorSpec(name, weights_id=f"{cls.__module__}.{cls.__qualname__}", impl=name, channels=None)
+    known = sorted(set(EXTRACTOR_LOADERS) | set(FEATURE_EXTRACTORS_REGISTRY))
+    raise BadInput(f"unknown feature extractor {name!r} (known: {', '.join(known)})")
+
+
+class ImageDataset(Dataset):
+    """A uint8 NCHW tensor as torch-fidelity's input: items are uint8 C x H x W tensors."""
+
+    def __init__(self, images: torch.Tensor, channels: int | None = 3):
+        self.images = images
+        self.repeat = channels == 3 and images.shape[1] == 1
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.images[i]
+        return x.expand(3, -1, -1) if self.repeat else x
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+=_-]+", "_", text).strip("_")[:80] or "x"
+
+
+def _folder_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(path.iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+def _tensor_fingerprint(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
+class FidelityEvaluator(Evaluator):
+    """FID, IS, KID and precision/recall of generated images against one reference.
+
+    ``reference`` is one of: a uint8 NCHW tensor (name it with ``reference_key``, for example
+    ``"digits-heldout"`` or ``"cifar10-train"``; resolution is added to the key), a folder of PNGs or
+    an .npz image array, a torch-fidelity dataset name (``"cifar10-train"``; never downloaded), or
+    an .npz of precomputed statistics ``mu``/``sigma`` (EDM's ``cifar10-32x32.npz``), with which only
+    FID and IS (which needs no reference) are computed; or None for IS alone.
+    ``n_samples`` is how many samples the caller should generate (FID-10k by default); KID's subset
+    size shrinks to the smaller set when that is under 1000 (torch-fidelity raises otherwise).
+    """
+
+    def __init__(self, reference, extractor: str = "inception", metrics=METRICS, device="cpu",
+                 cache_root=None, n_samples: int = 10000, kid_subset_size: int | None = None,
+                 batch_size: int = 64, reference_key: str | None = None, datasets_root=None):
+        unknown = sorted(set(metrics) - set(METRICS))
+        if unknown or not metrics:
+            raise BadInput(f"unknown metric {unknown[0] if unknown else '(none)'}; choose from {', '.join(METRICS)}")
+        from ..weights import weights_dir
+
+        self.spec = resolve_extractor(extractor)
+        self.extractor = extractor
+        self.metrics = tuple(metrics)
+        self.device = torch.device(device)
+        self.n_samples = n_samples
+        self.kid_subset_size = kid_subset_size
+        self.batch_size = batch_size
+        self.datasets_root = datasets_root
+        self.reference_stats = None  # {"mu", "sigma"} when the reference is a statistics file
+        self.reference_input, dataset_key, self.n_reference = self._reference(reference, reference_key)
+        key = f"{dataset_key}-{extractor}-{self.spec.weights_id}"
+        self.cache_key = _slug(key) + "-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+        self.cache_dir = Path(cache_root or weights_dir() / "fidelity-cache") / self.cache_key
+
+    def _reference(self, reference, reference_key):
+        """(torch-fidelity input, cache key part, number of reference images or None)."""
+        if reference is None:
+            if set(self.metrics) != {"is"}:
+                raise BadInput("a reference is needed for fid, kid and prc (only is works without one)")
+            return None, "none", None
+        if torch.is_tensor(reference):
+            check_images(reference, "reference images")
+            ref = reference.cpu()
+            name = reference_key or f"tensor-{_tensor_fingerprint(ref)}"
+            res = f"{ref.shape[2]}x{ref.shape[3]}"
+            return ImageDataset(ref, self.spec.channels), f"{name}-{res}", ref.shape[0]
+        if isinstance(reference, str) and reference in DATASETS_REGISTRY:
+            return reference, f"{reference_key or reference}-native", None
+        path = Path(reference)
+        if path.suffix == ".npz" and path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                if "mu" in data and "sigma" in data:
+                    self.reference_stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}
+                    return None, "", None
+        images = load_images(path)  # BadInput for a missing/empty/malformed path
+        fingerprint = file_digest(path) if path.is_file() else _folder_fingerprint(path)
+        name = reference_key or f"{path.stem}-{fingerprint}"
+        res = f"{images.shape[2]}x{images.shape[3]}"
+        return ImageDataset(images, self.spec.channels), f"{name}-{res}", images.shape[0]
+
+    def _kwargs(self, n: int) -> dict[str, Any]:
+        """calculate_metrics keyword arguments shared by every route."""
+        sizes = [n] + ([self.n_reference] if self.n_reference else [])
+        return dict(
+            feature_extractor=self.spec.fidelity_name, cuda=self.device.type == "cuda",
+            batch_size=self.batch_size, verbose=False, save_cpu_ram=True,  # in-memory: no loader workers
+            isc_splits=min(10, n), kid_subset_size=min([self.kid_subset_size or 1000] + sizes),
+            datasets_root=self.datasets_root, datasets_download=False, **self.spec.kwargs)
+
+    def _as_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        if torch.is_tensor(images) and images.is_floating_point():
+            images = to_uint8(images)  # samples in the suite's [-1, 1] range
+        check_images(images, "generated images")
+        if images.shape[0] < 2:
+            raise BadInput(f"generated images: need at least 2 images, got {images.shape[0]}")
+        return images.detach().cpu()
+
+    def compute(self, images: torch.Tensor) -> dict[str, float]:
+        """The raw metric dictionary ({"fid", "is", "kid", "precision", "recall"} as requested)."""
+        images = self._as_uint8(images)
+        kwargs = self._kwargs(images.shape[0])
+        generated = ImageDataset(images, self.spec.channels)
+        if self.reference_stats is not None:
+            return self._compute_against_stats(generated, kwargs)
+        flags = {_FLAGS[m]: True for m in self.metrics}
+        if self.reference_input is None:  # inception score alone
+            return _rename(torch_fidelity.calculate_metrics(input1=generated, cache=False, **flags, **kwargs))
+        try:
+            with self._reference_cache():
+                raw = torch_fidelity.calculate_metrics(
+                    input1=generated, input2=self.reference_input, input2_cache_name="reference",
+                    cache_root=str(self.cache_dir), cache=True, **flags, **kwargs)
+        except RuntimeError as exc:
+            if isinstance(self.reference_input, str) and "not found" in str(exc).lower():
+                root = self.datasets_root or Path(torch.hub.get_dir()).parent / "fidelity_datasets"
+                raise BadInput(f"reference dataset {self.reference_input!r} is not in {root} (never downloaded "
+                               "here): fetch it once with torchvision's dataset class (download=True) into that "
+                               "folder, or give a statistics .npz as the reference") from None
+            raise
+        return _rename(raw)
+
+    @contextlib.contextmanager
+    def _reference_cache(self):
+        """Guard the first computation of the reference cache.
+
+        torch-fidelity writes its cache files in place and trusts any it finds. Until a ``complete``
+        marker exists, one process at a time (a file lock: parallel runs of a sweep) clears leftovers
+        of an interrupted attempt, computes, and then writes the marker.
+        """
+        marker = self.cache_dir / "complete"
+        if marker.exists():
+            yield
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / ".lock", "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not marker.exists():
+                for stale in self.cache_dir.glob("*.pt"):
+                    stale.unlink()
+            yield
+            marker.touch()
+
+    def _compute_against_stats(self, generated: Dataset, kwargs: dict[str, Any]) -> dict[str, float]:
+        from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+        from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+        from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id
+
+        cls = FEATURE_EXTRACTORS_REGISTRY[self.spec.fidelity_name]
+        layers = {m: cls.get_default_feature_layer_for_metric(_FLAGS[m]) for m in ("fid", "is") if m in self.metrics}
+        if not layers:
+            raise BadInput("a statistics file (mu, sigma) supports only fid and is; kid and prc need reference images")
+        kwargs = {**kwargs, "input1": generated}
+        extractor = create_feature_extractor(self.spec.fidelity_name, sorted(set(layers.values())), **kwargs)
+        features = extract_featuresdict_from_input_id(1, extractor, **kwargs)
+        raw = {}
+        if "fid" in layers:
+            stats = {k: v.astype(np.float64) for k, v in fid_featuresdict_to_statistics(features, layers["fid"]).items()}
+            if stats["mu"].shape != self.reference_stats["mu"].shape:
+                raise BadInput(f"reference statistics have {self.reference_stats['mu'].shape[0]} features, "
+                               f"extractor {self.extractor} gives {stats['mu'].shape[0]}")
+            raw.update(fid_statistics_to_metric(stats, self.reference_stats, False))
+        if "is" in layers:
+            raw.update(isc_featuresdict_to_metric(features, layers["is"], **kwargs))
+        return _rename(raw)
+
+    def evaluate(self, samples: torch.Tensor, cond: Any = None) -> list[Measurement]:
+        """Measurements of ``samples`` (uint8 NCHW, or float in [-1, 1]); ``cond`` is not used:
+        conditional models are scored on the unconditional distribution, as the papers do."""
+        n = samples.shape[0]
+        impl = f"{IMPL}/{self.spec.impl}"
+        return [Measurement(metric=k, value=v, n_samples=n, impl=impl) for k, v in self.compute(samples).items()]
+
+
+def _rename(raw: dict[str, float]) -> dict[str, float]:
+    names = {"frechet_inception_distance": "fid", "inception_score_mean": "is",
+             "kernel_inception_distance_mean": "kid", "precision": "precision", "recall": "recall"}
+    out = {names[k]: float(v) for k, v in raw.items() if k in names}
+    return {k: out[k] for k in ("fid", "is", "kid", "precision", "recall") if k in out}
