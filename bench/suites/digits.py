@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from ..metrics.images import to_uint8
 from ..nets.classifier import DigitClassifier
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
@@ -49,8 +50,7 @@ def load_split() -> dict[str, torch.Tensor]:
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """What an extractor sees of ``x``: EDM's uint8 quantisation, decoded to the centre of its bin."""
-    u = (x * 127.5 + 128).clip(0, 255).to(torch.uint8)
-    return (u.float() - 127.5) / 127.5
+    return (to_uint8(x).float() - 127.5) / 127.5
 
 
 # --- the cache --------------------------------------------------------------------------------
@@ -309,7 +309,6 @@ class DigitsSuite(Suite):
     def evaluator(self, device):
         """FID, IS, KID and precision/recall against the held-out digits, with the classifier's features."""
         from ..metrics.fidelity import FidelityEvaluator, add_extractor_loader
-        from ..metrics.images import to_uint8
         from .digits_features import NAME, extractor_spec
 
         path = self.train_classifier()
