@@ -1,0 +1,320 @@
+"""The digits suite: scikit-learn's 8x8 digits, a small EDM UNet teacher trained here, a CNN feature extractor.
+
+Everything this suite needs is trained on the CPU in a couple of minutes and cached under a
+directory named by a hash of its full configuration, so it trains once per configuration:
+``$BENCH_CACHE/digits`` (default ``~/.cache/distill-bench/digits``), or the ``cache_dir`` option.
+Data live in [-1, 1] with shape ``[N, 1, 8, 8]``; a fixed stratified split holds out 360 images,
+the reference of every metric.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from ..metrics.images import to_uint8
+from ..nets.classifier import DigitClassifier
+from ..nets.precond import EDMPrecond, OneStepGenerator
+from ..nets.unet import UNet
+from .base import Parts, Suite, heun_sampler
+
+DATA_SPEC = {"dataset": "sklearn.load_digits", "held_out": 360, "split_seed": 0, "scale": "x/8-1"}
+CACHE_FORMAT = 1  # bump when the training code changes what a configuration produces
+
+
+# --- data -------------------------------------------------------------------------------------
+def load_split() -> dict[str, torch.Tensor]:
+    """The fixed stratified split: ``x_train [1437,1,8,8]``, ``y_train``, ``x_held [360,1,8,8]``, ``y_held``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().div(8).sub(1).unsqueeze(1)  # 0..16 -> [-1, 1]
+    y = torch.from_numpy(digits.target).long()
+    idx_train, idx_held = train_test_split(torch.arange(len(y)).numpy(), test_size=DATA_SPEC["held_out"],
+                                           stratify=y.numpy(), random_state=DATA_SPEC["split_seed"])
+    idx_train, idx_held = torch.from_numpy(idx_train), torch.from_numpy(idx_held)
+    return {"x_train": x[idx_train], "y_train": y[idx_train], "x_held": x[idx_held], "y_held": y[idx_held]}
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """What an extractor sees of ``x``: EDM's uint8 quantisation, decoded to the centre of its bin."""
+    return (to_uint8(x).float() - 127.5) / 127.5
+
+
+# --- the cache --------------------------------------------------------------------------------
+def cache_root(option: str | None = None) -> Path:
+    """``option``, else ``$BENCH_CACHE/digits``, else ``~/.cache/distill-bench/digits``."""
+    if option:
+        return Path(option).expanduser()
+    if os.environ.get("BENCH_CACHE"):
+        return Path(os.environ["BENCH_CACHE"]).expanduser() / "digits"
+    return Path.home() / ".cache" / "distill-bench" / "digits"
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a JSON-able configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached(root: Path, kind: str, config: dict, train) -> Path:
+    """``root/<kind>-<hash>/<kind>.pt``, produced by ``train() -> (state dict, info dict)`` if absent.
+
+    A lock file makes concurrent callers (a sweep's parallel runs) wait for one training; the
+    file is written to a temporary name and renamed, so a crash never leaves a torn cache entry.
+    """
+    directory = root / f"{kind}-{config_hash(config)}"
+    path = directory / f"{kind}.pt"
+    if path.exists():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            state, info = train()
+            info = {"kind": kind, "config": config, **info}
+            tmp = directory / f".{kind}.{os.getpid()}.tmp"
+            torch.save({"state": state, "info": info}, tmp)
+            (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+            os.replace(tmp, path)
+    return path
+
+
+def load_cached(path: Path) -> tuple[dict, dict]:
+    """The state dict and info of a cache entry (tensors and plain data only)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob["state"], blob["info"]
+
+
+def _log(message: str) -> None:
+    print(f"[digits] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Run a block with torch's global RNG seeded, restoring the caller's RNG afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# --- the teacher ------------------------------------------------------------------------------
+def make_denoiser(net_config: dict) -> EDMPrecond:
+    """An EDM-preconditioned UNet for ``[B, 1, 8, 8]`` digits."""
+    return EDMPrecond(UNet(in_channels=1, **net_config))
+
+
+def train_denoiser(config: dict, x_train: torch.Tensor, device: torch.device) -> tuple[dict, dict]:
+    """EDM training: ``ln sigma ~ N(P_mean, P_std)``, loss weight ``(s^2+sd^2)/(s sd)^2``, Adam, EMA.
+
+    Returns the EMA network's state dict and a summary (final loss, wall time).
+    """
+    t = config["train"]
+    gen = torch.Generator().manual_seed(t["seed"])
+    with _seeded(t["seed"]):
+        net = make_denoiser(config["net"]).to(device).train()
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+    steps = max(1, round(t["kimg"] * 1000 / t["batch"]))
+    warmup = max(1, int(steps * t["warmup_fraction"]))
+    sd = net.sigma_data
+    start, running = time.time(), None
+    for step in range(steps):
+        idx = torch.randint(0, len(x_train), (t["batch"],), generator=gen)
+        y = x_train[idx].to(device)
+        sigma = (torch.randn(t["batch"], generator=gen) * t["p_std"] + t["p_mean"]).exp().to(device)
+        noise = torch.randn(y.shape, generator=gen).to(device)
+        weight = ((sigma**2 + sd**2) / (sigma * sd) ** 2).reshape(-1, 1, 1, 1)
+        loss = (weight * (net(y + sigma.reshape(-1, 1, 1, 1) * noise, sigma) - y).square()).mean()
+        for group in opt.param_groups:
+            group["lr"] = t["lr"] * min(1.0, (step + 1) / warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        nimg = (step + 1) * t["batch"]
+        halflife = min(t["ema_halflife_kimg"] * 1000, nimg * t["ema_rampup"])
+        beta = 0.5 ** (t["batch"] / max(halflife, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), net.parameters()):
+                p_ema.lerp_(p, 1 - beta)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if (step + 1) % max(1, steps // 10) == 0:
+            _log(f"teacher step {step + 1}/{steps} loss {running:.4f} ({time.time() - start:.0f} s)")
+    return ({k: v.cpu() for k, v in ema.state_dict().items()},
+            {"steps": steps, "final_loss": running, "train_time_s": round(time.time() - start, 2)})
+
+
+# --- the classifier (feature extractor) ---------------------------------------------------------
+def _shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Random translations by up to ``max_shift`` pixels, background-padded (augmentation)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, [max_shift] * 4, value=-1.0)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b, 1), generator=gen)
+    rows, cols = dy + torch.arange(h), dx + torch.arange(w)  # [B, H], [B, W]
+    out = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2)
+
+
+def classifier_accuracy(net: DigitClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy on quantised inputs, as the extractor sees them."""
+    net.eval()
+    with torch.no_grad():
+        return (net(quantise(x))[1].argmax(1) == y).float().mean().item()
+
+
+def train_classifier(config: dict, data: dict) -> tuple[dict, dict]:
+    """Cross-entropy with shift augmentation on the training split; reports held-out accuracy."""
+    t = config["train"]
+    gen = torch.Generator().manual_seed(t["seed"])
+    with _seeded(t["seed"]):
+        net = DigitClassifier(**config["net"])
+    opt = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    x, y = data["x_train"], data["y_train"]
+    steps = t["epochs"] * math.ceil(len(x) / t["batch"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t["lr"], total_steps=steps)
+    start = time.time()
+    for _ in range(t["epochs"]):
+        net.train()
+        for idx in torch.randperm(len(x), generator=gen).split(t["batch"]):
+            loss = F.cross_entropy(net(quantise(_shift(x[idx], gen)))[1], y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    accuracy = classifier_accuracy(net, data["x_held"], data["y_held"])
+    _log(f"classifier held-out accuracy {accuracy:.4f} ({time.time() - start:.1f} s)")
+    return net.state_dict(), {"held_out_accuracy": accuracy, "train_time_s": round(time.time() - start, 2)}
+
+
+def load_classifier(path: Path) -> DigitClassifier:
+    """The cached classifier, in eval mode."""
+    state, info = load_cached(path)
+    net = DigitClassifier(**info["config"]["net"])
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False)
+
+
+# --- the suite --------------------------------------------------------------------------------
+class DigitsSuite(Suite):
+    """Unconditional 8x8 digits: EDM UNet teacher trained here; generator and fake score copy it."""
+
+    name = "digits"
+    defaults = {
+        # teacher network and its training (all part of the teacher's cache key)
+        "channels": 16, "channel_mult": [1, 2], "blocks": 1, "attention": False,
+        "teacher_kimg": 256, "teacher_batch": 128, "teacher_lr": 2e-3, "teacher_ema_halflife_kimg": 10.0,
+        "teacher_seed": 0,
+        # the teacher's own sampler (the baseline row)
+        "teacher_steps": 18,
+        # classifier (feature extractor)
+        "classifier_epochs": 20, "classifier_seed": 0,
+        # evaluation
+        "n_eval": 1000, "kid_subset_size": 300,
+        "cache_dir": None,
+    }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._data = None
+
+    # configuration ------------------------------------------------------------------------
+    def teacher_config(self) -> dict:
+        """Everything that determines the teacher's weights (its cache key)."""
+        o = self.options
+        return {
+            "format": CACHE_FORMAT, "data": DATA_SPEC,
+            "net": {"channels": int(o["channels"]), "channel_mult": [int(m) for m in o["channel_mult"]],
+                    "blocks": int(o["blocks"]), "attention": bool(o["attention"])},
+            "train": {"kimg": float(o["teacher_kimg"]), "batch": int(o["teacher_batch"]), "lr": float(o["teacher_lr"]),
+                      "ema_halflife_kimg": float(o["teacher_ema_halflife_kimg"]), "ema_rampup": 0.05,
+                      "warmup_fraction": 0.05, "p_mean": -1.2, "p_std": 1.2, "seed": int(o["teacher_seed"])},
+        }
+
+    def classifier_config(self) -> dict:
+        """Everything that determines the classifier's weights (its cache key)."""
+        o = self.options
+        return {
+            "format": CACHE_FORMAT, "data": DATA_SPEC,
+            "net": {"channels": 32, "feature_dim": 64, "classes": 10, "dropout": 0.2},
+            "train": {"epochs": int(o["classifier_epochs"]), "batch": 64, "lr": 3e-3, "weight_decay": 1e-4,
+                      "seed": int(o["classifier_seed"])},
+        }
+
+    @property
+    def data(self) -> dict[str, torch.Tensor]:
+        if self._data is None:
+            self._data = load_split()
+        return self._data
+
+    @property
+    def root(self) -> Path:
+        return cache_root(self.options["cache_dir"])
+
+    # training and loading ----------------------------------------------------------------------
+    def train_teacher(self, device: torch.device) -> Path:
+        """Train (or find cached) the teacher and the classifier; the teacher's cache path."""
+        path = self._teacher_path(device)
+        classifier = self.train_classifier()
+        accuracy = load_cached(classifier)[1]["held_out_accuracy"]
+        _log(f"classifier {classifier} (held-out accuracy {accuracy:.4f})")
+        return path
+
+    def train_classifier(self) -> Path:
+        """Train (or find cached) the feature-extractor classifier; its cache path."""
+        config = self.classifier_config()
+        return cached(self.root, "classifier", config, lambda: train_classifier(config, self.data))
+
+    def _teacher_path(self, device: torch.device) -> Path:
+        config = self.teacher_config()
+        return cached(self.root, "teacher", config, lambda: train_denoiser(config, self.data["x_train"], device))
+
+    def load_teacher(self, device: torch.device) -> EDMPrecond:
+        """The cached teacher (trained first if absent), frozen, in eval mode."""
+        state, info = load_cached(self._teacher_path(device))
+        teacher = make_denoiser(info["config"]["net"])
+        teacher.load_state_dict(state)
+        return teacher.to(device).eval().requires_grad_(False)
+
+    # the Suite interface -----------------------------------------------------------------------
+    @property
+    def latent_shape(self):
+        return (1, 8, 8)
+
+    def build(self, sigma_init, device):
+        teacher = self.load_teacher(device)
+        student = lambda: copy.deepcopy(teacher).train().requires_grad_(True)  # noqa: E731
+        return Parts(teacher=teacher, generator=OneStepGenerator(student(), sigma_init), fake=student())
+
+    def real_data(self, n, generator):
+        x = self.data["x_train"]
+        return x[torch.randint(0, len(x), (n,), generator=generator)], None
+
+    def teacher_sample(self, teacher, z, cond=None):
+        return heun_sampler(teacher, z, cond, steps=int(self.options["teacher_steps"]))
+
+    def teacher_info(self) -> dict[str, Any]:
+        return {"sampler": "heun", "steps": int(self.options["teacher_steps"])}
+
+    def evaluator(self, device):
+        """FID, IS, KID and precision/recall against the held-out digits, with the classifier's features."""
+        from ..metrics.fidelity import FidelityEvaluator, add_extractor_loader
+        from .digits_features import NAME, extractor_spec
+
+        path = self.train_classifier()
+        add_extractor_loader(NAME, lambda: extractor_spec(path))  # this suite's classifier (its cache_dir)
+        n = int(self.options["n_eval"])
+        return FidelityEvaluator(
+            reference=to_uint8(self.data["x_held"]), reference_key="digits-heldout", extractor=NAME,
+            metrics=("fid", "is", "kid", "prc"), device=device, n_samples=n,
+            kid_subset_size=min(int(self.options["kid_subset_size"]), n, DATA_SPEC["held_out"]))
