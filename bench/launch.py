@@ -19,6 +19,7 @@ run directory.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -120,14 +121,32 @@ def _run_one(config: dict, results: str, device: str, threads: int | None):
     return str(directory), status
 
 
+@contextlib.contextmanager
+def _environment(**values):
+    """Set environment variables for the duration of the block (spawned workers inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) -> list[tuple[str, str]]:
     """Run configs one after another, or ``jobs`` at a time in separate processes sharing the cores."""
     if jobs <= 1:
         return [_run_one_safely(c, results, device, None) for c in configs]
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ctx = multiprocessing.get_context("spawn")
     outcome = {}
-    with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+    # BLAS libraries read their thread counts when numpy loads, before any worker code runs, so the
+    # limit goes into the environment the workers inherit (torch-fidelity's KID runs on numpy).
+    limits = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with _environment(**limits), futures.ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
         pending = {pool.submit(_run_one, c, results, device, threads): c for c in configs}
         for done in futures.as_completed(pending):
             config = pending[done]

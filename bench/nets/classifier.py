@@ -1,7 +1,6 @@
 """A small CNN digit classifier: the digits suite's feature extractor for FID, KID, PRC and IS."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 
