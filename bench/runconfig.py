@@ -19,7 +19,7 @@ from .errors import BadInput
 DEFAULTS = dict(lr=1e-4, batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
 OPTIMIZER_KEYS = ("name", "betas", "eps", "weight_decay")
 TRAIN_KEYS = ("ema_halflife_kimg", "ema_rampup", "grad_clip", "warmup_kimg", "tick_kimg", "n_eval",
-              "eval_raw", "sigma_init", "n_regression_pairs")
+              "eval_raw", "eval_batch", "sigma_init", "n_regression_pairs", "channels_last")
 TEACHER = "teacher"  # the pseudo-method that evaluates the teacher's own multi-step sampler
 
 
@@ -94,7 +94,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
         raise BadInput(f"unknown optimizer {optimizer['name']!r} (use adam or adamw)")
     train_opts = dict(ema_halflife_kimg=recipe.ema_halflife_kimg, ema_rampup=0.05, grad_clip=recipe.grad_clip,
                       warmup_kimg=recipe.warmup_kimg, tick_kimg=None, n_eval=None, eval_raw=False,
-                      sigma_init=recipe.sigma_init, n_regression_pairs=256)
+                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False)
     train_opts.update(train)
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),

@@ -97,6 +97,9 @@ class Run:
         if device.type == "cuda":
             tf32 = config["precision"] == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            if self.train_opts.get("channels_last"):  # faster convolutions with tensor cores
+                for net in (self.parts.teacher, self.generator, self.fake, self.ema):
+                    net.to(memory_format=torch.channels_last)
         _seed_everything(config["seed"] * 7919 + self.rank)  # training noise differs across processes
         self.dir = self.stats = self.metrics = None
 
@@ -247,8 +250,8 @@ class Run:
         return latent_bank(self.suite, self.config["seed"], n)
 
     @torch.no_grad()
-    def generate(self, net, z, cond, batch=256):
-        out = []
+    def generate(self, net, z, cond):
+        out, batch = [], self.train_opts.get("eval_batch", 256)
         for i in range(0, z.shape[0], batch):
             c = to_device(_slice(cond, i, i + batch), self.device)
             out.append(net(z[i:i + batch].to(self.device), c).float().cpu())
