@@ -229,7 +229,16 @@ def _bottleneck(decoder, x, emb):
     return x
 
 
-class SongUNet(nn.Module):
+class _EDMUNet(nn.Module):
+    """What both EDM architectures share: the bottleneck features for DMD2's GAN head."""
+
+    def features(self, x, noise_labels, class_labels=None, augment_labels=None):
+        """Bottleneck activations (after the lowest level's ``_in0``/``_in1``): DMD2's GAN head input."""
+        emb = self._embedding(noise_labels, class_labels, augment_labels)
+        return _bottleneck(self.dec, self._encoder(x, emb)[0], emb)
+
+
+class SongUNet(_EDMUNet):
     """DDPM++ (``embedding_type='positional'``, standard encoder) and NCSN++ (``'fourier'``,
     residual encoder, filter [1,3,3,1]) of Song et al. as configured in EDM.
 
@@ -336,11 +345,6 @@ class SongUNet(nn.Module):
                 skips.append(x)
         return x, skips
 
-    def features(self, x, noise_labels, class_labels=None, augment_labels=None):
-        """Bottleneck activations (after the lowest level's ``_in0``/``_in1``): DMD2's GAN head input."""
-        emb = self._embedding(noise_labels, class_labels, augment_labels)
-        return _bottleneck(self.dec, self._encoder(x, emb)[0], emb)
-
     def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
         emb = self._embedding(noise_labels, class_labels, augment_labels)
         x, skips = self._encoder(x, emb)
@@ -358,7 +362,7 @@ class SongUNet(nn.Module):
         return out
 
 
-class DhariwalUNet(nn.Module):
+class DhariwalUNet(_EDMUNet):
     """ADM of Dhariwal & Nichol as configured in EDM: adaptive group-norm blocks, 64 channels per
     attention head, attention at ``attn_resolutions`` in encoder and decoder, class embedding added
     to the noise embedding, output through ``out_norm``/``out_conv``.
@@ -430,11 +434,6 @@ class DhariwalUNet(nn.Module):
             x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
             skips.append(x)
         return x, skips
-
-    def features(self, x, noise_labels, class_labels=None, augment_labels=None):
-        """Bottleneck activations (after the lowest level's ``_in0``/``_in1``): DMD2's GAN head input."""
-        emb = self._embedding(noise_labels, class_labels, augment_labels)
-        return _bottleneck(self.dec, self._encoder(x, emb)[0], emb)
 
     def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
         emb = self._embedding(noise_labels, class_labels, augment_labels)
