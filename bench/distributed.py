@@ -82,5 +82,7 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group together: a rank tearing gloo down while another still uses it aborts."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
