@@ -14,15 +14,6 @@ TINY = dict(channels=8, channel_mult=[1, 2], teacher_kimg=1.0, teacher_batch=32,
             teacher_steps=4, n_eval=64, kid_subset_size=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread, and do not stall when other processes load the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def suite(tmp_path):
     """A tiny digits suite whose cache lives in the test's temporary directory."""
