@@ -76,8 +76,7 @@ class Run:
         self.train_opts = config["train"]
         torch.manual_seed(config["seed"])  # identical initial networks on every process
         self.parts = self.suite.build(self.train_opts["sigma_init"], device)
-        for net in (self.parts.teacher,):
-            net.eval().requires_grad_(False)
+        self.parts.teacher.eval().requires_grad_(False)
         self.generator, self.fake = self.parts.generator, self.parts.fake
         if self.recipe.needs_real_data and self.parts.discriminator is None:
             self.parts.discriminator = bottleneck_discriminator(self.fake, self.suite).to(device)
@@ -357,7 +356,7 @@ class Run:
             row = self.train_step()
             self.check_finite()
             if bar is not None:
-                bar.update(cfg["batch"] / 1000)
+                bar.n = min(self.kimg, cfg["kimg"])  # exact kimg, not a sum of float increments
                 bar.set_postfix(loss_g=f"{row['loss_g']:.3g}", loss_fake=f"{row['loss_fake']:.3g}")
             if self.rank == 0 and self.kimg >= self.next_tick - 1e-9:
                 elapsed = time.time() - tick_start

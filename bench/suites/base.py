@@ -1,7 +1,7 @@
 """What a suite is: the teacher, how to build generator and fake score, samplers, the evaluator."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -109,12 +109,3 @@ def heun_sampler(denoiser, z, cond=None, steps: int = 18, sigma_min=0.002, sigma
             x_next = x + (s_next - s) * (0.5 * d + 0.5 * d2)
         x = x_next
     return x.float()
-
-
-@dataclass
-class SuiteInfo:
-    """Registry entry: the class and a one-line description."""
-
-    cls: type[Suite]
-    description: str = ""
-    extra: dict = field(default_factory=dict)
