@@ -92,6 +92,14 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     optimizer.update(optim)
     if optimizer["name"] not in ("adam", "adamw"):
         raise BadInput(f"unknown optimizer {optimizer['name']!r} (use adam or adamw)")
+    betas = optimizer["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise BadInput(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
+    optimizer["betas"] = [float(b) for b in betas]
+    optimizer["eps"] = _positive("optim.eps", optimizer["eps"])
+    if not (isinstance(optimizer["weight_decay"], (int, float)) and optimizer["weight_decay"] >= 0):
+        raise BadInput(f"optim.weight_decay must be a non-negative number, got {optimizer['weight_decay']!r}")
     train_opts = dict(ema_halflife_kimg=recipe.ema_halflife_kimg, ema_rampup=0.05, grad_clip=recipe.grad_clip,
                       warmup_kimg=recipe.warmup_kimg, tick_kimg=None, n_eval=None, eval_raw=False,
                       eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False)

@@ -73,6 +73,9 @@ def test_divergence_stops_cleanly(tmp_path, cli):
     (["--set", "suite.bogus=1"], "bogus"),
     (["--set", "train.bogus=1"], "train.bogus"),
     (["--batch-gpu", "48"], "multiple"),
+    (["--set", "optim.betas=5"], "optim.betas"),
+    (["--set", "optim.eps=-1"], "optim.eps"),
+    (["--set", "optim.name=sgd"], "sgd"),
 ])
 def test_bad_input_exits_2_and_leaves_nothing(tmp_path, cli, argv, word):
     args = tiny_run_args(tmp_path)
