@@ -14,12 +14,12 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput
+from .rundir import write_atomic
 
 
 @dataclass(frozen=True)
@@ -180,17 +180,14 @@ def fetch(name: str) -> Path:
         if w.is_dir:
             return Path(huggingface_hub.snapshot_download(w.hf_repo, local_dir=target))
         return Path(huggingface_hub.hf_hub_download(w.hf_repo, w.hf_file))  # into the HF cache, where locate looks
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(w.url, timeout=60) as src:
+    def download(tmp):
+        with open(tmp, "wb") as out, urllib.request.urlopen(w.url, timeout=60) as src:
             shutil.copyfileobj(src, out, 1 << 20)
         problem = verify(w, Path(tmp))
         if problem:
             raise BadInput(f"downloaded {w.filename} does not match: {problem}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomic(target, download)
     return target
 
 

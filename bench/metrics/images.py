@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import BadInput
+from ..rundir import write_atomic
 
 IMAGE_SUFFIXES = (".png",)
 
@@ -26,6 +26,11 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
         raise BadInput(f"to_uint8 expects NCHW images, got shape {tuple(x.shape)}")
     return (x * 127.5 + 128).clip(0, 255).to(torch.uint8)
 
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images back to floats in [-1, 1], at the centre of each quantisation bin."""
+    return (images.float() - 127.5) / 127.5
 
 def check_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     """Validate a uint8 NCHW batch with 1 or 3 channels; returns it, or raises BadInput."""
@@ -119,15 +124,8 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 
     grid = make_grid(images.cpu(), nrow).permute(1, 2, 0).numpy()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    image = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
+    write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
 
 

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from ..metrics.images import to_uint8
+from ..metrics.images import from_uint8, to_uint8
+from ..rundir import save_torch_atomic
 from ..nets.classifier import DigitClassifier
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
@@ -50,7 +51,7 @@ def load_split() -> dict[str, torch.Tensor]:
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """What an extractor sees of ``x``: EDM's uint8 quantisation, decoded to the centre of its bin."""
-    return (to_uint8(x).float() - 127.5) / 127.5
+    return from_uint8(to_uint8(x))
 
 
 # --- the cache --------------------------------------------------------------------------------
@@ -84,10 +85,8 @@ def cached(root: Path, kind: str, config: dict, train) -> Path:
         if not path.exists():
             state, info = train()
             info = {"kind": kind, "config": config, **info}
-            tmp = directory / f".{kind}.{os.getpid()}.tmp"
-            torch.save({"state": state, "info": info}, tmp)
             (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-            os.replace(tmp, path)
+            save_torch_atomic(path, {"state": state, "info": info})
     return path
 
 

@@ -13,6 +13,7 @@ import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from ..errors import BadInput
+from ..metrics.images import from_uint8
 
 NAME = "digits"
 
@@ -34,7 +35,7 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
                 or tuple(images.shape[2:]) != (8, 8):
             raise BadInput(f"digits extractor expects uint8 [B, 1|3, 8, 8] images, got {images.dtype} "
                            f"{list(images.shape)}")
-        x = (images[:, :1].float() - 127.5) / 127.5  # centre of the uint8 bin, as the classifier was trained
+        x = from_uint8(images[:, :1])  # as the classifier was trained
         features, logits = self.net(x)
         out = {"features": features, "logits": logits}
         return tuple(out[name] for name in self.features_list)
