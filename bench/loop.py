@@ -19,7 +19,7 @@ import methods
 
 from . import distributed as dist_utils
 from . import evaluation, inputs, suites
-from .rundir import JsonlLog, save_torch_atomic
+from .rundir import JsonlLog, write_atomic
 from .step import check_finite, training_step
 
 
@@ -116,7 +116,7 @@ class Run:
     def save(self):
         state = self.state_dict()  # every rank joins the RNG gather
         if self.rank == 0:
-            save_torch_atomic(self.dir / "state.pt", state)
+            write_atomic(self.dir / "state.pt", lambda tmp: torch.save(state, tmp))
 
     def load(self, path: Path):
         state = torch.load(path, map_location=self.device, weights_only=False)  # our own file

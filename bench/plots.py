@@ -24,6 +24,8 @@ import seaborn as sns
 
 from . import results
 from .errors import BadInput
+from .metrics import registry as metric_registry
+from .rundir import write_atomic
 
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "distill-bench",  # selectable text, reproducible ids
          "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
@@ -62,7 +64,7 @@ def _selected(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _log_helps(values: pd.Series, metric: str) -> bool:
     values = values.dropna()
-    return (metric in results.POSITIVE and len(values) > 0 and (values > 0).all()
+    return (metric_registry.info(metric).positive and len(values) > 0 and (values > 0).all()
             and values.max() / values.min() > 10)
 
 
@@ -208,6 +210,6 @@ def cli_plot_robustness(args) -> int:
     if fmt not in ("png", "svg", "pdf"):
         raise BadInput(f"-o {args.output}: use a .png, .svg or .pdf file name")
     data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric), fmt)
-    results.write_atomic(out, lambda p: Path(p).write_bytes(data))
+    write_atomic(out, lambda p: Path(p).write_bytes(data))
     print(out)
     return 0

@@ -15,12 +15,12 @@ import methods
 
 from . import suites
 from .errors import BadInput
+from .rundir import TEACHER
 
 DEFAULTS = dict(lr=1e-4, batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
 OPTIMIZER_KEYS = ("name", "betas", "eps", "weight_decay")
 TRAIN_KEYS = ("ema_halflife_kimg", "ema_rampup", "grad_clip", "warmup_kimg", "tick_kimg", "n_eval",
               "eval_raw", "eval_batch", "sigma_init", "n_regression_pairs", "channels_last")
-TEACHER = "teacher"  # the pseudo-method that evaluates the teacher's own multi-step sampler
 
 
 def _positive(name, value, integer=False):

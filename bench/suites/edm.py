@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .. import validate
 from ..errors import BadInput
 from ..nets.edm_pickle import load_teacher
 from ..weights import find_weight
@@ -43,14 +44,13 @@ class EDMSuite(Suite):
         super().__init__(**options)
         o = self.options
         for key in ("teacher_steps", "n_eval"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise BadInput(f"suite {self.name}: {key} must be a positive integer, got {o[key]!r}")
+            validate.positive(self.option_name(key), o[key], integer=True)
         for key in ("teacher", "reference"):
             if o[key] is not None and (not isinstance(o[key], str) or not o[key]):
-                raise BadInput(f"suite {self.name}: {key} must be a path, got {o[key]!r}")
+                raise BadInput(f"{self.option_name(key)} must be a path, got {o[key]!r}")
         for key in ("cond", "fp16"):
-            if key in o and not isinstance(o[key], bool):
-                raise BadInput(f"suite {self.name}: {key} must be true or false, got {o[key]!r}")
+            if key in o:
+                validate.boolean(self.option_name(key), o[key])
         self._teacher: EDMPrecond | None = None
 
     @property

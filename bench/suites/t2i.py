@@ -27,20 +27,22 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import validate
 from ..errors import BadInput
+from ..metrics import registry as metric_registry
+from ..rundir import read_json_or_none
 from ..nets.precond import OneStepGenerator
 from .base import Evaluator, Measurement, Parts, Suite, heun_sampler, slice_cond
 
 PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"
-METRICS = ("aesthetic", "image_reward", "pickscore_raw")
+METRICS = metric_registry.implemented_in("bench.metrics.t2i")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = ("scheduler", "heun")
 INSTALL_HINT = "pip install 'distill-bench[t2i]' (see docs/t2i.md)"
@@ -206,19 +208,15 @@ class TextToImageSuite(Suite):
             raise BadInput(f"t2i: {self.directory} ({index.get('_class_name')}) is not a text-to-image pipeline "
                            "with a transformer or unet, a VAE, a text encoder, a tokenizer and a scheduler")
         self.prompts = read_prompts(o["prompts"] if o["prompts"] else DEFAULT_PROMPTS)
-        if not _number(o["guidance_scale"]) or o["guidance_scale"] < 1:
-            raise BadInput(f"t2i: guidance_scale must be a number >= 1, got {o['guidance_scale']!r}")
+        validate.number(self.option_name("guidance_scale"), o["guidance_scale"], low=1, strict=False)
         for key in ("teacher_steps", "max_sequence_length", "n_eval", "eval_batch"):
-            if not (isinstance(o[key], int) and not isinstance(o[key], bool) and o[key] > 0):
-                raise BadInput(f"t2i: {key} must be a positive integer, got {o[key]!r}")
-        if o["teacher_sampler"] not in SAMPLERS:
-            raise BadInput(f"t2i: teacher_sampler must be one of {SAMPLERS}, got {o['teacher_sampler']!r}")
-        if o["dtype"] not in DTYPES:
-            raise BadInput(f"t2i: dtype must be one of {tuple(DTYPES)}, got {o['dtype']!r}")
+            validate.positive(self.option_name(key), o[key], integer=True)
+        validate.choice(self.option_name("teacher_sampler"), o["teacher_sampler"], SAMPLERS)
+        validate.choice(self.option_name("dtype"), o["dtype"], tuple(DTYPES))
         metrics = o["metrics"].split(",") if isinstance(o["metrics"], str) else list(o["metrics"])
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise BadInput(f"t2i: unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
+            raise BadInput(f"{self.option_name('metrics')}: unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
         self.metrics = metrics
         net_cfg = _read_config(self.directory, self.kind)
         vae_cfg = _read_config(self.directory, "vae")
@@ -368,7 +366,7 @@ class TextToImageSuite(Suite):
     def teacher_info(self):
         sampler = self.options["teacher_sampler"]
         if sampler == "scheduler":
-            sampler = _read_json(self.directory / "scheduler" / "scheduler_config.json").get("_class_name", sampler)
+            sampler = (read_json_or_none(self.directory / "scheduler" / "scheduler_config.json") or {}).get("_class_name", sampler)
         return {"sampler": sampler, "steps": self.options["teacher_steps"],
                 "guidance_scale": self.options["guidance_scale"]}
 
@@ -424,12 +422,3 @@ def load_scorers(names: list[str], device: torch.device) -> dict:
     return {name: t2i_metrics.load(name, device=device) for name in names}
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

@@ -160,7 +160,7 @@ def test_registered_extractor_and_gray_images(tmp_path, monkeypatch):
     register_extractor("tiny-test", TinyExtractor)  # twice: harmless
     with pytest.raises(ValueError, match="taken"):
         register_extractor("tiny-test", RandomFeatures)
-    monkeypatch.setitem(fidelity.EXTRACTOR_LOADERS, "tiny-rgb", lambda: fidelity.ExtractorSpec(
+    monkeypatch.setitem(fidelity.EXTRACTORS.entries, "tiny-rgb", lambda: fidelity.ExtractorSpec(
         "tiny-test", weights_id="random", impl="tiny", channels=3))
     gray = images(30, c=1, seed=1)
     out = evaluator(gray, tmp_path, extractor="tiny-rgb").evaluate(images(20, c=1, seed=2))

