@@ -227,3 +227,24 @@ def test_results_plots_and_report_do_not_import_torch():
     code = ("import sys, bench.results, bench.plots, bench.report; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def test_an_unregistered_metric_is_shown_not_dropped(tmp_path, capsys):
+    """A metric the registry does not know still heads a suite that measures nothing else."""
+    for method, floor in (("sim", 1.0), ("sid", 2.0)):
+        rundirs.write_run(tmp_path, suite="toy", method=method, samples=False,
+                          values=lambda k, f=floor: {"mystery": f + 1 / (1 + k)})
+    table = results.load(tmp_path)
+    assert results.headline_metrics(table) == {"toy": "mystery"}
+    board = results.leaderboard(table)
+    assert board["direction"].unique().tolist() == ["unregistered"]
+    assert board["method"].tolist() == ["sim", "sid"]  # listed smallest first
+    code, out, _ = run_cli(capsys, "leaderboard", str(tmp_path))
+    assert code == 0 and "unregistered metric" in out and "| sim" in out
+
+
+def test_the_leaderboard_view_has_the_declared_columns(results_dir):
+    board = results.leaderboard(results.load(results_dir), "fid")
+    view = results.leaderboard_view(board[board["suite"] == "digits"])
+    assert list(view.columns) == [results.value_header(board) if c.header == results.VALUE else c.header
+                                  for c in results.LEADERBOARD_COLUMNS]

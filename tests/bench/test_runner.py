@@ -76,6 +76,10 @@ def test_divergence_stops_cleanly(tmp_path, cli):
     (["--set", "optim.betas=5"], "optim.betas"),
     (["--set", "optim.eps=-1"], "optim.eps"),
     (["--set", "optim.name=sgd"], "sgd"),
+    (["--set", "suite.dim=abc"], "suite.dim"),
+    (["--set", "suite.std_max=0.01"], "suite.std_max"),
+    (["--set", "train.n_eval=abc"], "train.n_eval"),
+    (["--set", "train.eval_raw=maybe"], "train.eval_raw"),
 ])
 def test_bad_input_exits_2_and_leaves_nothing(tmp_path, cli, argv, word):
     args = tiny_run_args(tmp_path)
