@@ -98,6 +98,7 @@ def test_each_rule_catches_a_violation(tmp_path, files, rule):
     assert found and all(rule in v for v in found)
 
 
+@pytest.mark.slow
 def test_the_results_side_runs_without_torch():
     """At run time too: importing results, plots, report and the CLI loads no torch."""
     code = ("import sys, bench.results, bench.plots, bench.report, bench.cli, bench.metrics.registry; "

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import validate
 from ..errors import BadInput
-from ..metrics.base import Evaluator, Measurement  # noqa: F401 (suites build evaluators from here)
+from ..metrics.base import Evaluator
 
 
 @dataclass

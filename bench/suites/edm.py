@@ -24,7 +24,8 @@ from ..errors import BadInput
 from ..nets.edm_pickle import load_teacher
 from ..weights import find_weight
 from ..nets.precond import EDMPrecond, OneStepGenerator
-from .base import Evaluator, Parts, Suite, heun_sampler
+from ..metrics.base import Evaluator
+from .base import Parts, Suite, heun_sampler
 
 def find_file(weight: str, option: str) -> Path:
     """``bench.weights.find_weight``, its error also naming the suite option that takes a path."""

@@ -100,7 +100,8 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> torch.Tensor:
 from .. import validate  # noqa: E402
 from ..nets.mlp import ResidualMLP  # noqa: E402
 from ..nets.precond import EDMPrecond, OneStepGenerator  # noqa: E402
-from .base import Evaluator, Measurement, Parts, Suite, heun_sampler  # noqa: E402
+from ..metrics.base import Evaluator, Measurement  # noqa: E402
+from .base import Parts, Suite, heun_sampler  # noqa: E402
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256, seed: int = 0) -> float:

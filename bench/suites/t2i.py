@@ -36,9 +36,10 @@ from torch import nn
 from .. import validate
 from ..errors import BadInput
 from ..metrics import registry as metric_registry
-from ..rundir import read_json_or_none
+from ..metrics.base import Evaluator, Measurement
 from ..nets.precond import OneStepGenerator
-from .base import Evaluator, Measurement, Parts, Suite, heun_sampler, slice_cond
+from ..rundir import read_json_or_none
+from .base import Parts, Suite, heun_sampler, slice_cond
 
 PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"

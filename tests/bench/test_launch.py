@@ -35,6 +35,7 @@ def test_expand_crosses_grid_and_method_hparams(tmp_path):
     assert [c["method"] for c in quick] == ["teacher", "di"] and quick[1]["kimg"] == 0.1
 
 
+@pytest.mark.slow
 def test_local_sweep_with_two_jobs_then_skips_finished_runs(tmp_path, cli):
     path = write(tmp_path, SWEEP)
     code, out, _ = cli("sweep", path, "--jobs", "2", "--results", str(tmp_path / "r"), "--quick")
@@ -46,6 +47,7 @@ def test_local_sweep_with_two_jobs_then_skips_finished_runs(tmp_path, cli):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("metrics.jsonl")} == mtimes
 
 
+@pytest.mark.slow
 def test_full_sweep_runs_every_config(tmp_path, cli):
     code, out, _ = cli("sweep", write(tmp_path, SWEEP), "--results", str(tmp_path / "r"))
     assert code == 0, out
@@ -72,6 +74,7 @@ def test_missing_sweep_file(tmp_path, cli):
     assert code == 2 and "does not exist" in err
 
 
+@pytest.mark.slow
 def test_submitit_local_executor(tmp_path, cli, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("BENCH_SUBMITIT_CLUSTER", "local")

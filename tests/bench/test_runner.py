@@ -42,6 +42,7 @@ def test_rerunning_a_finished_run_does_nothing(tmp_path, cli):
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_every_method_trains_and_improves_on_gaussians(tmp_path, cli):
     for method in ("sim", "sid", "di", "dmd", "dmd2"):
         args = ["run", "--suite", "gaussian", "--method", method, "--kimg", "3", "--batch", "128", "--lr", "1e-3",
@@ -109,6 +110,7 @@ def _stat_values(run_dir):
     return [tuple(r[k] for k in keep) for r in read_jsonl(run_dir / "stats.jsonl")]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     big = ["--set", "suite.width=256", "--set", "suite.depth=3", "--checkpoint-every", "1", "--eval-every", "1",
            "--set", "train.tick_kimg=0.064"]
@@ -142,6 +144,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert len(kimgs) == len(set(kimgs))
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     args = tiny_run_args(tmp_path, method="di", kimg="20", extra=["--set", "suite.width=256", "--set", "suite.depth=3"])
     proc = _run_cli(args)
@@ -162,6 +165,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = tiny_run_args(tmp_path, method="sid")
@@ -175,6 +179,7 @@ def test_two_process_gloo_run(tmp_path):
     assert config["batch"] == 64 and config["batch_gpu"] == 32
 
 
+@pytest.mark.slow
 def test_eval_command_adds_a_measurement(tmp_path, cli):
     _, out, _ = cli(*tiny_run_args(tmp_path, method="di"))
     run_dir = out.strip().splitlines()[-1]
@@ -186,6 +191,7 @@ def test_eval_command_adds_a_measurement(tmp_path, cli):
     assert code == 2 and "not a run directory" in err
 
 
+@pytest.mark.slow
 def test_dmd_regression_pairs_and_dmd2_gan_head(tmp_path, cli):
     code, out, _ = cli(*tiny_run_args(tmp_path, method="dmd"))
     assert code == 0

@@ -44,6 +44,7 @@ class Perturbed(torch.nn.Module):
         return self.base(x, sigma) + c_out * ((c_in * x) @ self.weight.T + self.bias)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", methods.available())
 def test_exact_denoiser_minimises_fake_score_loss(closed_forms, name):
     method = methods.create(name)

@@ -16,6 +16,8 @@ from bench.nets.precond import EDMPrecond
 from bench.suites.gaussian import Gaussian, frechet_distance
 from methods.base import SIGMA_MAX
 
+pytestmark = pytest.mark.slow  # distils every method end to end
+
 DIM, STEPS, BATCH, LR_G, LR_FAKE = 6, 150, 128, 2e-2, 3e-3
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.metrics.images import save_pngs
+from bench_helpers import save_pngs
 
 
 @pytest.fixture

@@ -89,6 +89,7 @@ def image_reward(tmp_path):
                                             tmp_path / "vocab.txt", vision=vision)
 
 
+@pytest.mark.slow
 def test_image_reward_adapter_skips_the_training_module():
     needs("ImageReward", "image-reward (installed with --no-deps)")
     # In a fresh process: other tests in this session import diffusers on their own. (accelerate may

@@ -133,6 +133,7 @@ def test_teacher_sampler_and_real_data(trained):
     assert all((train == r.flatten()).all(1).any() for r in real)
 
 
+@pytest.mark.slow
 def test_classifier_reaches_97_percent_held_out(tmp_path, monkeypatch):
     """The real classifier configuration (a few seconds on the CPU), found as `bench fid` finds it."""
     from bench.metrics import fidelity
@@ -207,6 +208,7 @@ def test_evaluator_scores_real_digits_above_noise(trained, tmp_path, monkeypatch
     assert on_real["precision"].value > on_noise["precision"].value
 
 
+@pytest.mark.slow
 def test_distillation_run_from_the_teacher_is_evaluated(trained, tmp_path, monkeypatch, capsys):
     """A few SiD steps through the CLI: the first evaluation scores the teacher-initialised generator."""
     from bench.cli import main

@@ -13,7 +13,7 @@ from bench import suites
 from bench.errors import BadInput
 from bench.nets import edm
 from bench.nets.edm_pickle import save_teacher
-from bench.suites.base import Evaluator, Measurement
+from bench.metrics.base import Evaluator, Measurement
 from bench.suites.edm import Cifar10Suite, ImageNet64Suite
 
 TINY_CIFAR = dict(img_resolution=32, img_channels=3, model_type="SongUNet", model_channels=8, channel_mult=[1, 1],
@@ -161,6 +161,7 @@ def runner_without_inception(monkeypatch):
     monkeypatch.setattr(Cifar10Suite, "evaluator", lambda self, device: PixelStats())
 
 
+@pytest.mark.slow
 def test_runner_distils_and_evaluates_the_teacher_from_a_checkpoint(tmp_path, cli, teachers, runner_without_inception):
     common = ["--suite", "cifar10", "--results", str(tmp_path), "--set", f"suite.teacher={teachers / 'cond.pkl'}",
               "--set", "suite.cond=true", "--device", "cpu"]

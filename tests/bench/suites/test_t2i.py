@@ -451,6 +451,7 @@ def test_real_pixart_alpha_pipeline():
     assert images.shape == (1, 3, 512, 512) and torch.isfinite(images).all()
 
 
+@pytest.mark.slow
 @needs_t2i
 def test_runner_end_to_end_with_teacher_row(tiny, tmp_path, monkeypatch):
     """``execute`` trains, evaluates (decoded, scored by PickScore found through bench weights) and writes
