@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from .. import validate
 from ..metrics.images import from_uint8, to_uint8
 from ..rundir import write_atomic
 from ..nets.classifier import DigitClassifier
@@ -221,6 +222,16 @@ class DigitsSuite(Suite):
 
     def __init__(self, **options):
         super().__init__(**options)
+        o = self.options
+        for key in ("channels", "blocks", "teacher_kimg", "teacher_batch", "teacher_steps", "classifier_epochs",
+                    "n_eval", "kid_subset_size"):
+            validate.positive(self.option_name(key), o[key], integer=True)
+        for key in ("teacher_lr", "teacher_ema_halflife_kimg"):
+            validate.positive(self.option_name(key), o[key])
+        for key in ("teacher_seed", "classifier_seed"):
+            validate.non_negative(self.option_name(key), o[key], integer=True)
+        for m in o["channel_mult"]:
+            validate.positive(self.option_name("channel_mult"), m, integer=True)
         self._data = None
 
     # configuration ------------------------------------------------------------------------
