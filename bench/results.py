@@ -118,6 +118,8 @@ def _run_record(directory: Path) -> dict | None:
     hparams = config.get("hparams") or {}
     if not isinstance(hparams, dict):
         hparams = {}
+    in_use = config.get("hparams_in_use")  # defaults resolved for the data (SIM's huber_c), for readers
+    shown = {**hparams, **in_use} if isinstance(in_use, dict) else hparams
     diverged = manifest.get("diverged") or {}
     if not isinstance(diverged, dict):
         diverged = {}
@@ -134,9 +136,9 @@ def _run_record(directory: Path) -> dict | None:
         diverged_step=_number(diverged.get("step")), diverged_reason=diverged.get("reason"),
         started=manifest.get("started"), ended=manifest.get("ended"), git_hash=manifest.get("git_hash"),
         config_id=hashlib.sha1(key.encode()).hexdigest()[:8],
-        config=config_label(hparams, lr_g, lr_fake, batch), path=str(directory),
+        config=config_label(shown, lr_g, lr_fake, batch), path=str(directory),
     )
-    record.update({HP_PREFIX + str(k): v for k, v in hparams.items()})
+    record.update({HP_PREFIX + str(k): v for k, v in shown.items()})
     record["_config"], record["_manifest"] = config, manifest
     return record
 
