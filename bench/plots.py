@@ -92,14 +92,6 @@ def method_styles(methods) -> dict[str, Style]:
     return styles
 
 
-def lr_text(lr: float) -> str:
-    """A learning rate as people write it: 1e-4, 3e-5, 0.5."""
-    if lr == 0 or 0.1 <= abs(lr) < 1e3:
-        return f"{lr:g}"
-    mantissa, exponent = f"{lr:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
 def _text(value) -> str:
     """A run-directory string as plain text: a dollar sign must not start mathtext."""
     return str(value).replace("$", r"\$")
@@ -186,14 +178,20 @@ def _mean_sem(frame: pd.DataFrame, x: str) -> pd.DataFrame:
     return out.fillna({"sem": 0.0})
 
 
+def _under(styles: dict, method: str) -> int:
+    """How many methods are drawn over this one: earlier lines are drawn wider, with bigger markers, so
+    two methods with the same values (DMD and DMD2 often) both stay visible."""
+    return len(styles) - 1 - list(styles).index(method)
+
+
 def _curves_panel(ax, data: pd.DataFrame, styles: dict, metric: str) -> None:
     curves = results.curves(data)
     if curves.empty:
         ax.text(0.5, 0.5, "no evaluations", transform=ax.transAxes, ha="center", color="0.5")
         return
     for method, g in curves.groupby("method", sort=True):
-        style, m = styles[method], _mean_sem(g, "kimg")
-        ax.plot(m["kimg"], m["mean"], markersize=3.5, linewidth=1.5, **style.line())
+        style, m, under = styles[method], _mean_sem(g, "kimg"), _under(styles, method)
+        ax.plot(m["kimg"], m["mean"], markersize=3.5 + 0.6 * under, linewidth=1.3 + 0.25 * under, **style.line())
         ax.fill_between(m["kimg"], m["mean"] - m["sem"], m["mean"] + m["sem"], color=style.color, alpha=0.18,
                         linewidth=0)
     for run_id, g in curves[curves["status"] == "diverged"].groupby("run_id"):
@@ -211,8 +209,9 @@ def _summary_panel(ax, data: pd.DataFrame, styles: dict, lrs: list[float]) -> No
     ok = finals[~finals["status"].isin(["diverged", "failed"])]
     for method, g in ok.groupby("method", sort=True):
         m = _mean_sem(g, "lr_g")
-        ax.errorbar(m["lr_g"], m["mean"], yerr=m["sem"], markersize=5, linewidth=1.5, capsize=2.5,
-                    **styles[method].line())
+        under = _under(styles, method)
+        ax.errorbar(m["lr_g"], m["mean"], yerr=m["sem"], markersize=4.5 + 0.8 * under, linewidth=1.3 + 0.25 * under,
+                    capsize=2.5, **styles[method].line())
     lost = finals.groupby(["method", "lr_g"]).filter(lambda g: g["status"].isin(["diverged", "failed"]).all())
     for (method, lr), _ in lost.groupby(["method", "lr_g"]):
         ax.scatter([lr], [1.0], transform=ax.get_xaxis_transform(), color=styles[method].color,
@@ -221,7 +220,7 @@ def _summary_panel(ax, data: pd.DataFrame, styles: dict, lrs: list[float]) -> No
     if lrs:  # a tick per learning rate of the grid, written 1e-4, with room either side
         ax.set_xlim(min(lrs) / 3, max(lrs) * 3)
         ax.xaxis.set_major_locator(ticker.FixedLocator(lrs))
-        ax.xaxis.set_major_formatter(ticker.FixedFormatter([lr_text(lr) for lr in lrs]))
+        ax.xaxis.set_major_formatter(ticker.FixedFormatter([results.lr_text(lr) for lr in lrs]))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel("generator learning rate")
     ax.set_title("final value vs learning rate")
@@ -255,7 +254,7 @@ def _draw_row(axes: list, row: _Row, table: pd.DataFrame, styles: dict) -> None:
     """Draw one row's panels into ``axes`` (one per learning rate, then the summary), wherever they live."""
     for ax, lr in zip(axes, row.lrs):
         _curves_panel(ax, row.sel[row.sel["lr_g"] == lr], styles, row.metric)
-        ax.set_title(f"{_text(row.suite)} · lr = {lr_text(lr)}")
+        ax.set_title(f"{_text(row.suite)} · lr = {results.lr_text(lr)}")
         ax.set_xlabel("training kimg")
     _summary_panel(axes[-1], row.sel, styles, row.lrs)
     for i, ax in enumerate(axes):
@@ -286,7 +285,7 @@ def _legend_handles(styles: dict) -> list:
 
 def _legend(fig: Figure, styles: dict, width_in: float):
     handles = _legend_handles(styles)
-    ncols = max(1, min(len(handles), int(width_in // 1.45)))  # an entry is at most ~1.4 in wide
+    ncols = max(1, min(len(handles), int(width_in // 1.3)))  # an entry is at most ~1.3 in wide
     return fig.legend(handles=handles, loc="outside upper center", ncols=ncols, handlelength=2.6,
                       columnspacing=1.2)
 

@@ -100,10 +100,19 @@ def config_label(hparams: dict, lr_g, lr_fake, batch) -> str:
     """A configuration spelt out for readers: hyperparameters, learning rates, batch."""
     parts = [f"{k}={v}" for k, v in sorted(hparams.items())]
     if not _isnan(lr_g):
-        parts.append(f"lr={lr_g:g}" if lr_fake == lr_g or _isnan(lr_fake) else f"lr={lr_g:g}/{lr_fake:g}")
+        parts.append(f"lr={lr_text(lr_g)}" if lr_fake == lr_g or _isnan(lr_fake)
+                     else f"lr={lr_text(lr_g)}/{lr_text(lr_fake)}")
     if not _isnan(batch):
         parts.append(f"batch={int(batch)}")
     return ", ".join(parts)
+
+
+def lr_text(lr: float) -> str:
+    """A learning rate as papers write it: 1e-4, 2.5e-4, 0.5."""
+    if lr == 0 or 0.1 <= abs(lr) < 1e3:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def _isnan(x) -> bool:

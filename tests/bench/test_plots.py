@@ -118,7 +118,7 @@ def test_methods_not_in_the_table_get_distinct_deterministic_styles():
 @pytest.mark.parametrize("lr, text", [(1e-4, "1e-4"), (1e-5, "1e-5"), (2.5e-4, "2.5e-4"), (0.5, "0.5"),
                                       (0.01, "1e-2")])
 def test_learning_rates_are_written_like_papers_do(lr, text):
-    assert plots.lr_text(lr) == text
+    assert results.lr_text(lr) == text
 
 
 def test_log_ticks_are_few_and_plain(table):
