@@ -69,6 +69,12 @@ def test_cli_writes_png_and_svg(tmp_path, suffix, magic, capsys):
     assert data.startswith(magic) and len(data) > 10_000
     if suffix == ".svg":
         assert b"<svg" in data and b"lr = 1e-4" in data
+    else:  # cropped to what is drawn, with a margin: no tick label or legend entry touches an edge
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(out).convert("L"))
+        border = np.concatenate([pixels[:4].ravel(), pixels[-4:].ravel(), pixels[:, :4].ravel(), pixels[:, -4:].ravel()])
+        assert border.min() == 255
 
 
 def test_cli_bad_input(tmp_path, capsys):
