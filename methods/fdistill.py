@@ -28,7 +28,7 @@ class FDistill(DMD2):
     defaults = {"divergence": "js", "fake_updates_per_generator_update": 5, "gan_weight": 1e-3,
                 "gan_fake_weight": 1e-2, "ratio_lower": 0.1, "ratio_upper": 20.0, "ratio_bins": 10,
                 "ratio_ema_rate": 0.0}
-    recipe = replace_recipe(DMD2_RECIPE, needs_real_data=True,
+    recipe = replace_recipe(DMD2_RECIPE, generator_inputs=("discriminator",), fake_inputs=("real_data", "discriminator"),
                             published=dict(batch=2048, lr=2e-6, iterations="100k (CIFAR-10, kl); 600k (ImageNet-64)"))
 
     def check(self):
@@ -46,7 +46,7 @@ class FDistill(DMD2):
 
     @property
     def training_recipe(self):
-        return replace_recipe(self.recipe, fake_updates_per_generator_update=self.fake_updates_per_generator_update)
+        return replace_recipe(self.recipe, fake_updates_per_generator_update=self.fake_updates_per_generator_update)  # always a discriminator
 
     def weights(self, logits, sigma):
         """Per-sample ``h(r)``: exact under ``weighting="none"``, clamped and normalised under ``"paper"``."""

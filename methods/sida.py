@@ -24,7 +24,8 @@ class SiDA(SiD):
 
     name = "sida"
     defaults = {"alpha": 1.2, "gan_weight": 0.01, "gan_fake_weight": 1.0, "gan_start_kimg": 200.0}
-    recipe = replace_recipe(SID_RECIPE, needs_real_data=True,
+    recipe = replace_recipe(SID_RECIPE, generator_inputs=("discriminator", "kimg"),
+                            fake_inputs=("real_data", "discriminator"),
                             published=dict(batch=256, lr=1e-5, loss_scale=100.0, gan_weight=0.01))
     adversarial_mix = 0.5  # the published loop averages the SiD and GAN losses once the GAN is on
 
@@ -35,7 +36,12 @@ class SiDA(SiD):
 
     @property
     def training_recipe(self):
-        return replace_recipe(self.recipe, needs_real_data=self.gan_weight > 0)
+        return self.recipe if self.needs_discriminator else replace_recipe(self.recipe, generator_inputs=(),
+                                                                           fake_inputs=())
+
+    @property
+    def needs_discriminator(self) -> bool:
+        return self.gan_weight > 0
 
     def gan_active(self, kimg) -> bool:
         """Whether the generator's GAN term is on (``kimg=None``: the schedule is over)."""

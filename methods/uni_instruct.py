@@ -44,9 +44,8 @@ class UniInstruct(SiDA):
             check_positive(self, key)
 
     @property
-    def training_recipe(self):
-        needs = self.gan_weight > 0 or self.divergence != "rkl"
-        return replace_recipe(self.recipe, needs_real_data=needs)
+    def needs_discriminator(self) -> bool:
+        return self.gan_weight > 0 or self.divergence != "rkl"
 
     def score_terms(self, delta, f_fake, x_g, x_t, sigma, cond, discriminator, kimg):
         if self.divergence == "rkl" or not (kimg is None or kimg >= self.gan_start_kimg):

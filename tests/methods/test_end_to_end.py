@@ -49,7 +49,7 @@ def distil(method, seed=0):
     fake = EDMPrecond(ResidualMLP(DIM, width=64, depth=2))
     recipe = method.training_recipe
     fake_params, gan = list(fake.parameters()), {}
-    if recipe.needs_real_data:  # the density-ratio discriminator: a head on the fake network's features
+    if "discriminator" in recipe.fake_inputs:  # the density-ratio discriminator: a head on the fake network's features
         disc = BottleneckDiscriminator(fake, (DIM,))
         fake_params += list(disc.head.parameters())
         gan = {"discriminator": disc}
@@ -65,7 +65,7 @@ def distil(method, seed=0):
     for _ in range(STEPS):
         x_g = generate(BATCH)
         for _ in range(recipe.fake_updates_per_generator_update):
-            real = {"real": teacher.sample(BATCH)} if recipe.needs_real_data else {}
+            real = {"real": teacher.sample(BATCH)} if "real_data" in recipe.fake_inputs else {}
             loss, _ = method.fake_score_loss(generate(BATCH) if recipe.fresh_latents_per_phase else x_g, fake,
                                              **gan, **real)
             opt_fake.zero_grad()
@@ -74,7 +74,7 @@ def distil(method, seed=0):
         if recipe.fresh_latents_per_phase:
             x_g = generate(BATCH)
         fake.requires_grad_(False)  # gradients reach the generator through the fake's inputs only
-        extra = {"pairs": (b + z_ref @ a.T, x_teacher_ref)} if recipe.needs_teacher_pairs else {}
+        extra = {"pairs": (b + z_ref @ a.T, x_teacher_ref)} if "teacher_pairs" in recipe.generator_inputs else {}
         loss, _ = method.generator_loss(x_g, teacher, fake, **extra, **gan)
         opt_g.zero_grad()
         loss.backward()

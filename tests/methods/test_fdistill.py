@@ -104,7 +104,9 @@ def test_ratio_normalised_per_noise_level_bin():
 def test_needs_a_discriminator_and_real_data():
     teacher, fake, x_g, sigma, noise, _ = toy_inputs()
     method = methods.create("fdistill")
-    assert method.training_recipe.needs_real_data and method.training_recipe.fake_updates_per_generator_update == 5
+    recipe = method.training_recipe
+    assert recipe.generator_inputs == ("discriminator",) and recipe.fake_inputs == ("real_data", "discriminator")
+    assert recipe.fake_updates_per_generator_update == 5 and not recipe.fresh_latents_per_phase
     with pytest.raises(ValueError, match="discriminator"):
         method.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
     for bad in ({"divergence": "tv"}, {"ratio_lower": 30.0}, {"ratio_bins": -1}, {"ratio_ema_rate": 1.0}):

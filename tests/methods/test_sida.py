@@ -25,7 +25,7 @@ def test_without_gan_weight_is_sid(case, closed_forms, weighting):
     sida = methods.create("sida", gan_weight=0.0, weighting=weighting)
     loss, _ = sida.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
     torch.testing.assert_close(loss, sid)
-    assert not sida.training_recipe.needs_real_data
+    assert sida.training_recipe.generator_inputs == sida.training_recipe.fake_inputs == ()
     fake_sid, _ = methods.create("sid").fake_score_loss(x_g, fake, sigma=sigma, noise=noise)
     torch.testing.assert_close(sida.fake_score_loss(x_g, fake, sigma=sigma, noise=noise)[0], fake_sid)
     # ... so at alpha = 0.5 it inherits SiD's closed form: sigma^4 / 2 times the Fisher gradient.
@@ -64,7 +64,9 @@ def test_fake_score_loss_trains_discriminator_on_same_noise():
     teacher, fake, x_g, sigma, noise, disc, linear = toy_inputs()
     real = torch.randn(6, 5) + 1.0
     sida = methods.create("sida")
-    assert sida.training_recipe.needs_real_data and sida.training_recipe.fake_sigma.kind == "lognormal"
+    recipe = sida.training_recipe
+    assert recipe.fake_inputs == ("real_data", "discriminator") and recipe.generator_inputs == ("discriminator", "kimg")
+    assert recipe.fake_sigma.kind == "lognormal"
     loss, logs = sida.fake_score_loss(x_g, fake, sigma=sigma, noise=noise, real=real, discriminator=disc)
     x = x_g.detach()
     x_t, real_t = x + sigma[:, None] * noise, real + sigma[:, None] * noise

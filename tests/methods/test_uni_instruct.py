@@ -103,9 +103,10 @@ def test_recipe_and_errors():
     teacher, fake, x_g, sigma, noise, _ = toy_inputs()
     method = methods.create("uni_instruct")
     recipe = method.training_recipe
-    assert recipe.needs_real_data and recipe.sigma_init == 2.5 and recipe.generator_sigma.u_max == 0.8
+    assert recipe.fake_inputs == ("real_data", "discriminator") and "kimg" in recipe.generator_inputs
+    assert recipe.sigma_init == 2.5 and recipe.generator_sigma.u_max == 0.8
     assert method.alpha == 1.0 and method.divergence == "kl" and method.gan_start_kimg == 200.0
-    assert not methods.create("uni_instruct", divergence="rkl", gan_weight=0.0).training_recipe.needs_real_data
+    assert not methods.create("uni_instruct", divergence="rkl", gan_weight=0.0).training_recipe.fake_inputs
     with pytest.raises(ValueError, match="discriminator"):
         method.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
     with pytest.raises(ValueError, match="divergence"):
