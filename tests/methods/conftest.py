@@ -140,6 +140,17 @@ class AffineGaussianCase:
         return flat_grad(value, (a, b))
 
 
+def compare_with_perfect_discriminator(case, method, truth, key, sigma, seeds=(0, 1)):
+    """(cosine, ratio) per generator theta of ``method``'s gradient, given the exact log density ratio,
+    against the gradient of ``truth`` (a divergence of the noised Gaussians, kept under ``key``)."""
+    results = []
+    for seed in seeds:
+        theta = case.theta(seed)
+        estimate = case.loss_gradient(method, theta, sigma, discriminator=case.log_ratio(theta, sigma))
+        results.append(compare(estimate, case.divergence_gradient(truth, theta, sigma, key=key)))
+    return results
+
+
 def compare(g_loss, g_true):
     """(cosine, norm ratio |g_loss| / |g_true|)."""
     cosine = (g_loss @ g_true / (g_loss.norm() * g_true.norm())).item()
@@ -168,7 +179,21 @@ def closed_forms():
     """The closed-form helpers, as a namespace (tests have no package to import them from)."""
     return SimpleNamespace(kl=kl_gaussians, fisher=fisher_gaussians, compare=compare,
                            f_divergence=f_divergence, weighted_fisher=weighted_fisher,
+                           with_perfect_discriminator=compare_with_perfect_discriminator,
                            proportional=proportional, flat_grad=flat_grad, teacher=teacher_gaussian,
                            theta=generator_theta, Gaussian=Gaussian)
 
 
+
+
+@pytest.fixture
+def toy():
+    """Small batches for by-hand loss checks: two analytic denoisers, a linear discriminator, sigma, noise."""
+    gen = torch.Generator().manual_seed(3)
+    linear = torch.nn.Linear(5, 1)
+    return SimpleNamespace(
+        teacher=lambda x, s, cond=None: 0.6 * x + 0.1 * s[:, None],
+        fake=lambda x, s, cond=None: 0.3 * x.tanh() - 0.2,
+        x_g=torch.randn(6, 5, generator=gen, requires_grad=True),
+        sigma=torch.linspace(0.3, 20.0, 6), noise=torch.randn(6, 5, generator=gen),
+        discriminator=lambda x, s, cond=None: linear(x).squeeze(1) * 3 + s.log(), linear=linear)

@@ -17,12 +17,7 @@ CASES = [(name, sigma) for name, sigmas in SIGMAS.items() for sigma in sigmas]
 
 def gradients(case, closed_forms, method, name, sigma, seeds=(0, 1)):
     truth = closed_forms.f_divergence(divergences.DIVERGENCES[name].f)
-    results = []
-    for seed in seeds:
-        theta = case.theta(seed)
-        estimate = case.loss_gradient(method, theta, sigma, discriminator=case.log_ratio(theta, sigma))
-        results.append(closed_forms.compare(estimate, case.divergence_gradient(truth, theta, sigma, key=("f", name))))
-    return results
+    return closed_forms.with_perfect_discriminator(case, method, truth, ("f", name), sigma, seeds)
 
 
 @pytest.mark.parametrize("name,sigma", CASES)
@@ -44,20 +39,12 @@ def test_paper_normalisation_keeps_the_direction(case, closed_forms, name):
     assert all(c > (0.75 if name == "neyman" else 0.95) for c, _ in results), results
 
 
-def toy_inputs(batch=6, dim=5):
-    teacher = lambda x, s, cond=None: 0.6 * x + 0.1 * s[:, None]  # noqa: E731
-    fake = lambda x, s, cond=None: 0.3 * x.tanh() - 0.2  # noqa: E731
-    gen = torch.Generator().manual_seed(3)
-    x_g = torch.randn(batch, dim, generator=gen, requires_grad=True)
-    sigma, noise = torch.linspace(0.3, 60.0, batch), torch.randn(batch, dim, generator=gen)
-    linear = torch.nn.Linear(dim, 1)
-    disc = lambda x, s, cond=None: linear(x).squeeze(1) * 3  # noqa: E731
-    return teacher, fake, x_g, sigma, noise, disc
 
 
 @pytest.mark.parametrize("weighting", ["paper", "none"])
-def test_h_equal_one_is_dmd2(weighting):
-    teacher, fake, x_g, sigma, noise, disc = toy_inputs()
+def test_h_equal_one_is_dmd2(weighting, toy):
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     f_loss, _ = methods.create("fdistill", weighting=weighting, divergence="rkl", gan_weight=0.0).generator_loss(
         x_g, teacher, fake, sigma=sigma, noise=noise, discriminator=disc)
     d_loss, _ = methods.create("dmd2", weighting=weighting).generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
@@ -65,9 +52,10 @@ def test_h_equal_one_is_dmd2(weighting):
     torch.testing.assert_close(torch.autograd.grad(f_loss, x_g)[0], torch.autograd.grad(d_loss, x_g)[0])
 
 
-def test_paper_weights_and_gan_term_share_the_logits():
+def test_paper_weights_and_gan_term_share_the_logits(toy):
     """loss = 0.5 mean(h g)^2-form DMD term with h normalised to mean 1, plus w softplus(-D(x_t)) at the same x_t."""
-    teacher, fake, x_g, sigma, noise, disc = toy_inputs()
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     method = methods.create("fdistill", divergence="kl", gan_weight=1e-3, ratio_bins=0)
     loss, logs = method.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise, discriminator=disc)
     x = x_g.detach()
@@ -101,8 +89,9 @@ def test_ratio_normalised_per_noise_level_bin():
     torch.testing.assert_close(ema.bin_means[0], 0.5 * first + 0.5 * 1.0, rtol=1e-5, atol=1e-6)
 
 
-def test_needs_a_discriminator_and_real_data():
-    teacher, fake, x_g, sigma, noise, _ = toy_inputs()
+def test_needs_a_discriminator_and_real_data(toy):
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     method = methods.create("fdistill")
     recipe = method.training_recipe
     assert recipe.generator_inputs == ("discriminator",) and recipe.fake_inputs == ("real_data", "discriminator")

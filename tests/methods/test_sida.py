@@ -7,20 +7,12 @@ import methods
 from methods.base import SIGMA_DATA
 
 
-def toy_inputs(batch=6, dim=5):
-    teacher = lambda x, s, cond=None: 0.6 * x + 0.1 * s[:, None]  # noqa: E731
-    fake = lambda x, s, cond=None: 0.3 * x.tanh() - 0.2  # noqa: E731
-    gen = torch.Generator().manual_seed(3)
-    x_g = torch.randn(batch, dim, generator=gen, requires_grad=True)
-    sigma, noise = torch.linspace(0.3, 20.0, batch), torch.randn(batch, dim, generator=gen)
-    linear = torch.nn.Linear(dim, 1)
-    disc = lambda x, s, cond=None: linear(x).squeeze(1) * 3 + s.log()  # noqa: E731
-    return teacher, fake, x_g, sigma, noise, disc, linear
 
 
 @pytest.mark.parametrize("weighting", ["paper", "none"])
-def test_without_gan_weight_is_sid(case, closed_forms, weighting):
-    teacher, fake, x_g, sigma, noise, disc, _ = toy_inputs()
+def test_without_gan_weight_is_sid(case, closed_forms, weighting, toy):
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     sid, _ = methods.create("sid", weighting=weighting).generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
     sida = methods.create("sida", gan_weight=0.0, weighting=weighting)
     loss, _ = sida.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
@@ -35,9 +27,10 @@ def test_without_gan_weight_is_sid(case, closed_forms, weighting):
     assert cosine > 0.999 and abs(ratio / (s**4 / 2) - 1) < 0.02
 
 
-def test_generator_loss_by_hand_and_schedule():
+def test_generator_loss_by_hand_and_schedule(toy):
     """Before 200 kimg: SiD x100. After: 0.5 (100 L_SiD + 0.01 dim softplus(-clamp(D))), over SiD's normaliser."""
-    teacher, fake, x_g, sigma, noise, disc, _ = toy_inputs()
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     sida = methods.create("sida")
     sid, _ = methods.create("sid").generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
     early, _ = sida.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise, discriminator=disc, kimg=199.9)
@@ -59,9 +52,10 @@ def test_generator_loss_by_hand_and_schedule():
         sida.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
 
 
-def test_fake_score_loss_trains_discriminator_on_same_noise():
+def test_fake_score_loss_trains_discriminator_on_same_noise(toy):
     """lambda(sigma) [|f_psi(x_t) - x|^2 + (softplus(-D(real + sigma n)) + softplus(D(x + sigma n))) / 2]."""
-    teacher, fake, x_g, sigma, noise, disc, linear = toy_inputs()
+    teacher, fake, x_g, sigma, noise, disc, linear = (
+        toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise, toy.discriminator, toy.linear)
     real = torch.randn(6, 5) + 1.0
     sida = methods.create("sida")
     recipe = sida.training_recipe

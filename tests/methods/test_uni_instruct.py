@@ -16,12 +16,7 @@ CASES = [(name, sigma) for name, sigmas in SIGMAS.items() for sigma in sigmas]
 
 def gradients(case, closed_forms, method, name, sigma, seeds=(0, 1)):
     truth = closed_forms.weighted_fisher(divergences.DIVERGENCES[name].h)
-    results = []
-    for seed in seeds:
-        theta = case.theta(seed)
-        estimate = case.loss_gradient(method, theta, sigma, discriminator=case.log_ratio(theta, sigma))
-        results.append(closed_forms.compare(estimate, case.divergence_gradient(truth, theta, sigma, key=("wf", name))))
-    return results
+    return closed_forms.with_perfect_discriminator(case, method, truth, ("wf", name), sigma, seeds)
 
 
 @pytest.mark.parametrize("name,sigma", CASES)
@@ -52,21 +47,13 @@ def test_paper_weighting_keeps_the_direction(case, closed_forms, name):
     assert results[0][0] > 0.9, results
 
 
-def toy_inputs(batch=6, dim=5):
-    teacher = lambda x, s, cond=None: 0.6 * x + 0.1 * s[:, None]  # noqa: E731
-    fake = lambda x, s, cond=None: 0.3 * x.tanh() - 0.2  # noqa: E731
-    gen = torch.Generator().manual_seed(3)
-    x_g = torch.randn(batch, dim, generator=gen, requires_grad=True)
-    sigma, noise = torch.linspace(0.3, 20.0, batch), torch.randn(batch, dim, generator=gen)
-    linear = torch.nn.Linear(dim, 1)
-    disc = lambda x, s, cond=None: linear(x).squeeze(1) * 3  # noqa: E731
-    return teacher, fake, x_g, sigma, noise, disc
 
 
 @pytest.mark.parametrize("weighting", ["paper", "none"])
-def test_reduces_to_sid_without_the_weighting(weighting):
+def test_reduces_to_sid_without_the_weighting(weighting, toy):
     """Before the warm-up ends, or with h = 1 and no GAN term, the loss and its gradient are SiD's."""
-    teacher, fake, x_g, sigma, noise, disc = toy_inputs()
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     sid_loss, _ = methods.create("sid", alpha=0.7, weighting=weighting).generator_loss(
         x_g, teacher, fake, sigma=sigma, noise=noise)
     sid_grad = torch.autograd.grad(sid_loss, x_g)[0]
@@ -80,9 +67,10 @@ def test_reduces_to_sid_without_the_weighting(weighting):
     assert not torch.allclose(after, sid_loss)
 
 
-def test_paper_loss_by_hand():
+def test_paper_loss_by_hand(toy):
     """Forward KL, alpha = 1: 100 mean[(h Delta.(f_psi - x_g) + 0.01 dim softplus(-D)) / sg(mean|x_g - f_phi|)]."""
-    teacher, fake, x_g, sigma, noise, disc = toy_inputs()
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     loss, _ = methods.create("uni_instruct").generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise,
                                                             discriminator=disc)
 
@@ -99,8 +87,9 @@ def test_paper_loss_by_hand():
     torch.testing.assert_close(torch.autograd.grad(loss, x_g)[0], torch.autograd.grad(by_hand(x_g), x_g)[0])
 
 
-def test_recipe_and_errors():
-    teacher, fake, x_g, sigma, noise, _ = toy_inputs()
+def test_recipe_and_errors(toy):
+    teacher, fake, x_g, sigma, noise = toy.teacher, toy.fake, toy.x_g, toy.sigma, toy.noise
+    disc = toy.discriminator
     method = methods.create("uni_instruct")
     recipe = method.training_recipe
     assert recipe.fake_inputs == ("real_data", "discriminator") and "kimg" in recipe.generator_inputs
