@@ -147,6 +147,22 @@ class VPDenoiser(nn.Module):
         out_null, out_cond = self._call_net(torch.cat([x_vp, x_vp]), torch.cat([t, t]), embeds2, mask2).chunk(2)
         return out_null + self.guidance_scale * (out_cond - out_null)
 
+    def features(self, x, sigma, cond=None) -> torch.Tensor:
+        """Pooled activations ``[B, C]`` of the network's middle block at ``(x, sigma)``: the input of
+        a GAN / density-ratio head (the UNet's mid block, or the middle transformer block)."""
+        blocks = None if self.kind == "unet" else self.net.transformer_blocks
+        block = self.net.mid_block if blocks is None else blocks[len(blocks) // 2]
+        captured = []
+        handle = block.register_forward_hook(lambda m, i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+            c_in = (1 + sigma.reshape(-1, 1, 1, 1) ** 2).rsqrt()
+            self._call_net(c_in * x, self.sigma_to_t(sigma), *self._text(cond, x.shape[0], x.device))
+        finally:
+            handle.remove()
+        h = captured[0].float()
+        return h.mean(dim=(2, 3)) if h.ndim == 4 else h.mean(1)
+
     def forward(self, x, sigma, cond=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         s = sigma.reshape(-1, 1, 1, 1)
@@ -157,6 +173,21 @@ class VPDenoiser(nn.Module):
         if self.prediction_type == "v_prediction":
             return c_in**2 * x - s * c_in * out
         return out
+
+
+class FeatureDiscriminator(nn.Module):
+    """``head(fake.features(x_t, sigma, cond))``: a logit from the shared fake denoiser's features."""
+
+    def __init__(self, fake: VPDenoiser, sample_shape: tuple[int, ...]):
+        super().__init__()
+        self.fake = [fake]  # a list keeps it out of this module's parameters and state
+        device = next(fake.parameters()).device
+        with torch.no_grad():
+            probe = fake.features(torch.zeros(1, *sample_shape, device=device), torch.ones(1, device=device))
+        self.head = nn.Linear(probe.shape[1], 1).to(device)
+
+    def forward(self, x, sigma, cond=None):
+        return self.head(self.fake[0].features(x, sigma, cond)).squeeze(1)
 
 
 def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
@@ -339,6 +370,10 @@ class TextToImageSuite(Suite):
             copies.append(self._denoiser(c, None))
         teacher = self.load_teacher(device)
         return Parts(teacher=teacher, generator=OneStepGenerator(copies[0], sigma_init), fake=copies[1])
+
+    def discriminator(self, fake):
+        """A linear GAN / density-ratio head on the fake denoiser's pooled middle-block features."""
+        return FeatureDiscriminator(fake, self.latent_shape).to(self._device)
 
     # --- the teacher's sampler -------------------------------------------------------------------
     def teacher_sample(self, teacher, z, cond=None):
