@@ -7,6 +7,9 @@ the noised sample comes from the GAN discriminator's logit (``r = exp(logit)``) 
 [-10, 10], ``r`` clamped to [0.1, 20], ``r`` divided by its mean within 10 equal-width noise-level bins
 (an EMA over steps at ``ratio_ema_rate``, 0 on CIFAR-10, 0.5 on ImageNet-64), ``h`` divided by its
 batch mean. The FastGen reduction is DMD2's: the DMD normaliser and a mean over all elements.
+Differences: FastGen all-reduces the bin statistics and the mean of ``h`` over processes (here each
+process normalises its own micro-batch), and the bins' EMA is not part of the checkpoint (a resumed
+run restarts it at 1; with the CIFAR-10 rate 0 nothing is lost).
 """
 import torch
 import torch.nn.functional as F
