@@ -175,21 +175,6 @@ class VPDenoiser(nn.Module):
         return out
 
 
-class FeatureDiscriminator(nn.Module):
-    """``head(fake.features(x_t, sigma, cond))``: a logit from the shared fake denoiser's features."""
-
-    def __init__(self, fake: VPDenoiser, sample_shape: tuple[int, ...]):
-        super().__init__()
-        self.fake = [fake]  # a list keeps it out of this module's parameters and state
-        device = next(fake.parameters()).device
-        with torch.no_grad():
-            probe = fake.features(torch.zeros(1, *sample_shape, device=device), torch.ones(1, device=device))
-        self.head = nn.Linear(probe.shape[1], 1).to(device)
-
-    def forward(self, x, sigma, cond=None):
-        return self.head(self.fake[0].features(x, sigma, cond)).squeeze(1)
-
-
 def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
     """Zero-pad the sequence dimension (dim 1) to ``length``; padded positions are masked out."""
     if t.shape[1] == length:
@@ -373,7 +358,9 @@ class TextToImageSuite(Suite):
 
     def discriminator(self, fake):
         """A linear GAN / density-ratio head on the fake denoiser's pooled middle-block features."""
-        return FeatureDiscriminator(fake, self.latent_shape).to(self._device)
+        from ..nets.precond import BottleneckDiscriminator
+
+        return BottleneckDiscriminator(fake, self.latent_shape)
 
     # --- the teacher's sampler -------------------------------------------------------------------
     def teacher_sample(self, teacher, z, cond=None):
