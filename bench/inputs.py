@@ -71,10 +71,18 @@ class Discriminator(Provider):
         return {"discriminator": run.parts.discriminator}
 
 
+class Progress(Provider):
+    """Training progress in kimg, for losses with a schedule (SiDA's and Uni-Instruct's warm-ups)."""
+
+    def supply(self, run, batch):
+        return {"kimg": run.nimg / 1000}
+
+
 PROVIDERS: dict[str, Provider] = {
     "teacher_pairs": TeacherPairs(),
     "real_data": RealData(),
     "discriminator": Discriminator(),
+    "kimg": Progress(),
 }
 
 

@@ -26,6 +26,12 @@ class EDMPrecond(nn.Module):
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
+    def features(self, x, sigma, cond=None):
+        """The raw network's bottleneck features at the preconditioned input (``model.features``)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        return self.model.features(x / (s**2 + self.sigma_data**2).sqrt(), sigma.log() / 4, cond)
+
     def forward(self, x, sigma, cond=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         if sigma.numel() == 1:
@@ -59,22 +65,19 @@ class OneStepGenerator(nn.Module):
 class BottleneckDiscriminator(nn.Module):
     """A GAN logit from the fake denoiser's bottleneck features (DMD2): ``head(features(x_t))``.
 
-    The fake network is shared, not copied, so the GAN loss also trains its trunk; ``model`` must
-    offer ``features(x_in, c_noise, cond) -> [B, C]``.
+    Trained with the non-saturating loss on real against generated samples, its logit estimates
+    ``log p/q`` at the noised sample: DMD2's GAN head and the density-ratio discriminator of
+    f-distill, SiDA and Uni-Instruct. The fake network is shared, not copied, so the GAN loss also
+    trains its trunk; ``fake`` must offer ``features(x_t, sigma, cond) -> [B, ...]``.
     """
 
-    def __init__(self, fake: EDMPrecond, sample_shape: tuple[int, ...]):
+    def __init__(self, fake: nn.Module, sample_shape: tuple[int, ...]):
         super().__init__()
         self.fake = [fake]  # a list keeps it out of this module's parameters and state
         device = next(fake.parameters()).device
         with torch.no_grad():
-            probe = fake.model.features(torch.zeros(1, *sample_shape, device=device), torch.zeros(1, device=device))
-        self.head = nn.Linear(probe[0].numel(), 1)
+            probe = fake.features(torch.zeros(1, *sample_shape, device=device), torch.ones(1, device=device))
+        self.head = nn.Linear(probe[0].numel(), 1).to(device)
 
     def forward(self, x, sigma, cond=None):
-        precond = self.fake[0]
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        c_in = 1 / (s**2 + precond.sigma_data**2).sqrt()
-        features = precond.model.features(c_in * x, sigma.log() / 4, cond)
-        return self.head(features.flatten(1)).squeeze(1)
+        return self.head(self.fake[0].features(x, sigma, cond).flatten(1)).squeeze(1)

@@ -150,6 +150,22 @@ class VPDenoiser(nn.Module):
         out_null, out_cond = self._call_net(torch.cat([x_vp, x_vp]), torch.cat([t, t]), embeds2, mask2).chunk(2)
         return out_null + self.guidance_scale * (out_cond - out_null)
 
+    def features(self, x, sigma, cond=None) -> torch.Tensor:
+        """Pooled activations ``[B, C]`` of the network's middle block at ``(x, sigma)``: the input of
+        a GAN / density-ratio head (the UNet's mid block, or the middle transformer block)."""
+        blocks = None if self.kind == "unet" else self.net.transformer_blocks
+        block = self.net.mid_block if blocks is None else blocks[len(blocks) // 2]
+        captured = []
+        handle = block.register_forward_hook(lambda m, i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+            c_in = (1 + sigma.reshape(-1, 1, 1, 1) ** 2).rsqrt()
+            self._call_net(c_in * x, self.sigma_to_t(sigma), *self._text(cond, x.shape[0], x.device))
+        finally:
+            handle.remove()
+        h = captured[0].float()
+        return h.mean(dim=(2, 3)) if h.ndim == 4 else h.mean(1)
+
     def forward(self, x, sigma, cond=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         s = sigma.reshape(-1, 1, 1, 1)
@@ -338,6 +354,12 @@ class TextToImageSuite(Suite):
             copies.append(self._denoiser(c, None))
         teacher = self.load_teacher(device)
         return Parts(teacher=teacher, generator=OneStepGenerator(copies[0], sigma_init), fake=copies[1])
+
+    def discriminator(self, fake):
+        """A linear GAN / density-ratio head on the fake denoiser's pooled middle-block features."""
+        from ..nets.precond import BottleneckDiscriminator
+
+        return BottleneckDiscriminator(fake, self.latent_shape)
 
     # --- the teacher's sampler -------------------------------------------------------------------
     def teacher_sample(self, teacher, z, cond=None):

@@ -189,8 +189,14 @@ def test_sample_cond_caches_and_is_seeded(tiny):
 
 @needs_t2i
 @pytest.mark.parametrize("method", methods.available())
-def test_distillation_steps_every_method(tiny, method):
-    """A runner training step of each method on the tiny pipeline: finite, both networks move."""
+def test_distillation_steps_every_method(tiny, method, monkeypatch):
+    """A runner training step of each method on the tiny pipeline: finite, both networks move.
+
+    The suite has no real images; methods with a discriminator get random latents as real data, which
+    is enough to train the head on the fake network's middle-block features.
+    """
+    monkeypatch.setattr(t2i.TextToImageSuite, "real_data",
+                        lambda self, n, generator: (torch.randn(n, *self.latent_shape, generator=generator), None))
     sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
             "suite.eval_batch": 4, "train.n_regression_pairs": 4,
             "train.warmup_kimg": 0}  # DMD2's warm-up would hold the first step's lr at zero
@@ -207,6 +213,8 @@ def test_distillation_steps_every_method(tiny, method):
     assert any(not torch.equal(a, b) for a, b in zip(before, run.generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(fake_before, run.fake.parameters()))
     assert all(not p.requires_grad for p in run.parts.teacher.parameters())
+    if run.parts.discriminator is not None:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.parts.discriminator.head.parameters())
 
 
 @needs_t2i
