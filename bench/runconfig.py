@@ -16,21 +16,31 @@ import methods
 from . import suites
 from .errors import BadInput
 
-DEFAULTS = dict(lr=1e-4, batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
+DEFAULTS = dict(batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
 OPTIMIZER_KEYS = ("name", "betas", "eps", "weight_decay")
-TRAIN_KEYS = ("ema_halflife_kimg", "ema_rampup", "grad_clip", "warmup_kimg", "tick_kimg", "n_eval",
-              "eval_raw", "eval_batch", "sigma_init", "n_regression_pairs", "channels_last")
+TRAIN_KEYS = ("ema_halflife_kimg", "ema_rampup", "grad_clip", "warmup_iterations", "tick_kimg", "n_eval",
+              "eval_raw", "eval_batch", "sigma_init", "n_regression_pairs", "channels_last", "dropout", "augment_p")
 TEACHER = "teacher"  # the pseudo-method that evaluates the teacher's own multi-step sampler
 
 
 def _positive(name, value, integer=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    ok = _is_number(value) and value > 0
     if ok and integer:
         ok = float(value).is_integer()
     if not ok:
         kind = "a positive integer" if integer else "a positive number"
         raise BadInput(f"{name} must be {kind}, got {value!r}")
     return int(value) if integer else float(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_fraction(name, value, upper_open: bool) -> None:
+    """BadInput unless ``value`` is in [0, 1] (or [0, 1) with ``upper_open``)."""
+    if not (_is_number(value) and 0 <= value and (value < 1 if upper_open else value <= 1)):
+        raise BadInput(f"{name} must be a number in [0, 1{')' if upper_open else ']'}, got {value!r}")
 
 
 def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
@@ -61,8 +71,8 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     """The full, validated config of one run; BadInput naming the first problem."""
     hparams, suite_opts, optim, train = split_sets(sets or {})
     suite_obj = suites.create(suite, **suite_opts)  # validates suite name and options
-    lr = _positive("--lr", DEFAULTS["lr"] if lr is None else lr)
-    lr_fake = lr if lr_fake is None else _positive("--lr-fake", lr_fake)
+    lr = None if lr is None else _positive("--lr", lr)
+    lr_fake = None if lr_fake is None else _positive("--lr-fake", lr_fake)
     batch = _positive("--batch", DEFAULTS["batch"] if batch is None else batch, integer=True)
     batch_gpu = batch // world_size if batch_gpu is None else _positive("--batch-gpu", batch_gpu, integer=True)
     if batch % (batch_gpu * world_size):
@@ -87,6 +97,9 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     recipe = m.training_recipe
+    lr_source = "given" if lr is not None else "published"  # without --lr: the method's published rate
+    lr = recipe.lr if lr is None else lr
+    lr_fake = lr if lr_fake is None else lr_fake
     optimizer = dict(name=recipe.optimizer, betas=list(recipe.betas), eps=recipe.eps,
                      weight_decay=recipe.weight_decay)
     optimizer.update(optim)
@@ -101,12 +114,21 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     if not (isinstance(optimizer["weight_decay"], (int, float)) and optimizer["weight_decay"] >= 0):
         raise BadInput(f"optim.weight_decay must be a non-negative number, got {optimizer['weight_decay']!r}")
     train_opts = dict(ema_halflife_kimg=recipe.ema_halflife_kimg, ema_rampup=0.05, grad_clip=recipe.grad_clip,
-                      warmup_kimg=recipe.warmup_kimg, tick_kimg=None, n_eval=None, eval_raw=False,
-                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False)
+                      warmup_iterations=recipe.warmup_iterations, tick_kimg=None, n_eval=None, eval_raw=False,
+                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
+                      dropout=recipe.dropout, augment_p=recipe.augment_p)
     train_opts.update(train)
+    _check_fraction("train.augment_p", train_opts["augment_p"], upper_open=False)
+    if train_opts["dropout"] is not None:
+        _check_fraction("train.dropout", train_opts["dropout"], upper_open=True)
+    if not (_is_number(train_opts["warmup_iterations"]) and train_opts["warmup_iterations"] >= 0):
+        raise BadInput(f"train.warmup_iterations must be a non-negative number, got {train_opts['warmup_iterations']!r}")
+    if recipe.needs_real_data:
+        suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
-                        lr_g=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
+                        lr_g=lr, lr_fake=lr_fake, lr_source=lr_source, batch=batch, batch_gpu=batch_gpu, seed=seed,
+                        kimg=kimg,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,
                         optimizer=optimizer, train=train_opts))
 
