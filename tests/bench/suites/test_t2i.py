@@ -195,7 +195,7 @@ def test_distillation_steps_every_method(tiny, method):
     """A runner training step of each method on the tiny pipeline: finite, both networks move."""
     sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
             "suite.eval_batch": 4, "train.n_regression_pairs": 4,
-            "train.warmup_kimg": 0}  # DMD2's warm-up would hold the first step's lr at zero
+            "train.warmup_iterations": 0}  # DMD2's warm-up holds the first iteration's lr at zero
     config = runconfig.resolve("t2i", method, lr=1e-4, batch=2, batch_gpu=2, kimg=1, sets=sets)
     config["device"] = "cpu"
     run = Run(config, CPU, quiet=True)
