@@ -110,7 +110,10 @@ class Recipe:
     needs_real_data: bool = False  # DMD2's GAN term needs real images
     ema_halflife_kimg: float | None = 500.0
     precision: str = "fp32"
-    dropout: float | None = None  # dropout every network is built with (None: the teacher's own)
+    # Dropout every network is built with. None keeps the teacher's own: the official SiD and DI
+    # scripts pass 0.13, which is what EDM's DDPM++ was trained with; a network trained without
+    # dropout should not gain it. DMD2 builds every network with 0.
+    dropout: float | None = None
     modes: Modes = SID_MODES
     augment_p: float = 0.0  # EDM's non-leaking augmentation in the fake-score loss, at this probability
     fake_loss_reduction: str = "per_sample_sum"  # or "mean": over every element (DMD2)

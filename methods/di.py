@@ -38,7 +38,7 @@ class DI(Method):
         optimizer="adam",
         betas=(0.0, 0.999),
         ema_halflife_kimg=500.0,
-        dropout=0.13,  # di_train.py --dropout default
+        dropout=None,  # the teacher's own; di_train.py passes 0.13, EDM's DDPM++ value
         modes=DI_MODES,
         augment_p=0.12,  # di_train.py --augment default (EDM's pipe, xflip at full strength)
         published=dict(batch=128, budget_mimg=200, loss_scale=1.0),

@@ -11,7 +11,7 @@ SID_RECIPE = Recipe(
     betas=(0.0, 0.999),
     eps=1e-8,
     ema_halflife_kimg=500.0,
-    dropout=0.13,  # sid_train.py --dropout default, for every architecture
+    dropout=None,  # the teacher's own (see the recipe's field); sid_train.py passes 0.13 to every network
     modes=SID_MODES,
     augment_p=0.12,  # sid_train.py --augment default (EDM's pipe, xflip at full strength)
     published=dict(batch=256, budget_mimg=500, loss_scale=100.0),
