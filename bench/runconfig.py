@@ -123,7 +123,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
         _check_fraction("train.dropout", train_opts["dropout"], upper_open=True)
     if not (_is_number(train_opts["warmup_iterations"]) and train_opts["warmup_iterations"] >= 0):
         raise BadInput(f"train.warmup_iterations must be a non-negative number, got {train_opts['warmup_iterations']!r}")
-    if recipe.needs_real_data:
+    if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):
         suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),

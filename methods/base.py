@@ -108,7 +108,8 @@ class Recipe:
     fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
     # Extra inputs of each loss, by name; the harness supplies every name it knows (see
     # bench/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
-    # "real_data" (real images and their conditioning), "discriminator" (DMD2's GAN head).
+    # "real_data" (real images and their conditioning), "discriminator" (DMD2's GAN head),
+    # "augment" (EDM's augmentation at augment_p, for a fake score that takes augment labels).
     generator_inputs: tuple[str, ...] = ()
     fake_inputs: tuple[str, ...] = ()
     ema_halflife_kimg: float | None = 500.0

@@ -41,6 +41,7 @@ class DI(Method):
         dropout=None,  # the teacher's own; di_train.py passes 0.13, EDM's DDPM++ value
         modes=DI_MODES,
         augment_p=0.12,  # di_train.py --augment default (EDM's pipe, xflip at full strength)
+        fake_inputs=("augment",),
         published=dict(batch=128, budget_mimg=200, loss_scale=1.0),
     )
 

@@ -45,6 +45,7 @@ class DMD(Method):
     defaults = {"regression_weight": 0.25}
     recipe = replace_recipe(
         DMD2_RECIPE, fake_updates_per_generator_update=1, fresh_latents_per_phase=True,
+        warmup_iterations=0.0,  # DMD2's warm-up comes from its launcher; DMD has no public training code
         generator_inputs=("teacher_pairs",), precision="fp32", published=dict(regression="LPIPS, weight 0.25"),
     )
 

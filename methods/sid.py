@@ -14,6 +14,7 @@ SID_RECIPE = Recipe(
     dropout=None,  # the teacher's own (see the recipe's field); sid_train.py passes 0.13 to every network
     modes=SID_MODES,
     augment_p=0.12,  # sid_train.py --augment default (EDM's pipe, xflip at full strength)
+    fake_inputs=("augment",),
     published=dict(batch=256, budget_mimg=500, loss_scale=100.0),
 )
 
