@@ -1,7 +1,9 @@
 """The training loop of one run: networks, optimisers, EMA, progress in images, checkpoints.
 
 Progress is an integer image count ``nimg`` (EDM's ``cur_nimg``); the schedules in config.json are
-in kimg and become integer image counts here, so no comparison needs a tolerance.
+in kimg and become integer image counts here, so no comparison needs a tolerance. The images
+counted are those the generator is updated on (batch x generator updates); stats.jsonl also logs
+``iterations``, fake-score updates, DMD2's unit (five per generator update).
 """
 from __future__ import annotations
 
