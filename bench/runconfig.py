@@ -16,7 +16,7 @@ from . import suites, validate
 from .errors import BadInput
 from .rundir import TEACHER
 
-DEFAULTS = dict(lr=1e-4, batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
+DEFAULTS = dict(batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
 OPTIMIZER_KEYS = ("name", "betas", "eps", "weight_decay")
 
 
@@ -25,7 +25,7 @@ TRAIN_CHECKS = {
     "ema_halflife_kimg": lambda n, v: validate.positive(n, v, optional=True),
     "ema_rampup": lambda n, v: validate.non_negative(n, v, optional=True),
     "grad_clip": lambda n, v: validate.positive(n, v, optional=True),
-    "warmup_kimg": lambda n, v: validate.non_negative(n, v, optional=True),
+    "warmup_iterations": lambda n, v: validate.non_negative(n, v, optional=True),
     "tick_kimg": lambda n, v: validate.positive(n, v, optional=True),
     "n_eval": lambda n, v: validate.positive(n, v, integer=True, optional=True),
     "eval_raw": validate.boolean,
@@ -33,6 +33,8 @@ TRAIN_CHECKS = {
     "sigma_init": validate.positive,
     "n_regression_pairs": lambda n, v: validate.positive(n, v, integer=True),
     "channels_last": validate.boolean,
+    "dropout": lambda n, v: validate.fraction(n, v, upper_open=True, optional=True),
+    "augment_p": validate.fraction,
 }
 TRAIN_KEYS = tuple(TRAIN_CHECKS)
 
@@ -65,8 +67,8 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     """The full, validated config of one run; BadInput naming the first problem."""
     hparams, suite_opts, optim, train = split_sets(sets or {})
     suite_obj = suites.create(suite, **suite_opts)  # validates suite name and options
-    lr = validate.positive("--lr", DEFAULTS["lr"] if lr is None else lr)
-    lr_fake = lr if lr_fake is None else validate.positive("--lr-fake", lr_fake)
+    lr = None if lr is None else validate.positive("--lr", lr)
+    lr_fake = None if lr_fake is None else validate.positive("--lr-fake", lr_fake)
     batch = validate.positive("--batch", DEFAULTS["batch"] if batch is None else batch, integer=True)
     batch_gpu = batch // world_size if batch_gpu is None else validate.positive("--batch-gpu", batch_gpu, integer=True)
     if batch % (batch_gpu * world_size):
@@ -89,6 +91,9 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     recipe = m.training_recipe
+    lr_source = "given" if lr is not None else "published"  # without --lr: the method's published rate
+    lr = recipe.lr if lr is None else lr
+    lr_fake = lr if lr_fake is None else lr_fake
     optimizer = dict(name=recipe.optimizer, betas=list(recipe.betas), eps=recipe.eps,
                      weight_decay=recipe.weight_decay)
     optimizer.update(optim)
@@ -101,15 +106,19 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     optimizer["eps"] = validate.positive("optim.eps", optimizer["eps"])
     validate.non_negative("optim.weight_decay", optimizer["weight_decay"])
     train_opts = dict(ema_halflife_kimg=recipe.ema_halflife_kimg, ema_rampup=0.05, grad_clip=recipe.grad_clip,
-                      warmup_kimg=recipe.warmup_kimg, tick_kimg=None, n_eval=None, eval_raw=False,
-                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False)
+                      warmup_iterations=recipe.warmup_iterations, tick_kimg=None, n_eval=None, eval_raw=False,
+                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
+                      dropout=recipe.dropout, augment_p=recipe.augment_p)
     train_opts.update(train)
     for key, value in train.items():
         TRAIN_CHECKS[key](f"train.{key}", value)
+    if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):
+        suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
                         hparams_in_use=m.in_use(suite_obj.latent_shape),
-                        lr_g=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
+                        lr_g=lr, lr_fake=lr_fake, lr_source=lr_source, batch=batch, batch_gpu=batch_gpu, seed=seed,
+                        kimg=kimg,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,
                         optimizer=optimizer, train=train_opts))
 

@@ -47,6 +47,15 @@ def non_negative(name: str, value, integer: bool = False, optional: bool = False
     return number(name, value, low=0, strict=False, integer=integer, optional=optional)
 
 
+def fraction(name: str, value, upper_open: bool = False, optional: bool = False):
+    """A number in [0, 1] (or [0, 1) with ``upper_open``); BadInput naming ``name`` otherwise."""
+    if value is None and optional:
+        return None
+    if not (is_number(value) and 0 <= value and (value < 1 if upper_open else value <= 1)):
+        raise BadInput(f"{name} must be a number in [0, 1{')' if upper_open else ']'}, got {value!r}")
+    return value
+
+
 def boolean(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise BadInput(f"{name} must be true or false, got {value!r}")

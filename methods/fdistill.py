@@ -32,7 +32,7 @@ class FDistill(DMD2):
                 "gan_fake_weight": 1e-2, "ratio_lower": 0.1, "ratio_upper": 20.0, "ratio_bins": 10,
                 "ratio_ema_rate": 0.0}
     recipe = replace_recipe(DMD2_RECIPE, generator_inputs=("discriminator",), fake_inputs=("real_data", "discriminator"),
-                            warmup_kimg=0.0,  # FastGen: warm_up_steps [0]
+                            warmup_iterations=0.0,  # FastGen: warm_up_steps [0]
                             published=dict(batch="2048 (CIFAR-10), 512 (ImageNet-64)", lr="1e-4 (CIFAR-10), 2e-6 (ImageNet-64)",
                                           iterations="100k (CIFAR-10, kl), 600k (ImageNet-64, js)"))
 

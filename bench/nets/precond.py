@@ -14,6 +14,7 @@ class EDMPrecond(nn.Module):
     passed through as its class labels (one-hot or embeddings, as the model expects). With
     ``label_dim`` > 0 (EDM's class-conditional networks) a missing ``cond`` means all-zero labels,
     and labels are moved to the input's device.
+    ``augment_labels`` (EDM's 9 augmentation labels) go to models built with ``augment_dim``.
     ``img_resolution``, ``img_channels``, ``sigma_min`` and ``sigma_max`` describe the network as
     EDM's checkpoints do; they do not change the computation.
     """
@@ -32,7 +33,12 @@ class EDMPrecond(nn.Module):
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         return self.model.features(x / (s**2 + self.sigma_data**2).sqrt(), sigma.log() / 4, cond)
 
-    def forward(self, x, sigma, cond=None):
+    @property
+    def augment_dim(self) -> int:
+        """How many augment labels the model takes (EDM's ``augment_dim``; 0 for none)."""
+        return int(getattr(self.model, "init_kwargs", {}).get("augment_dim", 0) or 0)
+
+    def forward(self, x, sigma, cond=None, augment_labels=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])
@@ -46,7 +52,8 @@ class EDMPrecond(nn.Module):
         c_in = 1 / (s**2 + sd2).sqrt()
         c_noise = sigma.log() / 4  # stays float32: only the image path runs in fp16
         dtype = torch.float16 if (self.use_fp16 and x.device.type == "cuda") else torch.float32
-        out = self.model((c_in * x).to(dtype), c_noise, cond)
+        extra = {} if augment_labels is None else {"augment_labels": augment_labels.to(x.device, torch.float32)}
+        out = self.model((c_in * x).to(dtype), c_noise, cond, **extra)
         return c_skip * x + c_out * out.to(torch.float32)
 
 

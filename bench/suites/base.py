@@ -74,6 +74,11 @@ class Suite:
         """``n`` real training examples and their conditioning (DMD2's GAN term)."""
         raise BadInput(f"suite {self.name} has no real data")
 
+    def check_real_data(self) -> None:
+        """BadInput unless ``real_data`` can serve (checked before a run that needs it starts)."""
+        if type(self).real_data is Suite.real_data:
+            raise BadInput(f"suite {self.name} has no real data")
+
     def teacher_sample(self, teacher: nn.Module, z: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """The teacher's own multi-step sampler from latents ``z`` (the leaderboard's baseline row)."""
         raise NotImplementedError

@@ -19,7 +19,8 @@ def test_run_writes_the_run_directory(tmp_path, cli):
     assert {p.name for p in run_dir.iterdir()} >= {"config.json", "manifest.json", "stats.jsonl", "metrics.jsonl",
                                                    "state.pt"}
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["method"] == "sid" and config["hparams"]["alpha"] == 1.2 and config["lr_g"] == 1e-4
+    assert config["method"] == "sid" and config["hparams"]["alpha"] == 1.2
+    assert (config["lr_g"], config["lr_fake"], config["lr_source"]) == (1e-5, 1e-5, "published")  # SiD's, no --lr
     assert config["optimizer"]["betas"] == [0.0, 0.999]
     assert config["hparams_in_use"] == config["hparams"]  # SiD has no data-dependent default
     manifest = json.loads((run_dir / "manifest.json").read_text())

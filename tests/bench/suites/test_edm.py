@@ -219,13 +219,16 @@ def test_cifar10_presets_carry_the_published_recipes(name, method, batch, lr, si
     assert run["train"]["sigma_init"] == sigma_init and run["train"]["ema_halflife_kimg"] == 500
     assert run["precision"] == "fp32" and run["kimg"] == kimg
     assert run["hparams"]["weighting"] == "paper"
+    assert run["train"]["dropout"] == 0.13 and run["train"]["augment_p"] == 0.12
 
 
 def test_imagenet64_dmd2_preset_carries_the_published_recipe():
     (run,), (teacher,) = _runs("imagenet64-dmd2.yaml")
     assert (run["method"], run["batch"], run["lr_g"], run["precision"]) == ("dmd2", 280, 2e-6, "bf16")
     assert run["optimizer"] == {"name": "adamw", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}
-    assert run["train"]["grad_clip"] == 10 and run["train"]["warmup_kimg"] == 140
+    assert run["train"]["grad_clip"] == 10 and run["train"]["warmup_iterations"] == pytest.approx(500 / 7)
+    assert run["train"]["dropout"] == 0 and run["train"]["augment_p"] == 0
+    assert run["kimg"] * 1000 / 280 * 5 == pytest.approx(410_000)  # the no-GAN run, in official iterations
     assert run["train"]["ema_halflife_kimg"] is None and run["train"]["sigma_init"] == 80
     assert run["hparams"]["fake_updates_per_generator_update"] == 5 and run["hparams"]["gan_weight"] == 0
     assert teacher["hparams"]["nfe"] == 79
