@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--precision", default=None, choices=["fp32", "bf16", "tf32"])
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.set_defaults(func=_handler("bench.runner:cli_run"))
+    r.set_defaults(func=_handler("bench.runner:cli_run"), check=_handler("bench.runconfig:check_run_args"))
 
     s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")
     s.add_argument("config")
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "check", None):  # light checks first: bad input is answered before torch loads
+            args.check(args)
         return int(args.func(args) or 0)
     except BadInput as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

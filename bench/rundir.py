@@ -10,6 +10,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .errors import BadInput
+
 
 def write_atomic(path: Path, write) -> None:
     """``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
@@ -99,3 +101,25 @@ def _jsonable(value):
     if hasattr(value, "item") and hasattr(value, "numel"):  # a tensor
         return value.item() if value.numel() == 1 else value.tolist()
     return str(value)
+
+
+def check_writable(path, what: str) -> None:
+    """BadInput unless files can be created at ``path`` (a folder, or the folder a file goes in).
+
+    Probes by creating a file in the nearest existing folder, so read-only mounts and immutable
+    folders are caught whoever runs the command; a path under a file is named as such.
+    """
+    target = Path(path)
+    existing = target
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == target else f"is under {existing}, which is a file"
+        raise BadInput(f"{what} {path} {where}, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{what} {path}: cannot write in {existing} ({exc.strerror or exc})") from None

@@ -16,12 +16,17 @@ SUITES = {
 }
 
 
-def get(name: str):
-    """The suite class registered as ``name``; BadInput naming close matches otherwise."""
+def check_name(name: str) -> None:
+    """BadInput naming close matches when ``name`` is not a registered suite (imports nothing)."""
     if name not in SUITES:
-        close = difflib.get_close_matches(name, SUITES, n=2)
+        close = difflib.get_close_matches(str(name), SUITES, n=2)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise BadInput(f"unknown suite {name!r}{hint} (available: {', '.join(SUITES)})")
+
+
+def get(name: str):
+    """The suite class registered as ``name``; BadInput naming close matches otherwise."""
+    check_name(name)
     module, cls = SUITES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 

@@ -1,6 +1,7 @@
 """What a suite is: the teacher, how to build generator and fake score, samplers, the evaluator."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,13 +49,36 @@ class Suite:
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    positive: ClassVar[frozenset[str]] = frozenset()  # numeric options that must be > 0 (others >= 0)
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
             raise BadInput(f"suite {self.name}: unknown option {unknown[0]!r} "
                            f"(known: {', '.join(self.defaults) or 'none'})")
+        for key, value in options.items():
+            self._check_option(key, value)
         self.options = {**self.defaults, **options}
+
+    def _check_option(self, key: str, value: Any) -> None:
+        """An option takes the type of its default; numbers are finite, >= 0, and > 0 when ``positive``."""
+        default = self.defaults[key]
+        if default is None:
+            return
+        name = f"suite.{key}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise BadInput(f"{name} must be true or false, got {value!r}")
+            return
+        if isinstance(default, (int, float)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or (isinstance(default, int) and not float(value).is_integer()):
+                raise BadInput(f"{name} must be {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}")
+            if value < 0 or (value == 0 and key in self.positive):
+                raise BadInput(f"{name} must be {'positive' if key in self.positive else 'non-negative'}, got {value!r}")
+            return
+        if isinstance(default, (str, list)) and not isinstance(value, type(default)):
+            raise BadInput(f"{name} must be a {'string' if isinstance(default, str) else 'list'}, got {value!r}")
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

@@ -222,6 +222,9 @@ class DigitsSuite(Suite):
         "n_eval": 1000, "kid_subset_size": 300,
         "cache_dir": None,
     }
+    positive = frozenset({"channels", "blocks", "teacher_kimg", "teacher_batch", "teacher_lr",
+                          "teacher_ema_halflife_kimg", "teacher_steps", "classifier_epochs", "n_eval",
+                          "kid_subset_size"})
 
     def __init__(self, **options):
         super().__init__(**options)

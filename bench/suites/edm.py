@@ -129,6 +129,7 @@ class Cifar10Suite(EDMSuite):
     """CIFAR-10 32x32, EDM's DDPM++ teachers (``cond`` selects the class-conditional one)."""
 
     name = "cifar10"
+    positive = frozenset({"teacher_steps", "n_eval"})
     defaults = {"teacher": None, "cond": False, "teacher_steps": 18, "n_eval": 50000, "reference": "cifar10-train",
                 "fp16": False}
 
@@ -146,6 +147,7 @@ class ImageNet64Suite(EDMSuite):
     name = "imagenet64"
     resolution = 64
     num_classes = 1000
+    positive = frozenset({"teacher_steps", "n_eval"})
     defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None, "fp16": False}
 
     def default_teacher(self):

@@ -99,6 +99,7 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> torch.Tensor:
 # --- the suite --------------------------------------------------------------------------------
 from ..nets.mlp import ResidualMLP  # noqa: E402
 from ..nets.precond import EDMPrecond, OneStepGenerator  # noqa: E402
+from ..errors import BadInput  # noqa: E402
 from .base import Evaluator, Measurement, Parts, Suite, heun_sampler  # noqa: E402
 
 
@@ -135,9 +136,12 @@ class GaussianSuite(Suite):
     name = "gaussian"
     defaults = {"dim": 8, "components": 4, "spread": 1.0, "std_min": 0.1, "std_max": 0.3,
                 "teacher_seed": 0, "width": 256, "depth": 3, "n_eval": 2000, "teacher_steps": 18}
+    positive = frozenset({"dim", "components", "std_min", "std_max", "width", "depth", "n_eval", "teacher_steps"})
 
     def __init__(self, **options):
         super().__init__(**options)
+        if self.options["std_min"] > self.options["std_max"]:
+            raise BadInput(f"suite.std_min {self.options['std_min']} is above suite.std_max {self.options['std_max']}")
         gen = torch.Generator().manual_seed(int(self.options["teacher_seed"]))
         k, d = int(self.options["components"]), int(self.options["dim"])
         means = self.options["spread"] * (2 * torch.rand(k, d, generator=gen) - 1)

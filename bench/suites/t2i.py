@@ -187,6 +187,7 @@ class TextToImageSuite(Suite):
         "n_eval": 1000,
         "eval_batch": 16,  # micro-batch of teacher sampling, VAE decoding and scoring
     }
+    positive = frozenset({"guidance_scale", "teacher_steps", "max_sequence_length", "n_eval", "eval_batch"})
 
     def __init__(self, **options):
         super().__init__(**options)
