@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")
     s.add_argument("config")
     s.add_argument("--launcher", default="local", choices=["local", "slurm"])
+    s.add_argument("--local-test", action="store_true",
+                   help="with --launcher slurm: run the submitit jobs as local processes (no Slurm needed)")
     s.add_argument("--jobs", type=int, default=1)
     s.add_argument("--quick", action="store_true", help="the config's quick variant")
     s.add_argument("--results", default=None)

@@ -23,12 +23,14 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import shutil
 from pathlib import Path
 
 import yaml
 
 from . import runconfig
 from .errors import BadInput
+from .rundir import check_writable
 
 GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed")
 FIXED_KEYS = ("kimg", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
@@ -48,10 +50,14 @@ def _cross(mapping: dict) -> list[dict]:
 def load_sweep(path: str | Path, quick: bool = False) -> dict:
     """Read and check a sweep file; BadInput naming the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder; give the sweep's YAML file (e.g. configs/digits-robustness.yaml)")
     if not path.is_file():
         raise BadInput(f"sweep file {path} does not exist")
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not a UTF-8 text file (byte {exc.start}); a sweep file is YAML") from None
     except yaml.YAMLError as exc:
         raise BadInput(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(spec, dict) or "suite" not in spec:
@@ -76,6 +82,13 @@ def load_sweep(path: str | Path, quick: bool = False) -> dict:
     for key in fixed:
         if key not in FIXED_KEYS:
             raise BadInput(f"{path}: unknown fixed key {key!r} (known: {', '.join(FIXED_KEYS)})")
+    empty = [key for key, values in grid.items() if values == []]
+    if empty:
+        raise BadInput(f"{path}: grid {empty[0]!r} is an empty list, so the sweep has no runs")
+    for method, hparams in (spec.get("method_hparams") or {}).items():
+        empty = [key for key, values in (hparams or {}).items() if values == []]
+        if empty:
+            raise BadInput(f"{path}: method_hparams {method}.{empty[0]} is an empty list, so {method} has no runs")
     return {**spec, "grid": grid, "fixed": fixed}
 
 
@@ -201,17 +214,30 @@ class SlurmRun:
         return submitit.helpers.DelayedSubmission(SlurmRun(self.config, self.results, self.device))
 
 
-def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict) -> list[tuple[str, str]]:
-    """Submit the configs as one submitit job array and wait for them."""
+def slurm_cluster(slurm: dict, local_test: bool) -> str:
+    """The submitit cluster to use: Slurm when ``sbatch`` is here, "local" only when asked for."""
+    cluster = os.environ.get("BENCH_SUBMITIT_CLUSTER", (slurm or {}).get("cluster"))
+    if local_test:
+        return "local"
+    if cluster in (None, "slurm") and shutil.which("sbatch") is None:
+        raise BadInput("--launcher slurm: no Slurm here (sbatch not found); use --launcher local, or add "
+                       "--local-test to try the Slurm path with local processes")
+    return cluster or "slurm"
+
+
+def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cluster: str = "slurm",
+                 jobs: int | None = None) -> list[tuple[str, str]]:
+    """Submit the configs as one submitit job array and wait for them (``jobs`` at a time, if given)."""
     try:
         import submitit
     except ImportError:
         raise BadInput("the slurm launcher needs submitit: pip install 'distill-bench[slurm]'") from None
     slurm = dict(slurm or {})
-    cluster = os.environ.get("BENCH_SUBMITIT_CLUSTER", slurm.pop("cluster", None))
+    slurm.pop("cluster", None)
     gpus = int(slurm.pop("gpus_per_node", 0))
     executor = submitit.AutoExecutor(folder=Path(results) / ".submitit" / "%j", cluster=cluster)
-    params = {"timeout_min": slurm.pop("timeout_min", 60), "slurm_array_parallelism": slurm.pop("array_parallelism", 64)}
+    parallelism = slurm.pop("array_parallelism", 64) if jobs is None else jobs
+    params = {"timeout_min": slurm.pop("timeout_min", 60), "slurm_array_parallelism": parallelism}
     if gpus:
         params.update(gpus_per_node=gpus, tasks_per_node=gpus)
     if executor.cluster == "slurm":
@@ -236,15 +262,24 @@ def cli_sweep(args) -> int:
     spec = load_sweep(args.config, quick=args.quick)
     if args.jobs < 1:
         raise BadInput(f"--jobs must be at least 1, got {args.jobs}")
+    cluster = slurm_cluster(spec.get("slurm") or {}, args.local_test) if args.launcher == "slurm" else None
+    if args.local_test and args.launcher != "slurm":
+        raise BadInput("--local-test goes with --launcher slurm")
     results = args.results or spec.get("results") or "results"
     configs = expand(spec)
+    if not configs:
+        raise BadInput(f"{args.config}: the grid expands to no runs")
     if args.dry_run:
         for c in configs:
             print(runconfig.run_dir(results, c))
         return 0
+    if spec["fixed"].get("precision") in ("bf16", "tf32"):  # asked for, not a recipe's default
+        runconfig.check_precision(spec["fixed"]["precision"], runconfig.device_type(args.device))
+    check_writable(results, "results folder")
     print(f"sweep: {len(configs)} runs -> {Path(results) / spec['suite']}", flush=True)
     if args.launcher == "slurm":
-        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {})
+        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster,
+                               jobs=args.jobs if args.local_test else None)
     else:
         outcome = launch_local(configs, results, args.device, jobs=args.jobs)
     failed = [d for d, s in outcome if s.startswith("failed")]
