@@ -25,6 +25,9 @@ def _handler(path: str):
     return lambda args: getattr(importlib.import_module(module), func)(args)
 
 
+_output_check = _handler("bench.rundir:check_output_arg")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Benchmark one-step diffusion distillation methods.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="collect run directories into one table")
     res.add_argument("results_dir")
     res.add_argument("-o", "--output", default=None, help="table.parquet or table.csv (default: print)")
-    res.set_defaults(func=_handler("bench.results:cli_results"))
+    res.set_defaults(func=_handler("bench.results:cli_results"), check=_output_check)
 
     lb = sub.add_parser("leaderboard", help="per-method leaderboard with the teacher's row")
     lb.add_argument("results_dir")
@@ -99,12 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("results_dir")
     rb.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     rb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
-    rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"))
+    rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"), check=_output_check)
 
     rep = sub.add_parser("report", help="a self-contained HTML report")
     rep.add_argument("results_dir")
     rep.add_argument("-o", "--output", required=True)
-    rep.set_defaults(func=_handler("bench.report:cli_report"))
+    rep.set_defaults(func=_handler("bench.report:cli_report"), check=_output_check)
 
     w = sub.add_parser("weights", help="model weights: list, check, fetch")
     w.add_argument("action", choices=["list", "check", "fetch"])

@@ -75,6 +75,8 @@ def _read_json(path: Path) -> dict | None:
 def find_runs(results_dir) -> list[Path]:
     """Every run directory (holding ``config.json``) under ``results_dir``, hidden folders skipped."""
     root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"results folder {str(results_dir)!r} is a file, not a folder")
     if not root.is_dir():
         raise BadInput(f"results folder {str(results_dir)!r} does not exist")
     found = []

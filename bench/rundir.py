@@ -103,19 +103,19 @@ def _jsonable(value):
     return str(value)
 
 
-def check_writable(path, what: str) -> None:
-    """BadInput unless files can be created at ``path`` (a folder, or the folder a file goes in).
+def check_writable(path, what: str, file: bool = False) -> None:
+    """BadInput unless ``path`` (a folder, or with ``file`` a file) can be created or written.
 
     Probes by creating a file in the nearest existing folder, so read-only mounts and immutable
-    folders are caught whoever runs the command; a path under a file is named as such.
+    folders are caught whoever runs the command (root too); a path under a file is named as such.
     """
     target = Path(path)
-    existing = target
-    while not existing.exists():
-        if existing.parent == existing:
-            break
+    if file and target.is_dir():
+        raise BadInput(f"{what} {path} is a folder; give a file name")
+    existing = target.parent if file else target
+    while not existing.exists() and existing.parent != existing:
         existing = existing.parent
-    if existing.exists() and not existing.is_dir():
+    if not existing.is_dir():
         where = "is a file" if existing == target else f"is under {existing}, which is a file"
         raise BadInput(f"{what} {path} {where}, not a folder")
     try:
@@ -123,3 +123,9 @@ def check_writable(path, what: str) -> None:
             pass
     except OSError as exc:
         raise BadInput(f"{what} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
+def check_output_arg(args) -> None:
+    """``-o FILE`` of results, plot and report: writable before any work is done (CLI pre-check)."""
+    if getattr(args, "output", None):
+        check_writable(args.output, "-o", file=True)
