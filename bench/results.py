@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import runlock
 from .errors import BadInput
 from .rundir import read_jsonl, write_atomic
 
@@ -557,6 +558,10 @@ def cli_results(args) -> int:
     summary = counts.join(metrics.rename("metrics")).fillna({"metrics": "–"}).reset_index()
     print(f"{args.results_dir}: {len(runs)} runs, {len(table)} measurements\n")
     print(markdown(summary))
+    dead = [Path(p).name for p in runs.loc[runs["status"] == "running", "path"] if runlock.owner(p)[0] == "dead"]
+    if dead:
+        print(f"\n{len(dead)} run(s) marked running have no live process (killed, perhaps for memory): "
+              f"{', '.join(dead)}; the same command resumes them from their last checkpoint")
     return 0
 
 

@@ -109,19 +109,21 @@ class RunLock:
         self.release()
 
 
-def holder(directory: str | Path) -> dict | None:
-    """The live holder of a run directory's lock, or None when nobody holds it (a probe; takes nothing)."""
+def owner(directory: str | Path) -> tuple[str, dict | None]:
+    """("live", holder) while a process holds the run; ("dead", record) when its holder died holding it;
+    ("none", None) otherwise. A probe: it takes the lock for an instant only when nobody holds it."""
     path = Path(directory) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return None
+        return "none", None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read(fd) or {}
+            return "live", _read(fd)
+        record = _read(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
+        return ("dead", record) if record else ("none", None)
     finally:
         os.close(fd)
