@@ -26,12 +26,12 @@ def test_second_holder_is_refused_naming_the_first(tmp_path):
 def test_wait_blocks_until_the_holder_releases(tmp_path, capsys):
     first = RunLock(tmp_path)
     first.acquire()
-    timer = threading.Timer(0.3, first.release)
+    timer = threading.Timer(1.0, first.release)
     timer.start()
     second = RunLock(tmp_path)
     t0 = time.time()
     assert second.acquire(wait=True) is None
-    assert time.time() - t0 > 0.2
+    assert time.time() - t0 > 0.9
     assert "waiting for pid" in capsys.readouterr().err
     second.release()
     timer.join()
