@@ -96,6 +96,33 @@ class JsonlLog:
             f.flush()
             os.fsync(f.fileno())
 
+    def replace(self, rows: list[dict], key: tuple[str, ...]) -> None:
+        """Write ``rows`` in place of the rows with the same ``key`` values (re-scoring), atomically.
+
+        Kept lines stay byte for byte, in order (a checkpoint's recorded size still marks the same
+        rows); the new rows go at the end.
+        """
+        new = {tuple(r.get(k) for k in key) for r in rows}
+        kept = []
+        for line in self.path.read_text().splitlines(keepends=True):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None  # a torn line: dropped, as readers skip it
+                continue
+            if isinstance(row, dict) and tuple(row.get(k) for k in key) in new:
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+        text = "".join(kept) + "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+
+        write_atomic(self.path, write)
+
 
 def _jsonable(value):
     if hasattr(value, "item") and hasattr(value, "numel"):  # a tensor
