@@ -107,8 +107,7 @@ class JsonlLog:
         for line in self.path.read_text().splitlines(keepends=True):
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None  # a torn line: dropped, as readers skip it
+            except json.JSONDecodeError:  # a torn line: dropped, as readers skip it
                 continue
             if isinstance(row, dict) and tuple(row.get(k) for k in key) in new:
                 continue
