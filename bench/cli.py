@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--precision", default=None, choices=["fp32", "bf16", "tf32"])
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
     r.set_defaults(func=_handler("bench.runner:cli_run"), check=_handler("bench.runconfig:check_run_args"))
 
     s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--n", type=int, default=None, help="number of samples")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
     e.set_defaults(func=_handler("bench.runner:cli_eval"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")

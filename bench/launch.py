@@ -31,6 +31,7 @@ import yaml
 from . import runconfig
 from .errors import BadInput
 from .rundir import check_writable
+from .runlock import RunBusy
 
 GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed")
 FIXED_KEYS = ("kimg", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
@@ -165,6 +166,8 @@ def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) 
             config = pending[done]
             try:
                 outcome[config["run_id"]] = done.result()
+            except RunBusy as exc:
+                outcome[config["run_id"]] = (config["run_id"], f"busy: {exc}")
             except Exception as exc:  # one failed run does not stop the sweep
                 outcome[config["run_id"]] = (config["run_id"], f"failed: {type(exc).__name__}: {exc}")
             _print_outcome(*outcome[config["run_id"]])
@@ -174,6 +177,8 @@ def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) 
 def _run_one_safely(config, results, device, threads):
     try:
         out = _run_one(config, results, device, threads)
+    except RunBusy as exc:  # another process is running it: not this sweep's failure
+        out = (config["run_id"], f"busy: {exc}")
     except BadInput:
         raise
     except Exception as exc:
@@ -204,7 +209,9 @@ class SlurmRun:
         from .runner import execute
 
         device = distributed.local_device(pick_device(self.device))
-        directory, status = execute({**self.config, "device": device.type}, self.results, device, quiet=True)
+        # A requeued job may start while its previous attempt still holds the run: it waits for it.
+        directory, status = execute({**self.config, "device": device.type}, self.results, device, quiet=True,
+                                    wait=True)
         distributed.shutdown()
         return str(directory), status
 

@@ -10,9 +10,11 @@ allocated yet. A run is refused only when that estimate exceeds what the device 
 from __future__ import annotations
 
 import contextlib
+import random
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .errors import BadInput
@@ -40,12 +42,17 @@ def bytes_per_sample(loss_at: Callable[[int], object], batches: tuple[int, int] 
     """The slope of ``saved_bytes`` between two micro-batch sizes: what one more sample costs.
 
     Runs ``loss_at(b)`` (forward only, no backward, no optimiser step) with the random number
-    generators forked, so the run's own random stream is untouched.
+    generators saved and restored, so the run's own random streams are untouched.
     """
     b1, b2 = batches
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        low, high = saved_bytes(lambda: loss_at(b1)), saved_bytes(lambda: loss_at(b2))
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            low, high = saved_bytes(lambda: loss_at(b1)), saved_bytes(lambda: loss_at(b2))
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
     return max(high - low, 0) / (b2 - b1)
 
 
@@ -66,8 +73,12 @@ def free_bytes(device: torch.device) -> int | None:
     return free
 
 
-def _gb(n: float) -> str:
-    return f"{n / 2**30:.3g} GB" if n >= 2**27 else f"{n / 2**20:.3g} MB"
+def _size(n: float) -> str:
+    """Bytes for people: "35.8 GB", "120 MB", "1.9 kB"."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20)):
+        if n >= scale / 8:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 1024:.3g} kB"
 
 
 def check_fits(per_sample: float, micro_batch: int, trained_params: int, device: torch.device) -> float:
@@ -79,7 +90,7 @@ def check_fits(per_sample: float, micro_batch: int, trained_params: int, device:
     need = HEADROOM * per_sample * micro_batch + 3 * trained_params
     free = free_bytes(device)
     if free is not None and need > free:
-        raise BadInput(f"a micro-batch of {micro_batch} needs about {_gb(need)} of {device.type} memory "
-                       f"({_gb(per_sample)} per sample, measured) but {_gb(free)} is free; lower --batch, "
+        raise BadInput(f"a micro-batch of {micro_batch} needs about {_size(need)} of {device.type} memory "
+                       f"({_size(per_sample)} per sample, measured) but {_size(free)} is free; lower --batch, "
                        f"or set --batch-gpu to accumulate gradients over smaller micro-batches")
     return need
