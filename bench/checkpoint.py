@@ -3,15 +3,14 @@
 ``save`` writes ``state.pt`` through a temporary file that is flushed to disk before it replaces the
 old one, and the old one becomes ``state-prev.pt``. ``load`` tries ``state.pt`` and then
 ``state-prev.pt``, and says which one it used; a file that cannot be read or applied is passed over.
-When neither can be, the run is not resumable from here: BadInput names both problems.
+When neither can be, the run is not resumable from here: BadInput names both problems. Torch is
+imported only to write and read, so the CLI can check for checkpoints before it loads.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Callable
-
-import torch
 
 from .errors import BadInput
 from .rundir import write_atomic
@@ -21,6 +20,8 @@ CURRENT, PREVIOUS = "state.pt", "state-prev.pt"
 
 def save(directory: Path, state: dict) -> None:
     """Write ``state.pt``, keeping the checkpoint it replaces as ``state-prev.pt``."""
+    import torch
+
     directory = Path(directory)
 
     def write(tmp):
@@ -41,6 +42,8 @@ def exists(directory: Path) -> bool:
 
 def read(path: Path, device) -> dict:
     """A checkpoint's state dict (our own file, so not ``weights_only``); BadInput when unreadable."""
+    import torch
+
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="number of samples")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
-    e.set_defaults(func=_handler("bench.runner:cli_eval"))
+    e.set_defaults(func=_handler("bench.runner:cli_eval"), check=_handler("bench.runconfig:check_eval_args"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")
     f.add_argument("images_a")

@@ -119,6 +119,24 @@ def check_run_args(args) -> None:
     check_writable(args.results, "--results")
 
 
+def check_eval_args(args) -> None:
+    """``bench eval RUN_DIR``: a finished, non-teacher run with a checkpoint, and a positive ``--n``."""
+    from . import checkpoint
+    from .rundir import finished_status, read_json
+
+    directory = Path(args.run_dir)
+    if not (directory / "config.json").is_file():
+        raise BadInput(f"{directory} is not a run directory (no config.json)")
+    if args.n is not None and args.n < 1:
+        raise BadInput(f"--n must be positive, got {args.n}")
+    if read_json(directory / "config.json").get("method") == TEACHER:
+        raise BadInput("a teacher run is evaluated when it runs; nothing to re-evaluate")
+    if not checkpoint.exists(directory):
+        raise BadInput(f"{directory} has no state.pt to evaluate")
+    if finished_status(directory) is None:
+        raise BadInput(f"{directory} has not finished; the same bench run command finishes it, then evaluate")
+
+
 def check_flags(*, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None, kimg=None, eval_every=None,
                 checkpoint_every=None, world_size: int = 1) -> dict:
     """The numeric flags of a run with their defaults filled in; BadInput naming the first bad one."""

@@ -138,19 +138,9 @@ def cli_eval(args) -> int:
     Every metric is scored on the same N (the suite's evaluator is built for it), and the new rows
     take the place of any earlier row with the same (kimg, metric, n_samples, ema).
     """
+    runconfig.check_eval_args(args)
     directory = Path(args.run_dir)
-    if not (directory / "config.json").is_file():
-        raise BadInput(f"{directory} is not a run directory (no config.json)")
-    if not checkpoint.exists(directory):
-        raise BadInput(f"{directory} has no state.pt to evaluate")
-    if args.n is not None and args.n < 1:
-        raise BadInput(f"--n must be positive, got {args.n}")
     config = read_json(directory / "config.json")
-    if config["method"] == runconfig.TEACHER:
-        raise BadInput("a teacher run is evaluated when it runs; nothing to re-evaluate")
-    status = finished_status(directory)
-    if status is None:
-        raise BadInput(f"{directory} has not finished; the same bench run command finishes it, then evaluate")
     device = pick_device(args.device)
     run = Run(config, device, quiet=True)
     with RunLock(directory) as lock:

@@ -44,6 +44,8 @@ CASES = [
     ("suite-typo", [*RUN, "--results", "{world}/r", "--suite", "gausian"], "gaussian", False),
     ("bf16-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "bf16"], "CUDA", False),
     ("tf32-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "tf32"], "CUDA", False),
+    ("batch-beyond-memory", [*RUN, "--results", "{world}/r", "--batch", "10000000"], "memory", True),
+    ("resume-without-usable-checkpoint", [*RUN, "--results", "{world}/broken"], "no usable checkpoint", True),
     # bench run: where the results go
     ("results-is-a-file", [*RUN, "--results", "{world}/file.txt"], "is a file", False),
     ("results-under-a-file", [*RUN, "--results", "{world}/file.txt/r"], "which is a file", False),
@@ -66,6 +68,11 @@ CASES = [
      "not a readable image", True),
     ("fid-rgb-vs-grey", ["fid", "{world}/png_rgb", "{world}/png_grey", "--extractor", "random-features"],
      "greyscale", True),
+    # bench eval
+    ("eval-corrupt-checkpoint", ["eval", "{world}/corrupt/gaussian/{run_id}", "--n", "64"], "no usable checkpoint",
+     True),
+    ("eval-unfinished", ["eval", "{world}/broken/gaussian/{run_id}"], "has not finished", False),
+    ("eval-not-a-run", ["eval", "{world}/results"], "not a run directory", False),
     # results, leaderboard, plot, report
     ("results-of-a-file", ["results", "{world}/file.txt"], "is a file", False),
     ("leaderboard-of-a-file", ["leaderboard", "{world}/file.txt"], "is a file", False),
@@ -122,9 +129,17 @@ def world(tmp_path_factory):
     from bench.cli import main
 
     assert main([*RUN, "--results", str(root / "results")]) == 0
+    run_dir = next((root / "results" / "gaussian").iterdir())
+    for name, status in (("corrupt", "done"), ("broken", "running")):  # no readable checkpoint left
+        copy = root / name / "gaussian" / run_dir.name
+        shutil.copytree(run_dir, copy)
+        for state in copy.glob("state*.pt"):
+            state.write_bytes(state.read_bytes()[:1000])
+        manifest = json.loads((copy / "manifest.json").read_text())
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "status": status}))
     readonly = root / "readonly"
     writable = not _make_read_only(readonly)
-    yield {"world": root, "readonly": readonly, "readonly_works": not writable}
+    yield {"world": root, "readonly": readonly, "readonly_works": not writable, "run_id": run_dir.name}
     _release_read_only(readonly)
 
 
@@ -137,7 +152,7 @@ def snapshot(root: Path) -> dict:
 
 
 def _argv(argv, world):
-    return [a.format(**{k: v for k, v in world.items() if isinstance(v, Path)}) for a in argv]
+    return [a.format(**{k: v for k, v in world.items() if isinstance(v, (Path, str))}) for a in argv]
 
 
 @pytest.fixture
