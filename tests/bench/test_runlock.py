@@ -51,3 +51,37 @@ def test_a_killed_holder_is_seen_as_dead(tmp_path):
     lock = RunLock(tmp_path)
     assert lock.acquire()["pid"] == proc.pid  # the next owner is told who died holding it
     lock.release()
+
+
+def _bench(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, **kw)
+
+
+def test_two_concurrent_runs_of_one_configuration_never_duplicate_a_row(tmp_path):
+    from bench_helpers import read_jsonl, tiny_run_args
+
+    args = tiny_run_args(tmp_path, method="sid", kimg="2",
+                         extra=["--set", "suite.width=256", "--set", "suite.depth=2", "--set", "train.tick_kimg=0.064"])
+    first = _bench(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("gaussian/*/stats.jsonl")):
+        time.sleep(0.02)
+    run_dir = next(tmp_path.glob("gaussian/*"))
+    assert owner(run_dir)[0] == "live"
+    second = _bench(*args)  # the same configuration while the first trains
+    waiting = _bench(*args, "--wait")
+    _, err = second.communicate(timeout=300)
+    out_first, err_first = first.communicate(timeout=300)
+    out_waiting, err_waiting = waiting.communicate(timeout=300)
+    assert first.returncode == 0, err_first
+    if second.returncode == 2:  # refused, naming the holder
+        assert f"is in use by pid {first.pid} on" in err and len(err.strip().splitlines()) == 1
+    else:  # it started after the first had finished, and found nothing to do
+        assert second.returncode == 0 and "Traceback" not in err
+    assert waiting.returncode == 0, err_waiting  # waited, then found the run finished
+    assert out_waiting.strip().splitlines()[-1] == out_first.strip().splitlines()[-1]
+    metrics = [(r["kimg"], r["metric"], r["n_samples"]) for r in read_jsonl(run_dir / "metrics.jsonl")]
+    stats = [r["kimg"] for r in read_jsonl(run_dir / "stats.jsonl")]
+    assert len(metrics) == len(set(metrics)) and len(stats) == len(set(stats))
+    assert max(stats) == 2.048  # one run's rows, to the end of the budget (32 steps of 64)
