@@ -234,7 +234,12 @@ def slurm_cluster(slurm: dict, local_test: bool) -> str:
 
 def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cluster: str = "slurm",
                  jobs: int | None = None) -> list[tuple[str, str]]:
-    """Submit the configs as one submitit job array and wait for them (``jobs`` at a time, if given)."""
+    """Submit the configs as submitit job arrays and wait for them.
+
+    On Slurm one array runs ``array_parallelism`` jobs at a time (``slurm:`` in the YAML); the local
+    executor (``--local-test``) has no such limit, so the configs go in arrays of ``jobs``, one after
+    another.
+    """
     try:
         import submitit
     except ImportError:
@@ -243,24 +248,26 @@ def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cl
     slurm.pop("cluster", None)
     gpus = int(slurm.pop("gpus_per_node", 0))
     executor = submitit.AutoExecutor(folder=Path(results) / ".submitit" / "%j", cluster=cluster)
-    parallelism = slurm.pop("array_parallelism", 64) if jobs is None else jobs
-    params = {"timeout_min": slurm.pop("timeout_min", 60), "slurm_array_parallelism": parallelism}
+    params = {"timeout_min": slurm.pop("timeout_min", 60), "slurm_array_parallelism": slurm.pop("array_parallelism", 64)}
     if gpus:
         params.update(gpus_per_node=gpus, tasks_per_node=gpus)
     if executor.cluster == "slurm":
         params.update({f"slurm_{k}": v for k, v in slurm.items()})
     executor.update_parameters(**params)
-    jobs = executor.submit_array([SlurmRun(c, results, device) for c in configs])
-    print(f"submitted {len(jobs)} jobs ({executor.cluster}): {', '.join(j.job_id for j in jobs[:5])}"
-          f"{' ...' if len(jobs) > 5 else ''}", flush=True)
+    size = jobs if jobs and executor.cluster != "slurm" else len(configs)
     out = []
-    for config, job in zip(configs, jobs):
-        try:
-            result = job.result()
-            out.append(result[0] if isinstance(result, list) else result)
-        except Exception as exc:
-            out.append((config["run_id"], f"failed: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"))
-        _print_outcome(*out[-1])
+    for start in range(0, len(configs), size):
+        chunk = configs[start:start + size]
+        submitted = executor.submit_array([SlurmRun(c, results, device) for c in chunk])
+        print(f"submitted {len(submitted)} jobs ({executor.cluster}): "
+              f"{', '.join(j.job_id for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}", flush=True)
+        for config, job in zip(chunk, submitted):
+            try:
+                result = job.result()
+                out.append(result[0] if isinstance(result, list) else result)
+            except Exception as exc:
+                out.append((config["run_id"], f"failed: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"))
+            _print_outcome(*out[-1])
     return out
 
 
@@ -285,8 +292,7 @@ def cli_sweep(args) -> int:
     check_writable(results, "results folder")
     print(f"sweep: {len(configs)} runs -> {Path(results) / spec['suite']}", flush=True)
     if args.launcher == "slurm":
-        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster,
-                               jobs=args.jobs if args.local_test else None)
+        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster, jobs=args.jobs)
     else:
         outcome = launch_local(configs, results, args.device, jobs=args.jobs)
     failed = [d for d, s in outcome if s.startswith("failed")]

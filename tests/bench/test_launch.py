@@ -78,5 +78,5 @@ def test_submitit_local_executor(tmp_path, cli, monkeypatch):
     code, out, _ = cli("sweep", write(tmp_path, SWEEP), "--launcher", "slurm", "--local-test", "--quick",
                        "--results", str(tmp_path / "r"))
     assert code == 0, out
-    assert "submitted 2 jobs (local)" in out
+    assert out.count("submitted 1 jobs (local)") == 2  # --jobs 1: one process at a time
     assert set(statuses(tmp_path / "r").values()) == {"done"}

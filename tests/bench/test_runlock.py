@@ -37,18 +37,27 @@ def test_wait_blocks_until_the_holder_releases(tmp_path, capsys):
     timer.join()
 
 
-def test_a_killed_holder_is_seen_as_dead(tmp_path):
+def test_a_killed_holder_is_seen_as_dead(tmp_path, capsys):
+    import rundirs
+
+    from bench.cli import main
+
+    run_dir = rundirs.write_run(tmp_path / "results", status="running")
     script = "import sys, time; from bench.runlock import RunLock; RunLock(sys.argv[1]).acquire(); " \
              "print('held', flush=True); time.sleep(60)"
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE, text=True,
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout.readline().strip() == "held"
-    assert owner(tmp_path) == ("live", owner(tmp_path)[1]) and owner(tmp_path)[1]["pid"] == proc.pid
+    state, record = owner(run_dir)
+    assert state == "live" and record["pid"] == proc.pid
     proc.send_signal(signal.SIGKILL)  # what the kernel's OOM killer does
     proc.wait()
-    state, record = owner(tmp_path)
+    state, record = owner(run_dir)
     assert state == "dead" and record["pid"] == proc.pid
-    lock = RunLock(tmp_path)
+    assert main(["results", str(tmp_path / "results")]) == 0
+    assert f"1 run(s) marked running have no live process (killed, perhaps for memory): {run_dir.name}" \
+        in capsys.readouterr().out
+    lock = RunLock(run_dir)
     assert lock.acquire()["pid"] == proc.pid  # the next owner is told who died holding it
     lock.release()
 

@@ -132,6 +132,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     resumed = _run_cli(args_b)
     out_b, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
+    assert f"was left by pid {victim.pid} on" in err and "died without finishing" in err
     assert _metric_values(dir_b) == _metric_values(dir_a)
     assert _stat_values(dir_b) == _stat_values(dir_a)
     kimgs = [r["kimg"] for r in read_jsonl(dir_b / "stats.jsonl")]
