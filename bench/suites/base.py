@@ -72,10 +72,11 @@ class Suite:
             return
         if isinstance(default, (int, float)):
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or (isinstance(default, int) and not float(value).is_integer()):
-                raise BadInput(f"{name} must be {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}")
-            if value < 0 or (value == 0 and key in self.positive):
-                raise BadInput(f"{name} must be {'positive' if key in self.positive else 'non-negative'}, got {value!r}")
+            if (not number or (isinstance(default, int) and not float(value).is_integer()) or value < 0
+                    or (value == 0 and key in self.positive)):
+                sign = "positive" if key in self.positive else "non-negative"
+                kind = "integer" if isinstance(default, int) else "number"
+                raise BadInput(f"{name} must be a {sign} {kind}, got {value!r}")
             return
         if isinstance(default, (str, list)) and not isinstance(value, type(default)):
             raise BadInput(f"{name} must be a {'string' if isinstance(default, str) else 'list'}, got {value!r}")

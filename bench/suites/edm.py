@@ -42,15 +42,9 @@ class EDMSuite(Suite):
     def __init__(self, **options):
         super().__init__(**options)
         o = self.options
-        for key in ("teacher_steps", "n_eval"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise BadInput(f"suite {self.name}: {key} must be a positive integer, got {o[key]!r}")
         for key in ("teacher", "reference"):
             if o[key] is not None and (not isinstance(o[key], str) or not o[key]):
                 raise BadInput(f"suite {self.name}: {key} must be a path, got {o[key]!r}")
-        for key in ("cond", "fp16"):
-            if key in o and not isinstance(o[key], bool):
-                raise BadInput(f"suite {self.name}: {key} must be true or false, got {o[key]!r}")
         self._teacher: EDMPrecond | None = None
 
     @property
