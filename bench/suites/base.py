@@ -61,7 +61,8 @@ class Suite:
         self.options = {**self.defaults, **options}
 
     def _check_option(self, key: str, value: Any) -> None:
-        """An option takes the type of its default; numbers are finite, >= 0, and > 0 when ``positive``."""
+        """Booleans, numbers and strings keep their default's type; numbers are finite, >= 0, and > 0
+        when ``positive``. Suites check the rest (lists, paths, choices) themselves."""
         default = self.defaults[key]
         if default is None:
             return
@@ -78,8 +79,8 @@ class Suite:
                 kind = "integer" if isinstance(default, int) else "number"
                 raise BadInput(f"{name} must be a {sign} {kind}, got {value!r}")
             return
-        if isinstance(default, (str, list)) and not isinstance(value, type(default)):
-            raise BadInput(f"{name} must be a {'string' if isinstance(default, str) else 'list'}, got {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise BadInput(f"{name} must be a string, got {value!r}")
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
