@@ -25,6 +25,9 @@ def _handler(path: str):
     return lambda args: getattr(importlib.import_module(module), func)(args)
 
 
+_output_check = _handler("bench.rundir:check_output_arg")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bench", description="Benchmark one-step diffusion distillation methods.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -46,11 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--precision", default=None, choices=["fp32", "bf16", "tf32"])
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.set_defaults(func=_handler("bench.runner:cli_run"))
+    r.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
+    r.set_defaults(func=_handler("bench.runner:cli_run"), check=_handler("bench.runconfig:check_run_args"))
 
     s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")
     s.add_argument("config")
     s.add_argument("--launcher", default="local", choices=["local", "slurm"])
+    s.add_argument("--local-test", action="store_true",
+                   help="with --launcher slurm: run the submitit jobs as local processes (no Slurm needed)")
     s.add_argument("--jobs", type=int, default=1)
     s.add_argument("--quick", action="store_true", help="the config's quick variant")
     s.add_argument("--results", default=None)
@@ -70,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--n", type=int, default=None, help="number of samples")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    e.set_defaults(func=_handler("bench.runner:cli_eval"))
+    e.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
+    e.set_defaults(func=_handler("bench.runner:cli_eval"), check=_handler("bench.runconfig:check_eval_args"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")
     f.add_argument("images_a")
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="collect run directories into one table")
     res.add_argument("results_dir")
     res.add_argument("-o", "--output", default=None, help="table.parquet or table.csv (default: print)")
-    res.set_defaults(func=_handler("bench.results:cli_results"))
+    res.set_defaults(func=_handler("bench.results:cli_results"), check=_output_check)
 
     lb = sub.add_parser("leaderboard", help="per-method leaderboard with the teacher's row")
     lb.add_argument("results_dir")
@@ -97,12 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("results_dir")
     rb.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     rb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
-    rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"))
+    rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"), check=_output_check)
 
     rep = sub.add_parser("report", help="a self-contained HTML report")
     rep.add_argument("results_dir")
     rep.add_argument("-o", "--output", required=True)
-    rep.set_defaults(func=_handler("bench.report:cli_report"))
+    rep.set_defaults(func=_handler("bench.report:cli_report"), check=_output_check)
 
     w = sub.add_parser("weights", help="model weights: list, check, fetch")
     w.add_argument("action", choices=["list", "check", "fetch"])
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "check", None):  # light checks first: bad input is answered before torch loads
+            args.check(args)
         return int(args.func(args) or 0)
     except BadInput as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

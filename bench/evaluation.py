@@ -34,11 +34,19 @@ def generate(sample, z, cond, device, batch: int = 256) -> torch.Tensor:
     return torch.cat(out)
 
 
+ROW_KEY = ("kimg", "metric", "n_samples", "ema")  # a metrics.jsonl row is unique on these
+
+
+def measurement_rows(measurements, kimg: float, ema: bool, started: float) -> list[dict]:
+    """One metrics.jsonl row per measurement (Contract 2)."""
+    return [{"kimg": round(kimg, 6), "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
+             "ema": ema, "impl": m.impl, "time_s": time.time() - started} for m in measurements]
+
+
 def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float) -> None:
-    """Append one metrics.jsonl row per measurement (Contract 2)."""
-    for m in measurements:
-        log.append({"kimg": round(kimg, 6), "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
-                    "ema": ema, "impl": m.impl, "time_s": time.time() - started})
+    """Append one metrics.jsonl row per measurement."""
+    for row in measurement_rows(measurements, kimg, ema, started):
+        log.append(row)
 
 
 def save_samples(samples: torch.Tensor, path: Path, n: int = 64) -> None:
@@ -55,20 +63,32 @@ def _grid_path(directory: Path, kimg: float) -> Path:
     return directory / "samples" / f"kimg{kimg:010.3f}.png"
 
 
-def evaluate(run) -> None:
-    """Evaluate a run's EMA generator (and the raw one if asked) on the latent bank; log and grid."""
+def evaluate(run, rescore: bool = False) -> list[dict]:
+    """Evaluate a run's EMA generator (and the raw one if asked) on the latent bank; log and grid.
+
+    Returns the rows logged. With ``rescore`` (``bench eval``) they replace earlier rows of the same
+    (kimg, metric, n_samples, ema) instead of being appended beside them.
+    """
     evaluator = run.evaluator()
     z, cond = latent_bank(run.suite, run.config["seed"], run.train_opts["n_eval"] or evaluator.n_samples)
     nets = [(True, run.ema)] + ([(False, run.generator)] if run.train_opts["eval_raw"] else [])
+    rows = []
     for ema, net in nets:
         started = time.time()
         samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256))
         if not torch.isfinite(samples).all():
             raise Diverged("non-finite generator sample")
-        log_measurements(run.metrics, evaluator.evaluate(samples, cond), run.kimg, ema, started)
+        new = measurement_rows(evaluator.evaluate(samples, cond), run.kimg, ema, started)
+        if not rescore:
+            for row in new:
+                run.metrics.append(row)
+        rows += new
         if ema:
             save_samples(run.suite.to_images(samples[:64]), _grid_path(run.dir, run.kimg))
+    if rescore:
+        run.metrics.replace(rows, ROW_KEY)
     record_metric_impls(run.dir)
+    return rows
 
 
 class TeacherRun:

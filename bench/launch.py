@@ -23,12 +23,15 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import shutil
 from pathlib import Path
 
 import yaml
 
 from . import runconfig
 from .errors import BadInput
+from .rundir import check_writable
+from .runlock import RunBusy
 
 GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed")
 FIXED_KEYS = ("kimg", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
@@ -48,10 +51,14 @@ def _cross(mapping: dict) -> list[dict]:
 def load_sweep(path: str | Path, quick: bool = False) -> dict:
     """Read and check a sweep file; BadInput naming the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder; give the sweep's YAML file (e.g. configs/digits-robustness.yaml)")
     if not path.is_file():
         raise BadInput(f"sweep file {path} does not exist")
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not a UTF-8 text file (byte {exc.start}); a sweep file is YAML") from None
     except yaml.YAMLError as exc:
         raise BadInput(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(spec, dict) or "suite" not in spec:
@@ -76,6 +83,13 @@ def load_sweep(path: str | Path, quick: bool = False) -> dict:
     for key in fixed:
         if key not in FIXED_KEYS:
             raise BadInput(f"{path}: unknown fixed key {key!r} (known: {', '.join(FIXED_KEYS)})")
+    empty = [key for key, values in grid.items() if values == []]
+    if empty:
+        raise BadInput(f"{path}: grid {empty[0]!r} is an empty list, so the sweep has no runs")
+    for method, hparams in (spec.get("method_hparams") or {}).items():
+        empty = [key for key, values in (hparams or {}).items() if values == []]
+        if empty:
+            raise BadInput(f"{path}: method_hparams {method}.{empty[0]} is an empty list, so {method} has no runs")
     return {**spec, "grid": grid, "fixed": fixed}
 
 
@@ -152,6 +166,8 @@ def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) 
             config = pending[done]
             try:
                 outcome[config["run_id"]] = done.result()
+            except RunBusy as exc:
+                outcome[config["run_id"]] = (config["run_id"], f"busy: {exc}")
             except Exception as exc:  # one failed run does not stop the sweep
                 outcome[config["run_id"]] = (config["run_id"], f"failed: {type(exc).__name__}: {exc}")
             _print_outcome(*outcome[config["run_id"]])
@@ -161,6 +177,8 @@ def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) 
 def _run_one_safely(config, results, device, threads):
     try:
         out = _run_one(config, results, device, threads)
+    except RunBusy as exc:  # another process is running it: not this sweep's failure
+        out = (config["run_id"], f"busy: {exc}")
     except BadInput:
         raise
     except Exception as exc:
@@ -191,7 +209,9 @@ class SlurmRun:
         from .runner import execute
 
         device = distributed.local_device(pick_device(self.device))
-        directory, status = execute({**self.config, "device": device.type}, self.results, device, quiet=True)
+        # A requeued job may start while its previous attempt still holds the run: it waits for it.
+        directory, status = execute({**self.config, "device": device.type}, self.results, device, quiet=True,
+                                    wait=True)
         distributed.shutdown()
         return str(directory), status
 
@@ -201,14 +221,31 @@ class SlurmRun:
         return submitit.helpers.DelayedSubmission(SlurmRun(self.config, self.results, self.device))
 
 
-def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict) -> list[tuple[str, str]]:
-    """Submit the configs as one submitit job array and wait for them."""
+def slurm_cluster(slurm: dict, local_test: bool) -> str:
+    """The submitit cluster to use: Slurm when ``sbatch`` is here, "local" only when asked for."""
+    cluster = os.environ.get("BENCH_SUBMITIT_CLUSTER", (slurm or {}).get("cluster"))
+    if local_test:
+        return "local"
+    if cluster in (None, "slurm") and shutil.which("sbatch") is None:
+        raise BadInput("--launcher slurm: no Slurm here (sbatch not found); use --launcher local, or add "
+                       "--local-test to try the Slurm path with local processes")
+    return cluster or "slurm"
+
+
+def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cluster: str = "slurm",
+                 jobs: int | None = None) -> list[tuple[str, str]]:
+    """Submit the configs as submitit job arrays and wait for them.
+
+    On Slurm one array runs ``array_parallelism`` jobs at a time (``slurm:`` in the YAML); the local
+    executor (``--local-test``) has no such limit, so the configs go in arrays of ``jobs``, one after
+    another.
+    """
     try:
         import submitit
     except ImportError:
         raise BadInput("the slurm launcher needs submitit: pip install 'distill-bench[slurm]'") from None
     slurm = dict(slurm or {})
-    cluster = os.environ.get("BENCH_SUBMITIT_CLUSTER", slurm.pop("cluster", None))
+    slurm.pop("cluster", None)
     gpus = int(slurm.pop("gpus_per_node", 0))
     executor = submitit.AutoExecutor(folder=Path(results) / ".submitit" / "%j", cluster=cluster)
     params = {"timeout_min": slurm.pop("timeout_min", 60), "slurm_array_parallelism": slurm.pop("array_parallelism", 64)}
@@ -217,17 +254,20 @@ def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict) ->
     if executor.cluster == "slurm":
         params.update({f"slurm_{k}": v for k, v in slurm.items()})
     executor.update_parameters(**params)
-    jobs = executor.submit_array([SlurmRun(c, results, device) for c in configs])
-    print(f"submitted {len(jobs)} jobs ({executor.cluster}): {', '.join(j.job_id for j in jobs[:5])}"
-          f"{' ...' if len(jobs) > 5 else ''}", flush=True)
+    size = jobs if jobs and executor.cluster != "slurm" else len(configs)
     out = []
-    for config, job in zip(configs, jobs):
-        try:
-            result = job.result()
-            out.append(result[0] if isinstance(result, list) else result)
-        except Exception as exc:
-            out.append((config["run_id"], f"failed: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"))
-        _print_outcome(*out[-1])
+    for start in range(0, len(configs), size):
+        chunk = configs[start:start + size]
+        submitted = executor.submit_array([SlurmRun(c, results, device) for c in chunk])
+        print(f"submitted {len(submitted)} jobs ({executor.cluster}): "
+              f"{', '.join(j.job_id for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}", flush=True)
+        for config, job in zip(chunk, submitted):
+            try:
+                result = job.result()
+                out.append(result[0] if isinstance(result, list) else result)
+            except Exception as exc:
+                out.append((config["run_id"], f"failed: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"))
+            _print_outcome(*out[-1])
     return out
 
 
@@ -236,15 +276,23 @@ def cli_sweep(args) -> int:
     spec = load_sweep(args.config, quick=args.quick)
     if args.jobs < 1:
         raise BadInput(f"--jobs must be at least 1, got {args.jobs}")
+    cluster = slurm_cluster(spec.get("slurm") or {}, args.local_test) if args.launcher == "slurm" else None
+    if args.local_test and args.launcher != "slurm":
+        raise BadInput("--local-test goes with --launcher slurm")
     results = args.results or spec.get("results") or "results"
     configs = expand(spec)
+    if not configs:
+        raise BadInput(f"{args.config}: the grid expands to no runs")
     if args.dry_run:
         for c in configs:
             print(runconfig.run_dir(results, c))
         return 0
+    if spec["fixed"].get("precision") in ("bf16", "tf32"):  # asked for, not a recipe's default
+        runconfig.check_precision(spec["fixed"]["precision"], runconfig.device_type(args.device))
+    check_writable(results, "results folder")
     print(f"sweep: {len(configs)} runs -> {Path(results) / spec['suite']}", flush=True)
     if args.launcher == "slurm":
-        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {})
+        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster, jobs=args.jobs)
     else:
         outcome = launch_local(configs, results, args.device, jobs=args.jobs)
     failed = [d for d, s in outcome if s.startswith("failed")]

@@ -20,9 +20,9 @@ import torch
 import methods
 
 from . import distributed as dist_utils
-from . import evaluation, inputs, suites
+from . import checkpoint, evaluation, inputs, suites
 from .nets.modes import set_dropout
-from .rundir import JsonlLog, write_atomic
+from .rundir import JsonlLog
 from .step import check_finite, training_step
 
 
@@ -122,10 +122,22 @@ class Run:
     def save(self):
         state = self.state_dict()  # every rank joins the RNG gather
         if self.rank == 0:
-            write_atomic(self.dir / "state.pt", lambda tmp: torch.save(state, tmp))
+            checkpoint.save(self.dir, state)
 
-    def load(self, path: Path):
-        state = torch.load(path, map_location=self.device, weights_only=False)  # our own file
+    def load(self, truncate_logs: bool = True) -> tuple[str, list[str]]:
+        """Resume from the newest usable checkpoint of the run directory (``bench.checkpoint``).
+
+        Returns the file used and the problems of the files passed over; BadInput when none is
+        usable. With ``truncate_logs`` the rows logged after the checkpoint are dropped (a resumed
+        run logs them again).
+        """
+        name, state, problems = checkpoint.load(self.dir, self.device, self._apply)
+        if self.rank == 0 and truncate_logs:
+            self.stats.truncate(state["log_sizes"]["stats"])
+            self.metrics.truncate(state["log_sizes"]["metrics"])
+        return name, problems
+
+    def _apply(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
         self.fake.load_state_dict(state["fake"])
         self.ema.load_state_dict(state["ema"])
@@ -141,9 +153,6 @@ class Run:
             for key in ("next_eval", "next_ckpt", "next_tick"))
         self.pairs = state["pairs"]
         _set_rng_state(state["rng"][self.rank])
-        if self.rank == 0:  # drop rows logged after this checkpoint: they will be logged again
-            self.stats.truncate(state["log_sizes"]["stats"])
-            self.metrics.truncate(state["log_sizes"]["metrics"])
 
     # --- the loop ------------------------------------------------------------------------------
     def train(self, stop_flag) -> str:

@@ -22,6 +22,8 @@ import hashlib
 import json
 import math
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from . import runlock
 from .errors import BadInput
 from .metrics import registry as metric_registry
 from .registry import unknown_name
@@ -50,6 +53,8 @@ TABLE_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed"
 def find_runs(results_dir) -> list[Path]:
     """Every run directory (holding ``config.json``) under ``results_dir``, hidden folders skipped."""
     root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"results folder {str(results_dir)!r} is a file, not a folder")
     if not root.is_dir():
         raise BadInput(f"results folder {str(results_dir)!r} does not exist")
     found = []
@@ -206,11 +211,48 @@ def curves(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_values(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, metric): the last evaluation (EMA preferred; most samples, then latest row)."""
+    """One row per (run, metric): the last evaluation (EMA preferred; the latest row written).
+
+    Values of different sample counts are never compared: per (suite, metric) every run is taken at
+    one count, the largest that every run has at its final evaluation (``bench eval --n`` can add
+    others). ``attrs["notes"]`` says which count was taken when there was a choice.
+    """
     t = _prefer_ema(table.dropna(subset=["kimg"])).copy()
     t["_order"] = np.arange(len(t))
-    t = t.sort_values(["run_id", "metric", "kimg", "n_samples", "_order"], na_position="first")
-    return t.groupby(["run_id", "metric"], sort=False).tail(1).drop(columns="_order")
+    t = t[t["kimg"] == t.groupby(["run_id", "metric"])["kimg"].transform("max")]
+    notes, parts = [], []
+    for (suite, metric), g in t.groupby(["suite", "metric"], sort=False):
+        g, note = _one_sample_count(g, suite, metric)
+        parts.append(g)
+        notes += note
+    if parts:
+        t = pd.concat(parts)
+    t = t.sort_values(["run_id", "metric", "_order"])
+    out = t.groupby(["run_id", "metric"], sort=False).tail(1).drop(columns="_order")
+    out.attrs["notes"] = notes
+    return out
+
+
+def _one_sample_count(finals: pd.DataFrame, suite: str, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of one sample count (see ``final_values``) and a note when other counts were left aside."""
+    counted = finals.dropna(subset=["n_samples"])
+    per_run = [set(int(n) for n in g["n_samples"]) for _, g in counted.groupby("run_id")]
+    every = set().union(*per_run) if per_run else set()
+    if len(every) <= 1:
+        return finals, []
+    common = set.intersection(*per_run)
+    if common:
+        chosen = max(common)
+    else:  # no count shared by all: the one most runs have (the larger on a tie)
+        chosen = max(every, key=lambda n: (sum(n in r for r in per_run), n))
+    missing = sum(chosen not in r for r in per_run)
+    others = sorted(every - {chosen})
+    note = (f"{suite}: {metric_label(metric, chosen)} compared, the largest sample count "
+            f"{'every run has' if not missing else 'most runs have'} at its final evaluation "
+            f"(also measured for some runs: {', '.join(samples_label(n) for n in others)})")
+    if missing:
+        note += f"; {missing} run(s) without it left out"
+    return finals[finals["n_samples"].isna() | (finals["n_samples"] == chosen)], [note]
 
 
 def direction(metric: str) -> str:
@@ -311,6 +353,13 @@ def metric_per_suite(table: pd.DataFrame, metric: str | None) -> dict[str, str]:
     return {suite: metric for suite in sorted(set(table.loc[table["metric"] == metric, "suite"]))}
 
 
+def suites_without(table: pd.DataFrame, metric: str | None) -> list[str]:
+    """The suites of ``table`` that did not measure ``metric`` (none when each suite shows its headline)."""
+    if metric is None:
+        return []
+    return sorted(set(table["suite"]) - set(table.loc[table["metric"] == metric, "suite"]))
+
+
 def leaderboard(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Per suite: each method's best configuration and its final value (mean, sem, n over seeds).
 
@@ -322,9 +371,10 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     The teacher's multi-step row is there too (method "teacher"). Rows are sorted best first.
     ``metric=None`` takes each suite's headline metric; an unknown or unmeasured metric is BadInput.
     """
-    boards = []
+    boards, notes = [], []
     for suite, m in metric_per_suite(table, metric).items():
         finals = final_values(table[(table["suite"] == suite) & (table["metric"] == m)])
+        notes += finals.attrs["notes"]
         best = best_configs(config_summaries(finals, m), m, ["suite", "method"])
         best = best.sort_values("mean", ascending=_ascending(m), na_position="last", kind="stable")
         best.insert(2, "direction", direction(m))
@@ -336,7 +386,12 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         boards.append(best)
     board = pd.concat(boards, ignore_index=True)
     hp = [c for c in board.columns if c.startswith(HP_PREFIX)]
-    return board[[c for c in board.columns if c not in hp] + [c for c in hp if board[c].notna().any()]]
+    board = board[[c for c in board.columns if c not in hp] + [c for c in hp if board[c].notna().any()]]
+    missing = suites_without(table, metric)
+    if missing:
+        notes.append(f"{metric} was not measured in suite(s) {', '.join(missing)}: left out")
+    board.attrs["notes"] = notes
+    return board
 
 
 def spread(values, metric: str) -> float:
@@ -525,12 +580,18 @@ def cli_results(args) -> int:
     summary = counts.join(metrics.rename("metrics")).fillna({"metrics": "–"}).reset_index()
     print(f"{args.results_dir}: {len(runs)} runs, {len(table)} measurements\n")
     print(markdown(summary))
+    dead = [Path(p).name for p in runs.loc[runs["status"] == "running", "path"] if runlock.owner(p)[0] == "dead"]
+    if dead:
+        print(f"\n{len(dead)} run(s) marked running have no live process (killed, perhaps for memory): "
+              f"{', '.join(dead)}; the same command resumes them from their last checkpoint")
     return 0
 
 
 def cli_leaderboard(args) -> int:
     """``bench leaderboard DIR [--metric M] [--format md|csv]``: one table per suite, best first."""
     board = leaderboard(load(args.results_dir), args.metric)
+    for note in board.attrs["notes"]:
+        print(f"bench: note: {note}", file=sys.stderr)
     if args.format == "csv":
         print(board.to_csv(index=False), end="")
         return 0

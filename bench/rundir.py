@@ -14,6 +14,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .errors import BadInput
+
 FINISHED = ("done", "diverged")  # a run in one of these states is skipped when asked again
 TEACHER = "teacher"  # the pseudo-method of a run that evaluates the teacher's own multi-step sampler
 
@@ -106,11 +108,65 @@ class JsonlLog:
             f.flush()
             os.fsync(f.fileno())
 
+    def replace(self, rows: list[dict], key: tuple[str, ...]) -> None:
+        """Write ``rows`` in place of the rows with the same ``key`` values (re-scoring), atomically.
+
+        Kept lines stay byte for byte, in order (a checkpoint's recorded size still marks the same
+        rows); the new rows go at the end.
+        """
+        new = {tuple(r.get(k) for k in key) for r in rows}
+        kept = []
+        for line in self.path.read_text().splitlines(keepends=True):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a torn line: dropped, as readers skip it
+                continue
+            if isinstance(row, dict) and tuple(row.get(k) for k in key) in new:
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+        text = "".join(kept) + "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+
+        write_atomic(self.path, write)
+
 
 def _jsonable(value):
     if hasattr(value, "item") and hasattr(value, "numel"):  # a tensor
         return value.item() if value.numel() == 1 else value.tolist()
     return str(value)
+
+
+def check_writable(path, what: str, file: bool = False) -> None:
+    """BadInput unless ``path`` (a folder, or with ``file`` a file) can be created or written.
+
+    Probes by creating a file in the nearest existing folder, so read-only mounts and immutable
+    folders are caught whoever runs the command (root too); a path under a file is named as such.
+    """
+    target = Path(path)
+    if file and target.is_dir():
+        raise BadInput(f"{what} {path} is a folder; give a file name")
+    existing = target.parent if file else target
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"is under {existing}, which is a file"
+        raise BadInput(f"{what} {path} {where}, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{what} {path}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
+def check_output_arg(args) -> None:
+    """``-o FILE`` of results, plot and report: writable before any work is done (CLI pre-check)."""
+    if getattr(args, "output", None):
+        check_writable(args.output, "-o", file=True)
 
 
 # --- the lifecycle ------------------------------------------------------------------------------

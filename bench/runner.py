@@ -10,18 +10,20 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 from . import distributed as dist_utils
-from . import evaluation, runconfig
+from . import checkpoint, evaluation, memory, runconfig, runlock
 from .config import parse_sets, pick_device
 from .errors import BadInput
 from .evaluation import TeacherRun
 from .loop import Run
-from .rundir import end_run, finished_status, read_json, read_jsonl, start_run, stop_requests
-from .step import Diverged
+from .rundir import end_run, finished_status, read_json, start_run, stop_requests
+from .runlock import RunLock
+from .step import Diverged, loss_bytes_per_sample
 
 
 def provenance(device: torch.device, world_size: int) -> dict:
@@ -46,8 +48,20 @@ def provenance(device: torch.device, world_size: int) -> dict:
     return {"git_hash": git, "versions": versions, "hardware": hardware}
 
 
-def execute(config: dict, results: str | Path, device: torch.device, quiet: bool = False) -> tuple[Path, str]:
-    """Run (or resume, or skip) one resolved config; returns its directory and final status."""
+def check_memory(run: Run) -> float:
+    """BadInput when a micro-batch of the run cannot fit in the device's free memory (measured)."""
+    trained = sum(p.numel() * p.element_size() for p in [*run.generator.parameters(), *run.fake_params])
+    return memory.check_fits(loss_bytes_per_sample(run), run.config["batch_gpu"], trained, run.device)
+
+
+def execute(config: dict, results: str | Path, device: torch.device, quiet: bool = False,
+            wait: bool = False) -> tuple[Path, str]:
+    """Run (or resume, or skip) one resolved config; returns its directory and final status.
+
+    One process at a time owns a run directory (``bench.runlock``): another one is refused naming
+    it, or with ``wait`` waits for it. A checkpoint that cannot be used is passed over for the
+    previous one; when none can be, BadInput, and the manifest keeps the progress it had.
+    """
     directory = runconfig.run_dir(results, config)
     rank = dist_utils.rank()
     finished = finished_status(directory)
@@ -55,15 +69,38 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
         return directory, finished
     # Build everything before touching the disk: bad input leaves nothing behind.
     job = TeacherRun(config, device) if config["method"] == runconfig.TEACHER else Run(config, device, quiet)
+    if isinstance(job, Run):
+        check_memory(job)
+    lock = RunLock(directory)
     if rank == 0:
-        start_run(directory, config, provenance(device, dist_utils.world_size()))
+        directory.mkdir(parents=True, exist_ok=True)
+        dead = lock.acquire(wait=wait)
+        finished = finished_status(directory)  # finished by the process we waited for
+        if finished:
+            lock.release()
+            return directory, finished
+        if dead:
+            print(f"bench: note: {directory.name} was left by {runlock.describe(dead)}, which died without "
+                  f"finishing (killed, perhaps for memory); resuming", file=sys.stderr, flush=True)
+    try:
+        return _execute_locked(job, config, directory, device)
+    finally:
+        lock.release()
+
+
+def _execute_locked(job, config: dict, directory: Path, device: torch.device) -> tuple[Path, str]:
+    rank = dist_utils.rank()
     dist_utils.barrier()
     job.attach(directory)
+    resumed = job.load() if checkpoint.exists(directory) else None  # BadInput before the manifest changes
+    if rank == 0:
+        start_run(directory, config, provenance(device, dist_utils.world_size()))
+        if resumed and resumed[1]:
+            print(f"bench: note: {'; '.join(resumed[1])}: resumed from {resumed[0]} at kimg {job.kimg:g}",
+                  file=sys.stderr, flush=True)
     status, diverged = "failed", None
     with stop_requests() as stop_signal:
         try:
-            if (directory / "state.pt").exists():
-                job.load(directory / "state.pt")
             status = job.train(lambda: stop_signal() is not None)
         except Diverged as exc:
             status = "diverged"
@@ -86,7 +123,7 @@ def cli_run(args) -> int:
                                sets=parse_sets(args.set), precision=args.precision,
                                world_size=dist_utils.world_size())
     config["device"] = device.type
-    directory, status = execute(config, args.results, device, quiet=args.quiet)
+    directory, status = execute(config, args.results, device, quiet=args.quiet, wait=args.wait)
     if dist_utils.rank() == 0:
         print(directory)
     dist_utils.shutdown()
@@ -96,26 +133,28 @@ def cli_run(args) -> int:
 
 
 def cli_eval(args) -> int:
-    """``bench eval RUN_DIR``: evaluate a run's latest EMA generator with ``--n`` samples."""
+    """``bench eval RUN_DIR``: score a finished run's EMA generator with ``--n`` samples.
+
+    Every metric is scored on the same N (the suite's evaluator is built for it), and the new rows
+    take the place of any earlier row with the same (kimg, metric, n_samples, ema).
+    """
+    runconfig.check_eval_args(args)
     directory = Path(args.run_dir)
-    if not (directory / "config.json").exists():
-        raise BadInput(f"{directory} is not a run directory (no config.json)")
-    if not (directory / "state.pt").exists():
-        raise BadInput(f"{directory} has no state.pt to evaluate")
-    if args.n is not None and args.n < 1:
-        raise BadInput(f"--n must be positive, got {args.n}")
     config = read_json(directory / "config.json")
     device = pick_device(args.device)
-    if config["method"] == runconfig.TEACHER:
-        raise BadInput("a teacher run is evaluated when it runs; nothing to re-evaluate")
     run = Run(config, device, quiet=True)
-    run.attach(directory)
-    run.load(directory / "state.pt")
-    if args.n is not None:
-        run.train_opts = {**run.train_opts, "n_eval": args.n}
-    before = len(read_jsonl(run.metrics.path))
-    evaluation.evaluate(run)
-    for row in read_jsonl(run.metrics.path)[before:]:
+    with RunLock(directory) as lock:
+        lock.acquire(wait=args.wait)
+        run.attach(directory)
+        used, problems = run.load(truncate_logs=False)  # a finished run's logs are complete
+        if problems:
+            print(f"bench: note: {'; '.join(problems)}: evaluating {used} (kimg {run.kimg:g})", file=sys.stderr)
+        if args.n is not None:
+            run.train_opts = {**run.train_opts, "n_eval": args.n}
+            if "n_eval" in run.suite.options:  # reference sets and sample counts of every metric follow N
+                run.suite.options["n_eval"] = args.n
+        rows = evaluation.evaluate(run, rescore=True)
+    for row in rows:
         print(f"{row['metric']}\t{row['value']:.6g}\tn={row['n_samples']}\tkimg={row['kimg']:g}")
     print(directory)
     return 0

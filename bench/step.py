@@ -148,3 +148,40 @@ def check_finite(run) -> None:
         for p in net.parameters():
             if not torch.isfinite(p).all():
                 raise Diverged(f"non-finite {name} parameter")
+
+
+def loss_bytes_per_sample(run) -> float:
+    """What one more sample of a micro-batch adds to the activations autograd keeps, measured.
+
+    The generator's and the fake score's losses are evaluated forward only at two small batches
+    (``bench.memory``), as the step evaluates them (fake parameters frozen in the generator's);
+    returns the larger slope. The run's random streams and parameters are left as they were.
+    """
+    from .memory import bytes_per_sample
+
+    recipe = run.recipe
+    for provider in run.inputs:  # fixed inputs (DMD's teacher pairs) exist before the first step anyway
+        provider.prepare(run)
+
+    def generator_loss(b):
+        z, cond = draw_latents(run.suite, b, run.device)
+        with run.autocast:
+            return run.method.generator_loss(run.generator(z, cond), run.parts.teacher, run.fake, cond=cond,
+                                             **inputs.supply(recipe.generator_inputs, run, b))[0]
+
+    def fake_loss(b):
+        z, cond = draw_latents(run.suite, b, run.device)
+        with torch.no_grad():
+            x_g = run.generator(z, cond)
+        with run.autocast:
+            return run.method.fake_score_loss(x_g, run.fake, cond=cond, **inputs.supply(recipe.fake_inputs, run, b))[0]
+
+    frozen = [p for p in run.fake_params if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        per_generator = bytes_per_sample(generator_loss)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return max(per_generator, bytes_per_sample(fake_loss))

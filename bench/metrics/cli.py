@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import json
 
+from ..errors import BadInput
+
+
+def _colour(images) -> str:
+    return "greyscale" if images.shape[1] == 1 else "RGB"
+
 
 def cli_fid(args) -> int:
     """Score IMAGES_A (generated) against IMAGES_B (reference: folder, .npz images or mu/sigma stats).
@@ -17,6 +23,10 @@ def cli_fid(args) -> int:
     device = pick_device(args.device)
     images = load_images(args.images_a)
     evaluator = FidelityEvaluator(args.images_b, extractor=args.extractor, device=device.type)
+    reference = getattr(evaluator.reference_input, "images", None)
+    if reference is not None and reference.shape[1] != images.shape[1]:
+        raise BadInput(f"{args.images_a} holds {_colour(images)} images but {args.images_b} holds "
+                       f"{_colour(reference)} ones: compare sets of one kind")
     measurements = evaluator.evaluate(images)
     if args.json:
         print(json.dumps({"a": args.images_a, "b": args.images_b, "extractor": args.extractor,

@@ -83,8 +83,11 @@ def load_images(path: str | os.PathLike) -> torch.Tensor:
             raise BadInput(f"{path}: folder holds no PNG images")
         arrays = []
         for f in files:
-            with Image.open(f) as im:
-                a = np.asarray(im.convert("L") if im.mode in ("L", "I", "I;16", "1") else im.convert("RGB"))
+            try:
+                with Image.open(f) as im:
+                    a = np.asarray(im.convert("L") if im.mode in ("L", "I", "I;16", "1") else im.convert("RGB"))
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for truncated or corrupt files
+                raise BadInput(f"{f}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
             arrays.append(a if a.ndim == 3 else a[:, :, None])
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:

@@ -14,6 +14,11 @@ SUITES = Registry("suite", {
 })
 
 
+def check_name(name: str) -> None:
+    """BadInput naming close matches when ``name`` is not a registered suite (imports nothing)."""
+    SUITES.check(name)
+
+
 def get(name: str):
     """The suite class registered as ``name``; BadInput naming close matches otherwise."""
     return SUITES.get(name)

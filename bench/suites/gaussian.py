@@ -98,6 +98,7 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> torch.Tensor:
 
 # --- the suite --------------------------------------------------------------------------------
 from .. import validate  # noqa: E402
+from ..errors import BadInput  # noqa: E402
 from ..nets.mlp import ResidualMLP  # noqa: E402
 from ..nets.precond import EDMPrecond, OneStepGenerator  # noqa: E402
 from ..metrics.base import Evaluator, Measurement  # noqa: E402
@@ -146,7 +147,8 @@ class GaussianSuite(Suite):
         for key in ("std_min", "std_max"):
             validate.positive(self.option_name(key), o[key])
         validate.non_negative(self.option_name("spread"), o["spread"])
-        validate.number(self.option_name("std_max"), o["std_max"], low=o["std_min"], strict=False)
+        if o["std_min"] > o["std_max"]:
+            raise BadInput(f"suite {self.name}: suite.std_min {o['std_min']} is above suite.std_max {o['std_max']}")
         gen = torch.Generator().manual_seed(int(self.options["teacher_seed"]))
         k, d = int(self.options["components"]), int(self.options["dim"])
         means = self.options["spread"] * (2 * torch.rand(k, d, generator=gen) - 1)

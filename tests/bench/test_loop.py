@@ -31,7 +31,8 @@ def test_a_checkpoint_with_kimg_schedules_still_loads(tmp_path):
     p = state["progress"]  # as runs written before integer schedules stored it
     state["progress"] = {"step": p["step"], "nimg": p["nimg"], "wall_time": p["wall_time"],
                          "next_eval": 0.024, "next_ckpt": 0.016, "next_tick": 0.016}
-    torch.save(state, tmp_path / "old.pt")
+    torch.save(state, tmp_path / "state.pt")
+    (tmp_path / "state-prev.pt").unlink(missing_ok=True)
     again = tiny_run(tmp_path)
-    again.load(tmp_path / "old.pt")
+    assert again.load(truncate_logs=False) == ("state.pt", [])
     assert (again.nimg, again.next_eval, again.next_ckpt, again.next_tick) == (16, 24, 16, 16)

@@ -252,3 +252,32 @@ def test_the_leaderboard_view_has_the_declared_columns(results_dir):
     view = results.leaderboard_view(board[board["suite"] == "digits"])
     assert list(view.columns) == [results.value_header(board) if c.header == results.VALUE else c.header
                                   for c in results.LEADERBOARD_COLUMNS]
+
+
+def _add_eval(run_dir, value, n, kimg=4.0):
+    with open(run_dir / "metrics.jsonl", "a") as f:  # what `bench eval RUN_DIR --n N` writes
+        f.write(json.dumps({"kimg": kimg, "metric": "fid", "value": value, "n_samples": n, "ema": True}) + "\n")
+
+
+def test_leaderboard_never_ranks_different_sample_counts_together(tmp_path):
+    sim = rundirs.write_run(tmp_path, method="sim")
+    sid = rundirs.write_run(tmp_path, method="sid")
+    _add_eval(sim, 0.5, 5000)  # only sim re-scored on more samples: both must be ranked on 1k
+    board = results.leaderboard(results.load(tmp_path), "fid").set_index("method")
+    assert board.loc["sim", "mean"] == pytest.approx(rundirs.fid_curve("sim", 1e-4, 0, 4.0))
+    assert board.loc["sid", "mean"] == pytest.approx(rundirs.fid_curve("sid", 1e-4, 0, 4.0))
+    assert set(board["label"]) == {"FID-1k"}
+    assert any("FID-1k" in n and "5k" in n for n in board.attrs["notes"])
+    _add_eval(sid, 0.75, 5000)  # now every run has 5k at its final evaluation: the larger count wins
+    board = results.leaderboard(results.load(tmp_path), "fid").set_index("method")
+    assert board.loc["sim", "mean"] == 0.5 and board.loc["sid", "mean"] == 0.75
+    assert set(board["label"]) == {"FID-5k"}
+
+
+def test_leaderboard_names_suites_without_the_metric(tmp_path, capsys):
+    rundirs.write_run(tmp_path, method="sim")
+    rundirs.write_run(tmp_path, suite="gaussian", method="sid", values=lambda k: {"frechet": 1.0 / (1 + k)})
+    assert main(["leaderboard", str(tmp_path), "--metric", "fid"]) == 0
+    captured = capsys.readouterr()
+    assert "## digits" in captured.out and "gaussian" not in captured.out
+    assert "fid was not measured in suite(s) gaussian" in captured.err

@@ -140,6 +140,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     resumed = _run_cli(args_b)
     out_b, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
+    assert f"was left by pid {victim.pid} on" in err and "died without finishing" in err
     assert _metric_values(dir_b) == _metric_values(dir_a)
     assert _stat_values(dir_b) == _stat_values(dir_a)
     kimgs = [r["kimg"] for r in read_jsonl(dir_b / "stats.jsonl")]
@@ -182,15 +183,27 @@ def test_two_process_gloo_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_command_adds_a_measurement(tmp_path, cli):
+def test_eval_scores_every_metric_on_n_and_replaces_earlier_rows(tmp_path, cli):
     _, out, _ = cli(*tiny_run_args(tmp_path, method="di"))
-    run_dir = out.strip().splitlines()[-1]
-    code, out, _ = cli("eval", run_dir, "--n", "128")
-    assert code == 0 and "frechet" in out
-    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
-    assert rows[-1]["n_samples"] == 128
-    code, _, err = cli("eval", str(tmp_path), "--n", "10")
-    assert code == 2 and "not a run directory" in err
+    run_dir = Path(out.strip().splitlines()[-1])
+    trained = read_jsonl(run_dir / "metrics.jsonl")
+    final = max(r["kimg"] for r in trained)
+    for _ in range(2):  # the second time replaces the first time's rows
+        code, out, _ = cli("eval", str(run_dir), "--n", "512")
+        assert code == 0 and "frechet" in out and "sliced_wasserstein" in out
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert rows[:len(trained)] == trained
+    added = rows[len(trained):]
+    assert {(r["kimg"], r["metric"], r["n_samples"]) for r in added} == {
+        (final, "frechet", 512), (final, "sliced_wasserstein", 512)}  # every metric on N, once
+    code, _, _ = cli("eval", str(run_dir), "--n", "256")  # the count training used: its rows are replaced
+    assert code == 0
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    keys = [(r["kimg"], r["metric"], r["n_samples"], r["ema"]) for r in rows]
+    assert len(keys) == len(set(keys)) == len(trained) + 2
+    scheduled = {r["metric"]: r["value"] for r in trained if r["kimg"] == final}
+    rescored = {r["metric"]: r["value"] for r in rows[-2:]}
+    assert rescored == pytest.approx(scheduled, rel=1e-9)  # same generator, same latents
 
 
 @pytest.mark.slow

@@ -1,0 +1,196 @@
+"""Every bad input through the ``bench`` command line: exit 2, one line, nothing written, nothing lost.
+
+This table is the place for new cases. A case is an id, the argv (``{name}`` fields are paths of the
+shared fixture below), a word the one-line error must contain, and whether answering it may import
+torch (cases that can be answered from the arguments and the file system alone must not). Each case
+runs in-process through ``bench.cli.main`` (what the console script calls) and must leave the fixture
+folder byte-for-byte as it was; ``test_light_cases_answer_before_torch_loads`` runs the light ones
+in a fresh interpreter and checks that torch was never imported.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bench_helpers import TINY, cli_caller, save_pngs
+
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = ["run", "--suite", "gaussian", "--method", "sid", "--kimg", "0.25", "--batch", "64", "--eval-every",
+       "0.25", "--checkpoint-every", "0.25", "--quiet", *TINY]
+GOOD_SWEEP = "suite: gaussian\nsuite_options: {width: 32, depth: 1, dim: 4, n_eval: 128}\n" \
+             "grid: {method: [sid], batch: [32]}\nfixed: {kimg: 0.1, eval_every: 0.1}\n"
+
+# (id, argv, word in the error, may import torch)
+CASES = [
+    # bench run: suite, train and precision options
+    ("dim-abc", [*RUN, "--results", "{world}/r", "--set", "suite.dim=abc"], "suite.dim", True),
+    ("dim-negative", [*RUN, "--results", "{world}/r", "--set", "suite.dim=-4"], "suite.dim", True),
+    ("dim-zero", [*RUN, "--results", "{world}/r", "--set", "suite.dim=0"], "suite.dim", True),
+    ("std-order", [*RUN, "--results", "{world}/r", "--set", "suite.std_min=0.5"], "std_min", True),
+    ("eval-batch-zero", [*RUN, "--results", "{world}/r", "--set", "train.eval_batch=0"], "train.eval_batch", False),
+    ("ema-negative", [*RUN, "--results", "{world}/r", "--set", "train.ema_halflife_kimg=-1"],
+     "train.ema_halflife_kimg", False),
+    ("grad-clip-negative", [*RUN, "--results", "{world}/r", "--set", "train.grad_clip=-1"], "train.grad_clip", False),
+    ("n-eval-zero", [*RUN, "--results", "{world}/r", "--set", "train.n_eval=0"], "train.n_eval", False),
+    ("eval-raw-text", [*RUN, "--results", "{world}/r", "--set", "train.eval_raw=maybe"], "train.eval_raw", False),
+    ("lr-negative", [*RUN, "--results", "{world}/r", "--lr", "-1"], "--lr", False),
+    ("suite-typo", [*RUN, "--results", "{world}/r", "--suite", "gausian"], "gaussian", False),
+    ("bf16-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "bf16"], "CUDA", False),
+    ("tf32-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "tf32"], "CUDA", False),
+    ("batch-beyond-memory", [*RUN, "--results", "{world}/r", "--batch", "10000000"], "memory", True),
+    ("resume-without-usable-checkpoint", [*RUN, "--results", "{world}/broken"], "no usable checkpoint", True),
+    # bench run: where the results go
+    ("results-is-a-file", [*RUN, "--results", "{world}/file.txt"], "is a file", False),
+    ("results-under-a-file", [*RUN, "--results", "{world}/file.txt/r"], "which is a file", False),
+    ("results-read-only", [*RUN, "--results", "{readonly}/r"], "cannot write", False),
+    # bench sweep
+    ("sweep-binary", ["sweep", "{world}/binary.yaml", "--results", "{world}/r"], "UTF-8", False),
+    ("sweep-latin1", ["sweep", "{world}/latin1.yaml", "--results", "{world}/r"], "UTF-8", False),
+    ("sweep-folder", ["sweep", "{world}", "--results", "{world}/r"], "is a folder", False),
+    ("sweep-empty-grid", ["sweep", "{world}/empty.yaml", "--results", "{world}/r"], "no runs", False),
+    ("sweep-empty-hparams", ["sweep", "{world}/empty_hparams.yaml", "--results", "{world}/r"], "no runs", False),
+    ("sweep-slurm-without-slurm", ["sweep", "{world}/good.yaml", "--launcher", "slurm", "--results", "{world}/r"],
+     "--local-test", False),
+    ("sweep-local-test-alone", ["sweep", "{world}/good.yaml", "--local-test", "--results", "{world}/r"],
+     "--launcher slurm", False),
+    ("sweep-bf16-on-cpu", ["sweep", "{world}/bf16.yaml", "--device", "cpu", "--results", "{world}/r"], "CUDA", True),
+    ("sweep-results-file", ["sweep", "{world}/good.yaml", "--results", "{world}/file.txt"], "is a file", True),
+    ("sweep-results-read-only", ["sweep", "{world}/good.yaml", "--results", "{readonly}/r"], "cannot write", True),
+    # bench fid
+    ("fid-corrupt-png", ["fid", "{world}/png_bad", "{world}/png_rgb", "--extractor", "random-features"],
+     "not a readable image", True),
+    ("fid-rgb-vs-grey", ["fid", "{world}/png_rgb", "{world}/png_grey", "--extractor", "random-features"],
+     "greyscale", True),
+    # bench eval
+    ("eval-corrupt-checkpoint", ["eval", "{world}/corrupt/gaussian/{run_id}", "--n", "64"], "no usable checkpoint",
+     True),
+    ("eval-unfinished", ["eval", "{world}/broken/gaussian/{run_id}"], "has not finished", False),
+    ("eval-not-a-run", ["eval", "{world}/results"], "not a run directory", False),
+    # results, leaderboard, plot, report
+    ("results-of-a-file", ["results", "{world}/file.txt"], "is a file", False),
+    ("leaderboard-of-a-file", ["leaderboard", "{world}/file.txt"], "is a file", False),
+    ("results-o-read-only", ["results", "{world}/results", "-o", "{readonly}/t.csv"], "cannot write", False),
+    ("plot-o-under-a-file", ["plot", "robustness", "{world}/results", "-o", "{world}/file.txt/f.png"],
+     "which is a file", False),
+    ("plot-o-read-only", ["plot", "robustness", "{world}/results", "-o", "{readonly}/f.png"], "cannot write", False),
+    ("report-o-under-a-file", ["report", "{world}/results", "-o", "{world}/file.txt/r/index.html"],
+     "which is a file", False),
+    ("report-o-read-only", ["report", "{world}/results", "-o", "{readonly}/r/index.html"], "cannot write", False),
+    ("report-o-folder", ["report", "{world}/results", "-o", "{world}/results"], "is a folder", False),
+]
+
+
+def _make_read_only(path: Path) -> bool:
+    """A folder nobody can create files in (root ignores modes, so also the immutable attribute)."""
+    path.mkdir()
+    path.chmod(0o555)
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    try:
+        (path / "probe").touch()
+    except OSError:
+        return True
+    (path / "probe").unlink()
+    return False
+
+
+def _release_read_only(path: Path) -> None:
+    if shutil.which("chattr"):
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One folder with everything the cases point at: a finished run, sweeps, images, a file."""
+    root = tmp_path_factory.mktemp("world")
+    (root / "file.txt").write_text("not a folder\n")
+    (root / "good.yaml").write_text(GOOD_SWEEP)
+    (root / "bf16.yaml").write_text(GOOD_SWEEP.replace("fixed: {", "fixed: {precision: bf16, "))
+    (root / "empty.yaml").write_text(GOOD_SWEEP.replace("method: [sid]", "method: []"))
+    (root / "empty_hparams.yaml").write_text(GOOD_SWEEP + "method_hparams: {sid: {alpha: []}}\n")
+    (root / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (root / "latin1.yaml").write_bytes("suite: gaussian  # Fréchet\ngrid: {method: [sid]}\n".encode("latin-1"))
+    rng = np.random.default_rng(0)
+    import torch
+
+    save_pngs(torch.from_numpy(rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)), root / "png_rgb")
+    save_pngs(torch.from_numpy(rng.integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)), root / "png_grey")
+    save_pngs(torch.from_numpy(rng.integers(0, 256, (3, 3, 8, 8), dtype=np.uint8)), root / "png_bad")
+    png = (root / "png_bad" / "000001.png").read_bytes()
+    (root / "png_bad" / "000001.png").write_bytes(png[: len(png) // 2])
+    from bench.cli import main
+
+    assert main([*RUN, "--results", str(root / "results")]) == 0
+    run_dir = next((root / "results" / "gaussian").iterdir())
+    for name, status in (("corrupt", "done"), ("broken", "running")):  # no readable checkpoint left
+        copy = root / name / "gaussian" / run_dir.name
+        shutil.copytree(run_dir, copy)
+        for state in copy.glob("state*.pt"):
+            state.write_bytes(state.read_bytes()[:1000])
+        manifest = json.loads((copy / "manifest.json").read_text())
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "status": status}))
+    readonly = root / "readonly"
+    writable = not _make_read_only(readonly)
+    yield {"world": root, "readonly": readonly, "readonly_works": not writable, "run_id": run_dir.name}
+    _release_read_only(readonly)
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root`` with a digest of its bytes (folders as None)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else None
+    return out
+
+
+def _argv(argv, world):
+    return [a.format(**{k: v for k, v in world.items() if isinstance(v, (Path, str))}) for a in argv]
+
+
+@pytest.fixture
+def cli(capsys):
+    return cli_caller(capsys)
+
+
+@pytest.mark.parametrize("case, argv, word, torch_ok", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(world, cli, monkeypatch, case, argv, word, torch_ok):
+    if "{readonly}" in " ".join(argv) and not world["readonly_works"]:
+        pytest.skip("cannot make a read-only folder here")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no sbatch, whatever this machine has
+    monkeypatch.delenv("BENCH_SUBMITIT_CLUSTER", raising=False)
+    before = snapshot(world["world"])
+    code, out, err = cli(*_argv(argv, world))
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error:") and word in lines[0], err
+    assert "Traceback" not in err
+    assert snapshot(world["world"]) == before
+
+
+def test_light_cases_answer_before_torch_loads(world):
+    """The cases marked light, in one fresh interpreter: exit 2 and ``torch`` never imported."""
+    light = [_argv(argv, world) for case, argv, _, torch_ok in CASES if not torch_ok
+             and ("{readonly}" not in " ".join(argv) or world["readonly_works"])]
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from bench.cli import main\n"
+        "bad = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    with contextlib.redirect_stderr(io.StringIO()):\n"
+        "        code = main(argv)\n"
+        "    if code != 2 or 'torch' in sys.modules:\n"
+        "        bad.append([argv, code, 'torch' in sys.modules])\n"
+        "print(json.dumps(bad))\n")
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    env.pop("BENCH_SUBMITIT_CLUSTER", None)
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(light)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
