@@ -100,22 +100,24 @@ def _teacher_line(ax, table: pd.DataFrame, suite: str, metric: str) -> None:
         ax.axhline(results.final_values(t)["value"].mean(), color="0.35", linestyle="--", linewidth=1.2, zorder=1)
 
 
-def _curves_panel(ax, data: pd.DataFrame, palette: dict, metric: str) -> None:
-    curves = results.curves(data)
+def _curves_panel(ax, data: pd.DataFrame, palette: dict, metric: str, x: str = "kimg") -> None:
+    col = results.AXES[x]
+    curves = results.curves(data).dropna(subset=[col])
     if curves.empty:
-        ax.text(0.5, 0.5, "no evaluations", transform=ax.transAxes, ha="center", color="0.5")
+        ax.text(0.5, 0.5, "no evaluations" if x == "kimg" else f"no {x} figures", transform=ax.transAxes,
+                ha="center", color="0.5")
         return
-    sns.lineplot(data=curves, x="kimg", y="value", hue="method", palette=palette, errorbar="se",
+    sns.lineplot(data=curves, x=col, y="value", hue="method", palette=palette, errorbar="se",
                  estimator="mean", marker="o", markersize=3.5, linewidth=1.6, ax=ax, legend=False)
     diverged = curves[curves["status"] == "diverged"]
     for run_id, g in diverged.groupby("run_id"):
-        last = g.sort_values("kimg").iloc[-1]
-        x = last["diverged_kimg"] if not math.isnan(last["diverged_kimg"]) else last["kimg"]
-        ax.scatter([x], [last["value"]], color=palette.get(last["method"], "k"), **DIVERGED_MARKER)
+        last = g.sort_values(col).iloc[-1]
+        at = last["diverged_kimg"] if x == "kimg" and not math.isnan(last["diverged_kimg"]) else last[col]
+        ax.scatter([at], [last["value"]], color=palette.get(last["method"], "k"), **DIVERGED_MARKER)
     running = curves[curves["status"] == "running"]
     for run_id, g in running.groupby("run_id"):
-        last = g.sort_values("kimg").iloc[-1]
-        ax.scatter([last["kimg"]], [last["value"]], facecolors="none", edgecolors=palette.get(last["method"], "k"),
+        last = g.sort_values(col).iloc[-1]
+        ax.scatter([last[col]], [last["value"]], facecolors="none", edgecolors=palette.get(last["method"], "k"),
                    s=40, linewidths=1.2, zorder=5)
 
 
@@ -134,8 +136,14 @@ def _summary_panel(ax, data: pd.DataFrame, palette: dict, metric: str) -> None:
     ax.set_title("final value vs learning rate")
 
 
-def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
-    """The robustness figure (see the module docstring); BadInput when there is nothing to draw."""
+def robustness_figure(table: pd.DataFrame, metric: str | None = None, x: str = "kimg") -> Figure:
+    """The robustness figure (see the module docstring); BadInput when there is nothing to draw.
+
+    ``x`` is the curves' axis: "kimg" (generator images), "gflop" (training FLOPs, one-off costs
+    included) or "wall" (seconds in the update phases).
+    """
+    if x not in results.AXES:
+        raise BadInput(f"unknown x axis {x!r} (known: {', '.join(results.AXES)})")
     rows = _rows(table, metric)
     methods = table["method"].unique()
     palette = _palette(methods)
@@ -157,9 +165,9 @@ def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
                 ax = axes[r][c]
                 if c < len(lrs[suite]):
                     lr = lrs[suite][c]
-                    _curves_panel(ax, sel[sel["lr_g"] == lr], palette, m)
+                    _curves_panel(ax, sel[sel["lr_g"] == lr], palette, m, x)
                     ax.set_title(f"{_text(suite)} · lr = {lr:g}")
-                    ax.set_xlabel("training kimg")
+                    ax.set_xlabel(results.AXIS_LABELS[x])
                     row_axes.append(ax)
                 elif c == ncols - 1:
                     _summary_panel(ax, sel, palette, m)
@@ -193,6 +201,45 @@ def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
     return fig
 
 
+def compute_scatter(table: pd.DataFrame, metric: str | None = None) -> Figure:
+    """Quality against compute: each run's final value against its GFLOP at that evaluation, one
+    point per run, one colour per method, one panel per suite (its headline metric, or ``metric``);
+    an x marks a diverged run, the teacher's value is a dashed line. BadInput when no run has cost figures."""
+    pairs = list(results.metric_per_suite(table, metric).items())
+    palette = _palette(table["method"].unique())
+    finals = {suite: results.final_values(table[(table["suite"] == suite) & (table["metric"] == m)
+                                                & (table["method"] != results.TEACHER)]).dropna(subset=["gflop"])
+              for suite, m in pairs}
+    if all(f.empty for f in finals.values()):
+        raise BadInput("no run carries GFLOP figures (run directories written before cost accounting)")
+    with matplotlib.rc_context(STYLE), sns.axes_style("whitegrid", {"axes.spines.top": False,
+                                                                      "axes.spines.right": False}):
+        fig = Figure(figsize=(4.2 * len(pairs), 3.4), layout="constrained")
+        axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+        for ax, (suite, m) in zip(axes, pairs):
+            f = finals[suite]
+            ok = f[~f["status"].isin(["diverged", "failed"])]
+            sns.scatterplot(data=ok, x="gflop", y="value", hue="method", palette=palette, s=36, ax=ax, legend=False)
+            lost = f[f["status"].isin(["diverged", "failed"])]
+            ax.scatter(lost["gflop"], lost["value"], color=[palette.get(k, "k") for k in lost["method"]],
+                       **DIVERGED_MARKER)
+            _teacher_line(ax, table, suite, m)
+            if len(f) and (f["gflop"] > 0).all():
+                ax.set_xscale("log")
+            if _log_helps(f["value"], m):
+                ax.set_yscale("log")
+            n = f["n_samples"].min() if len(f) else None
+            ax.set_ylabel(results.metric_label(m, None if n is pd.NA else n))
+            ax.set_xlabel("total training GFLOP")
+            ax.set_title(f"{_text(suite)} · final value vs compute")
+        handles = [Line2D([], [], color=palette[k], marker="o", linestyle="none", label=_text(k)) for k in palette]
+        handles += [Line2D([], [], color="0.35", linestyle="--", label="teacher (multi-step)"),
+                    Line2D([], [], color="0.2", marker="x", linestyle="none", markersize=7, markeredgewidth=2,
+                           label="diverged")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False)
+    return fig
+
+
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
     """The figure encoded as ``fmt`` (png, svg or pdf)."""
     buf = io.BytesIO()
@@ -201,13 +248,26 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def cli_plot_robustness(args) -> int:
-    """``bench plot robustness DIR -o figure.png|.svg [--metric M]``."""
-    out = Path(args.output)
-    fmt = out.suffix.lower().lstrip(".")
+def _figure_format(output: str) -> str:
+    fmt = Path(output).suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):
-        raise BadInput(f"-o {args.output}: use a .png, .svg or .pdf file name")
-    data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric), fmt)
+        raise BadInput(f"-o {output}: use a .png, .svg or .pdf file name")
+    return fmt
+
+
+def cli_plot_compute(args) -> int:
+    """``bench plot compute DIR -o figure.png|.svg [--metric M]``: the quality-versus-compute scatter."""
+    out, fmt = Path(args.output), _figure_format(args.output)
+    data = figure_bytes(compute_scatter(results.load(args.results_dir), args.metric), fmt)
+    results.write_atomic(out, lambda p: Path(p).write_bytes(data))
+    print(out)
+    return 0
+
+
+def cli_plot_robustness(args) -> int:
+    """``bench plot robustness DIR -o figure.png|.svg [--metric M] [--x kimg|gflop|wall]``."""
+    out, fmt = Path(args.output), _figure_format(args.output)
+    data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric, x=args.x), fmt)
     results.write_atomic(out, lambda p: Path(p).write_bytes(data))
     print(out)
     return 0
