@@ -46,8 +46,8 @@ def _cell(text, sort=None, cls="") -> dict:
 def _leaderboard_table(board: pd.DataFrame) -> dict:
     metric = board["metric"].iloc[0]
     label = board["label"].iloc[0] if board["label"].nunique() == 1 else results.LABELS.get(metric, metric)
-    head = ["#", "method", label, "seeds", "samples", "configuration", "kimg", "wall time", "runs of this config",
-            "diverged, all configs"]
+    head = ["#", "method", label, "seeds", "samples", "configuration", "kimg", "GFLOP", "cost per kimg", "wall time",
+            "runs of this config", "diverged, all configs"]
     rows = []
     for i, r in enumerate(board.itertuples(), 1):
         teacher = r.method == results.TEACHER
@@ -59,11 +59,28 @@ def _leaderboard_table(board: pd.DataFrame) -> dict:
             _cell(results.samples_label(r.n_samples), _num(r.n_samples), "num"),
             _cell(r.config, cls="config"),
             _cell(results.fmt_kimg(r.kimg), _num(r.kimg), "num"),
+            _cell(results.fmt(r.gflop), _num(r.gflop), "num"),
+            _cell(results.cost_text(r._asdict()), _num(r.gflop_per_kimg), "num"),
             _cell(results.fmt_duration(r.wall_time_s), _num(r.wall_time_s), "num"),
             _cell(results.runs_text(r._asdict()), _num(r.runs), "runs"),
             _cell(f"{r.method_diverged} / {r.method_runs}", _num(r.method_diverged / r.method_runs), "num"),
         ]})
-    return {"metric": metric, "label": label, "direction": results.direction(metric), "head": head, "rows": rows}
+    return {"metric": metric, "label": label, "direction": results.direction(metric), "head": head, "rows": rows,
+            "budget": results.budget_text(board)}
+
+
+def _cost_section(t: pd.DataFrame, metric: str) -> dict | None:
+    """Equal-compute leaderboard, robustness against GFLOP and the quality-versus-compute scatter of a
+    suite; None when its runs carry no cost figures (written before cost accounting)."""
+    if not t.loc[t["method"] != results.TEACHER, "gflop"].notna().any():
+        return None
+    try:
+        board = _leaderboard_table(results.leaderboard(t, metric, at="gflop"))
+    except BadInput:  # a method without cost figures: no common budget
+        board = None
+    svg = lambda fig: _uri(plots.figure_bytes(fig, "svg"), "image/svg+xml")  # noqa: E731
+    return {"board": board, "figure": svg(plots.robustness_figure(t, metric, x="gflop")),
+            "scatter": svg(plots.compute_scatter(t, metric))}
 
 
 def _robustness_table(rob: pd.DataFrame) -> dict:
@@ -214,7 +231,7 @@ def context(results_dir) -> dict:
             "name": suite, "metric": metric, "metric_name": metric_name(metric), "boards": boards,
             "robustness": rob, "figure": _uri(plots.figure_bytes(fig, "svg"), "image/svg+xml"),
             "samples": _sample_grid(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
-            "runs": int((runs["suite"] == suite).sum()),
+            "runs": int((runs["suite"] == suite).sum()), "cost": _cost_section(t, metric),
         })
     status = runs["status"].value_counts()
     return {

@@ -126,3 +126,23 @@ def standard_results(root: Path) -> Path:
     write_run(root, method="teacher", seed=0, hparams={"sampler": "heun", "steps": 18}, evals=(0.0,),
               values=lambda k: {"fid": 3.0, "is": 9.5})
     return root
+
+
+# sid costs 2.5x sim per kimg; dmd pays 5 GFLOP of regression pairs up front; seconds are twice the GFLOP
+COST = {"sim": dict(gflop_per_kimg=10.0), "sid": dict(gflop_per_kimg=25.0),
+        "dmd": dict(gflop_per_kimg=15.0, oneoff_gflop=5.0)}
+
+
+def costed_results(root: Path) -> Path:
+    """sim, sid, dmd x lr 1e-4, 1e-5 x seeds 0, 1 with the cost figures of COST, a dmd run at lr 1e-3 that
+    diverged at kimg 2.5, and the teacher (FID 3.0) with its sampling cost (35 NFE, 0.07 GFLOP per image)."""
+    root = Path(root)
+    for method, cost in COST.items():
+        for lr in LRS:
+            for seed in SEEDS:
+                write_run(root, method=method, lr=lr, seed=seed, seconds_per_kimg=2.0 * cost["gflop_per_kimg"], **cost)
+    write_run(root, method="dmd", lr=1e-3, seed=0, status="diverged", diverged_at=2.5, evals=(0.0, 1.0, 2.0),
+              values=lambda k: {"fid": 80.0 + 100 * k, "is": 2.0}, **COST["dmd"])
+    write_run(root, method="teacher", seed=0, hparams={"sampler": "heun", "steps": 18}, evals=(0.0,),
+              values=lambda k: {"fid": 3.0, "is": 9.5}, sample_cost={"gflop_per_image": 0.07, "nfe": 35})
+    return root

@@ -217,3 +217,21 @@ def test_report_of_real_runner_output(tmp_path, capsys):
     assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "index.html")]) == 0
     html = (tmp_path / "index.html").read_text()
     assert "Fréchet-256" in html and "exact Gaussian fit" in html  # the metric implementation, from manifests
+
+
+def test_cost_section(tmp_path):
+    src = rundirs.costed_results(tmp_path / "results")
+    html = report.build_report(src, tmp_path / "out" / "index.html").read_text()
+    tables = parse(html)
+    assert "leaderboard-gflop-1" in tables.tables
+    assert column(tables, "leaderboard-gflop-1", 1) == ["teacher", "sim", "dmd", "sid"]  # dmd overtakes sid
+    assert "at 40.00 GFLOP, the largest budget every method reached" in html
+    svgs = re.findall(r'<img[^>]*\ssrc="data:image/svg\+xml;base64,', html)
+    assert len(svgs) == 3  # robustness against kimg, against GFLOP, and the scatter
+    assert column(tables, "leaderboard-1-fid", 8) == ["", "10.0", "25.0", "15.0"]  # GFLOP per kimg
+    assert "15.00 GFLOP, 30.00 s" in html and "0.07 GFLOP/image (35 NFE x 0.002)" in html
+
+
+def test_no_cost_section_for_older_runs(built):
+    _, _, html = built
+    assert "At equal compute" not in html and "leaderboard-gflop-1" not in parse(html).tables

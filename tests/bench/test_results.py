@@ -231,25 +231,12 @@ def test_results_plots_and_report_do_not_import_torch():
 
 # --- cost columns and equal-compute leaderboards ----------------------------------------------------
 
-COST = {"sim": dict(gflop_per_kimg=10.0), "sid": dict(gflop_per_kimg=25.0),
-        "dmd": dict(gflop_per_kimg=15.0, oneoff_gflop=5.0)}
+COST = rundirs.COST
 
 
 @pytest.fixture
 def costed_dir(tmp_path):
-    """sim, sid, dmd x lr 1e-4, 1e-5 x seeds 0, 1 with GFLOP figures (sid costs 2.5x sim per kimg, dmd pays
-    5 GFLOP of regression pairs up front), the teacher with its sampling cost, and one dmd run that diverged."""
-    root = tmp_path / "results"
-    for method, cost in COST.items():
-        for lr in rundirs.LRS:
-            for seed in rundirs.SEEDS:
-                rundirs.write_run(root, method=method, lr=lr, seed=seed, seconds_per_kimg=2.0 * cost["gflop_per_kimg"],
-                                  **cost)
-    rundirs.write_run(root, method="dmd", lr=1e-3, seed=0, status="diverged", diverged_at=2.5, evals=(0.0, 1.0, 2.0),
-                      values=lambda k: {"fid": 80.0 + 100 * k, "is": 2.0}, **COST["dmd"])
-    rundirs.write_run(root, method="teacher", seed=0, hparams={"sampler": "heun", "steps": 18}, evals=(0.0,),
-                      values=lambda k: {"fid": 3.0, "is": 9.5}, sample_cost={"gflop_per_image": 0.07, "nfe": 35})
-    return root
+    return rundirs.costed_results(tmp_path / "results")
 
 
 def fid_at_gflop(method, lr, seed, gflop):
