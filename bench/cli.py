@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-gpu", type=int, default=None, help="per-device micro-batch (gradient accumulation)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--kimg", type=float, default=None, help="training budget in thousands of generator images")
+    r.add_argument("--gflop", type=float, default=None,
+                   help="training budget in GFLOP instead of --kimg (measured network FLOPs, one-off costs included)")
     r.add_argument("--eval-every", type=float, default=None, help="evaluate every this many kimg")
     r.add_argument("--checkpoint-every", type=float, default=None, help="checkpoint every this many kimg")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -57,8 +57,13 @@ def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
 
 def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None,
             kimg=None, eval_every=None, checkpoint_every=None, sets: dict | None = None,
-            precision=None, world_size: int = 1) -> dict:
-    """The full, validated config of one run; BadInput naming the first problem."""
+            precision=None, world_size: int = 1, gflop=None) -> dict:
+    """The full, validated config of one run; BadInput naming the first problem.
+
+    The budget is ``kimg`` (generator images) or, instead, ``gflop`` (training FLOPs, one-off costs
+    included): a gflop-budget config holds ``gflop`` and ``kimg: None``; a kimg-budget config has no
+    ``gflop`` key, so run ids of configs written before compute budgets are unchanged.
+    """
     hparams, suite_opts, optim, train = split_sets(sets or {})
     suite_obj = suites.create(suite, **suite_opts)  # validates suite name and options
     lr = _positive("--lr", DEFAULTS["lr"] if lr is None else lr)
@@ -70,7 +75,12 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     seed = DEFAULTS["seed"] if seed is None else seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise BadInput(f"--seed must be a non-negative integer, got {seed!r}")
-    kimg = _positive("--kimg", DEFAULTS["kimg"] if kimg is None else kimg)
+    if gflop is not None and kimg is not None:
+        raise BadInput("--kimg and --gflop are alternative budgets: give one of them")
+    if gflop is not None:
+        gflop = _positive("--gflop", gflop)
+    else:
+        kimg = _positive("--kimg", DEFAULTS["kimg"] if kimg is None else kimg)
     eval_every = _positive("--eval-every", DEFAULTS["eval_every"] if eval_every is None else eval_every)
     checkpoint_every = _positive("--checkpoint-every",
                                  DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every)
@@ -105,8 +115,9 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
                       eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False)
     train_opts.update(train)
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
+    budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
-                        lr_g=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
+                        lr_g=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, **budget,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,
                         optimizer=optimizer, train=train_opts))
 
