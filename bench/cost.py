@@ -89,7 +89,9 @@ class CostMeter:
 
     @contextlib.contextmanager
     def phase(self, *shape):
-        """Account for one phase of a training step; measured the first time ``shape`` is seen.
+        """Account for one phase of a training step; measured the first time ``shape`` is seen (under
+        FlopCounterMode a backward pass rounds differently, so that step is not bit-identical to an
+        unmeasured one; it is as valid).
 
         ``shape`` must determine the phase's work (name, micro-batch, micro-batches, updates): the
         same shape repeats the same passes at the same sizes. Nothing is added if the block raises.
@@ -131,11 +133,15 @@ class CostMeter:
         return {**self.row(), "oneoff_gflop": {k: v / 1e9 for k, v in sorted(self.oneoff.items())}}
 
     def state_dict(self) -> dict:
-        return {"flops": self.flops, "passes": dict(self.passes), "seconds": self.seconds, "oneoff": dict(self.oneoff)}
+        """Totals and the measured phase shapes. A resumed run must not measure again: FlopCounterMode
+        changes the backward pass's rounding, and an uninterrupted run measured only its first step."""
+        return {"flops": self.flops, "passes": dict(self.passes), "seconds": self.seconds, "oneoff": dict(self.oneoff),
+                "per_phase": [[list(shape), flops, dict(passes)] for shape, (flops, passes) in self.per_phase.items()]}
 
     def load_state_dict(self, state: dict) -> None:
         self.flops, self.seconds = int(state["flops"]), float(state["seconds"])
         self.passes, self.oneoff = Counter(state["passes"]), dict(state["oneoff"])
+        self.per_phase = {tuple(shape): (int(flops), Counter(passes)) for shape, flops, passes in state["per_phase"]}
 
 
 def sampling_cost(networks: dict, sample, n_images: int, counted: str) -> dict:
