@@ -11,6 +11,7 @@ import torch
 
 from . import distributed as dist_utils
 from . import suites
+from .cost import sampling_cost
 from .rundir import JsonlLog, record_metric_impls
 from .step import Diverged
 from .suites.base import slice_cond, to_device
@@ -34,11 +35,12 @@ def generate(sample, z, cond, device, batch: int = 256) -> torch.Tensor:
     return torch.cat(out)
 
 
-def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float) -> None:
-    """Append one metrics.jsonl row per measurement (Contract 2)."""
+def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float,
+                     cost: dict | None = None) -> None:
+    """Append one metrics.jsonl row per measurement (Contract 2), with the run's cumulative ``cost``."""
     for m in measurements:
         log.append({"kimg": round(kimg, 6), "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
-                    "ema": ema, "impl": m.impl, "time_s": time.time() - started})
+                    "ema": ema, "impl": m.impl, "time_s": time.time() - started, **(cost or {})})
 
 
 def save_samples(samples: torch.Tensor, path: Path, n: int = 64) -> None:
@@ -59,13 +61,18 @@ def evaluate(run) -> None:
     """Evaluate a run's EMA generator (and the raw one if asked) on the latent bank; log and grid."""
     evaluator = run.evaluator()
     z, cond = latent_bank(run.suite, run.config["seed"], run.train_opts["n_eval"] or evaluator.n_samples)
+    if run.sample_cost is None:  # one generator image's cost, beside the teacher's multi-step one
+        n = min(64, z.shape[0])
+        run.sample_cost = sampling_cost({"generator": run.ema}, lambda: generate(run.ema, z[:n], slice_cond(cond, 0, n),
+                                                                                  run.device), n, "generator")
+        run.sample_cost.pop("samples")
     nets = [(True, run.ema)] + ([(False, run.generator)] if run.train_opts["eval_raw"] else [])
     for ema, net in nets:
         started = time.time()
         samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256))
         if not torch.isfinite(samples).all():
             raise Diverged("non-finite generator sample")
-        log_measurements(run.metrics, evaluator.evaluate(samples, cond), run.kimg, ema, started)
+        log_measurements(run.metrics, evaluator.evaluate(samples, cond), run.kimg, ema, started, run.cost.row())
         if ema:
             save_samples(run.suite.to_images(samples[:64]), _grid_path(run.dir, run.kimg))
     record_metric_impls(run.dir)
@@ -82,6 +89,7 @@ class TeacherRun:
         self.teacher = self.suite.load_teacher(device).eval().requires_grad_(False)
         self.evaluator = self.suite.evaluator(device)
         self.started = time.time()
+        self.sample_cost = None  # the multi-step sampler's cost per image: NFE x forward GFLOP
 
     @property
     def wall_time(self) -> float:
@@ -90,12 +98,20 @@ class TeacherRun:
     def attach(self, directory: Path) -> None:
         self.dir = Path(directory)
 
+    def cost_summary(self) -> dict:
+        """The manifest's ``cost`` entry: what one sample of the teacher's sampler costs."""
+        return {"sample": self.sample_cost}
+
     def train(self, stop_flag) -> str:
         if dist_utils.rank() != 0:
             return "done"
         z, cond = latent_bank(self.suite, self.config["seed"], self.evaluator.n_samples)
         started = time.time()
-        samples = generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_), z, cond, self.device)
+        self.sample_cost = sampling_cost(
+            {"teacher": self.teacher},
+            lambda: generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_), z, cond, self.device),
+            z.shape[0], "teacher")
+        samples = self.sample_cost.pop("samples")
         log = JsonlLog(self.dir / "metrics.jsonl")
         log.truncate(0)  # a teacher row is evaluated in one go: an interrupted attempt starts over
         log_measurements(log, self.evaluator.evaluate(samples, cond), 0.0, False, started)

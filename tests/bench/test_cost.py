@@ -10,8 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.cost import CostMeter, count_passes, sampling_cost
 from bench.nets.mlp import ResidualMLP
 from bench.nets.precond import EDMPrecond
+from bench.loop import Run
 from bench.runconfig import resolve
-from bench.runner import Run
+from bench.step import training_step
 
 DIM, WIDTH, DEPTH, BATCH = 8, 48, 2, 32
 
@@ -23,8 +24,8 @@ def make_run(method, **sets):
     run = Run(config, torch.device("cpu"), quiet=True)
     run.parts.teacher = EDMPrecond(ResidualMLP(DIM, WIDTH, DEPTH)).requires_grad_(False)  # a network teacher
     run.cost.networks["teacher"] = run.parts.teacher
-    if run.recipe.needs_teacher_pairs:
-        run.prepare_pairs()
+    for provider in run.inputs:  # DMD's regression pairs, from this teacher
+        provider.prepare(run)
     return run
 
 
@@ -67,7 +68,7 @@ def predicted_phase_flops(run, phase, passes):
 @pytest.mark.parametrize("method", ["sid", "di", "dmd", "dmd2"])
 def test_step_flops_are_the_sum_of_its_passes(method):
     run = make_run(method)
-    run.train_step()
+    training_step(run)
     phases = {shape[0]: measured for shape, measured in run.cost.per_phase.items()}
     assert set(phases) == {"fake", "generator"}
     for phase, (flops, passes) in phases.items():
@@ -80,7 +81,7 @@ def test_step_flops_are_the_sum_of_its_passes(method):
                              torch.full((BATCH,), 1.0)) / BATCH
         n_pairs = run.train_opts["n_regression_pairs"]
         assert run.cost.oneoff["regression_pairs"] == pytest.approx(n_pairs * nfe * forward, rel=0.01)
-    run.train_step()  # a second step adds the measured figures again, without measuring
+    training_step(run)  # a second step adds the measured figures again, without measuring
     assert run.cost.flops == 2 * sum(f for f, _ in phases.values()) + sum(run.cost.oneoff.values())
 
 
@@ -98,7 +99,7 @@ def test_dmd2_against_sid_per_kimg_as_the_pass_counts_predict():
     runs = {m: make_run(m) for m in EXPECTED_PASSES}
     for run in runs.values():
         for _ in range(2):
-            run.train_step()
+            training_step(run)
     per_kimg = {}
     for method, run in runs.items():
         assert {k: v / run.nimg for k, v in run.cost.passes.items()} == EXPECTED_PASSES[method]
