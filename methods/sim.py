@@ -33,12 +33,19 @@ class SIM(Method):
         if self.huber_c is not None:
             check_positive(self, "huber_c")
 
+    def huber_c_for(self, dim: int) -> float:
+        """The pseudo-Huber constant in use for samples of ``dim`` numbers."""
+        return self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(dim)
+
+    def in_use(self, latent_shape):
+        return {**self.config(), "huber_c": self.huber_c_for(math.prod(latent_shape))}
+
     def distance_and_grad(self, y: torch.Tensor):
         """Per-sample ``d(y)`` and ``grad d(y)`` (same shape as ``y``)."""
         sq = per_sample_sum(y**2)
         if self.distance == "l2":
             return sq, 2 * y
-        c = self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(y[0].numel())
+        c = self.huber_c_for(y[0].numel())
         root = (sq + c**2).sqrt()
         return root - c, y / root.reshape(-1, *([1] * (y.ndim - 1)))
 
