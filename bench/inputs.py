@@ -13,6 +13,7 @@ import difflib
 import torch
 
 from .errors import BadInput
+from .nets.augment import AUGMENT_DIM, AugmentPipe, augment_dim
 from .suites.base import to_device
 
 PAIRS_SEED_OFFSET = 2_000_006  # the regression latents of seed s, apart from training and evaluation noise
@@ -60,6 +61,21 @@ class RealData(Provider):
         return {"real": real.to(run.device), "real_cond": to_device(real_cond, run.device)}
 
 
+class Augment(Provider):
+    """EDM's non-leaking augmentation for the fake-score loss, at ``train.augment_p``.
+
+    Only a fake score that takes augment labels (``augment_dim`` 9, EDM's DDPM++) is augmented:
+    without the labels the augmentation would leak into what it learns.
+    """
+
+    def build(self, run):
+        p = run.train_opts.get("augment_p", 0.0)
+        run.augment = AugmentPipe(p) if p > 0 and augment_dim(run.fake) == AUGMENT_DIM else None
+
+    def supply(self, run, batch):
+        return {} if run.augment is None else {"augment": run.augment}
+
+
 class Discriminator(Provider):
     """A GAN discriminator built by the suite, trained with the fake score."""
 
@@ -71,10 +87,19 @@ class Discriminator(Provider):
         return {"discriminator": run.parts.discriminator}
 
 
+class Progress(Provider):
+    """Training progress in kimg, for losses with a schedule (SiDA's and Uni-Instruct's warm-ups)."""
+
+    def supply(self, run, batch):
+        return {"kimg": run.nimg / 1000}
+
+
 PROVIDERS: dict[str, Provider] = {
     "teacher_pairs": TeacherPairs(),
     "real_data": RealData(),
     "discriminator": Discriminator(),
+    "kimg": Progress(),
+    "augment": Augment(),
 }
 
 

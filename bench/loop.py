@@ -1,8 +1,10 @@
 """The training loop of one run: networks, optimisers, EMA, progress in images, checkpoints.
 
 Progress is an integer image count ``nimg`` (EDM's ``cur_nimg``); the schedules in config.json are
-in kimg and become integer image counts here, so no comparison needs a tolerance. The budget is in
-kimg, or in GFLOP (``--gflop``): then the run stops after the first step that reaches it.
+in kimg and become integer image counts here, so no comparison needs a tolerance. The images
+counted are those the generator is updated on (batch x generator updates); stats.jsonl also logs
+``iterations``, fake-score updates, DMD2's unit (five per generator update).
+The budget is in kimg, or in GFLOP (``--gflop``): then the run stops after the first step that reaches it.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import methods
 from . import distributed as dist_utils
 from . import evaluation, inputs, suites
 from .cost import CostMeter
-from .rundir import JsonlLog, save_torch_atomic
+from .nets.modes import set_dropout
+from .rundir import JsonlLog, write_atomic
 from .step import check_finite, training_step
 
 
@@ -50,6 +53,9 @@ class Run:
         self.parts = self.suite.build(self.train_opts["sigma_init"], device)
         self.parts.teacher.eval().requires_grad_(False)
         self.generator, self.fake = self.parts.generator, self.parts.fake
+        if self.train_opts.get("dropout") is not None:  # the recipe's dropout (DMD2: 0) in every network
+            for net in (self.parts.teacher, self.generator, self.fake):
+                set_dropout(net, self.train_opts["dropout"])
         self.pairs = None
         for provider in self.inputs:
             provider.build(self)
@@ -70,7 +76,7 @@ class Run:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if device.type == "cuda" and config["precision"] == "bf16" else contextlib.nullcontext())
         if device.type == "cuda":
-            tf32 = config["precision"] == "tf32"
+            tf32 = config["precision"] in ("tf32", "bf16")  # DMD2's bf16 runs keep TF32 on (train_edm.py)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
             if self.train_opts.get("channels_last"):  # faster convolutions with tensor cores
                 for net in (self.parts.teacher, self.generator, self.fake, self.ema):
@@ -132,7 +138,7 @@ class Run:
     def save(self):
         state = self.state_dict()  # every rank joins the RNG gather
         if self.rank == 0:
-            save_torch_atomic(self.dir / "state.pt", state)
+            write_atomic(self.dir / "state.pt", lambda tmp: torch.save(state, tmp))
 
     def load(self, path: Path):
         state = torch.load(path, map_location=self.device, weights_only=False)  # our own file

@@ -33,6 +33,8 @@ import pandas as pd
 
 from . import results
 from .errors import BadInput
+from .metrics import registry as metric_registry
+from .rundir import write_atomic
 
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "distill-bench",  # selectable text, reproducible ids
          "font.size": 9, "axes.titlesize": 9.5, "axes.spines.top": False, "axes.spines.right": False,
@@ -118,7 +120,7 @@ def _selected(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _log_helps(values: pd.Series, metric: str) -> bool:
     values = values.dropna()
-    return (metric in results.POSITIVE and len(values) > 0 and (values > 0).all()
+    return (metric_registry.info(metric).positive and len(values) > 0 and (values > 0).all()
             and values.max() / values.min() > 10)
 
 
@@ -408,7 +410,7 @@ def cli_plot_compute(args) -> int:
     """``bench plot compute DIR -o figure.png|.svg [--metric M]``: the quality-versus-compute scatter."""
     out, fmt = Path(args.output), _figure_format(args.output)
     data = figure_bytes(compute_scatter(results.load(args.results_dir), args.metric), fmt)
-    results.write_atomic(out, lambda p: Path(p).write_bytes(data))
+    write_atomic(out, lambda p: Path(p).write_bytes(data))
     print(out)
     return 0
 
@@ -417,6 +419,6 @@ def cli_plot_robustness(args) -> int:
     """``bench plot robustness DIR -o figure.png|.svg [--metric M] [--x kimg|gflop|wall]``."""
     out, fmt = Path(args.output), _figure_format(args.output)
     data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric, x=args.x), fmt)
-    results.write_atomic(out, lambda p: Path(p).write_bytes(data))
+    write_atomic(out, lambda p: Path(p).write_bytes(data))
     print(out)
     return 0

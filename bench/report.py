@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import __version__, plots, results
 from .errors import BadInput
+from .rundir import write_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATUS_ORDER = ("done", "running", "diverged", "failed", "unknown")
@@ -49,29 +50,24 @@ def _cell(text, sort=None, cls="") -> dict:
 
 
 def _leaderboard_table(board: pd.DataFrame) -> dict:
+    """A leaderboard as the page shows it: a rank, then ``results.LEADERBOARD_COLUMNS``."""
     metric = board["metric"].iloc[0]
-    label = board["label"].iloc[0] if board["label"].nunique() == 1 else results.LABELS.get(metric, metric)
-    head = ["#", "method", label.replace("-", "\u2011"), "seeds", "samples", "configuration", "kimg", "GFLOP",
-            "cost per kimg", "wall time", "runs of this config", "diverged, all configs"]
+    label = results.value_header(board)
+    columns = results.LEADERBOARD_COLUMNS
+    head = ["#"] + [label.replace("-", "\u2011") if c.header == results.VALUE else c.header for c in columns]
+    # How each kind of column looks; "key" cells lead a row shown as a card, "wide" ones take a line.
+    classes = {"num": "num", "strong": "num strong key", "method": "method key", "config": "config wide",
+               "runs": "runs"}
     rows = []
-    for i, r in enumerate(board.itertuples(), 1):
-        teacher = r.method == results.TEACHER
-        rows.append({"cls": "teacher" if teacher else "", "cells": [
-            _cell(str(i), _num(i), "num key"),
-            _cell(r.method, cls="method key teacher-name" if teacher else "method key"),
-            _cell(results.fmt(r.mean, r.sem), _num(r.mean), "num strong key"),
-            _cell(str(r.n), _num(r.n), "num"),
-            _cell(results.samples_label(r.n_samples), _num(r.n_samples), "num"),
-            _cell(r.config, cls="config wide"),
-            _cell(results.fmt_kimg(r.kimg), _num(r.kimg), "num"),
-            _cell(results.fmt(r.gflop), _num(r.gflop), "num"),
-            _cell(results.cost_text(r._asdict()), _num(r.gflop_per_kimg), "num"),
-            _cell(results.fmt_duration(r.wall_time_s), _num(r.wall_time_s), "num"),
-            _cell(results.runs_text(r._asdict()), _num(r.runs), "runs"),
-            _cell(f"{r.method_diverged} / {r.method_runs}", _num(r.method_diverged / r.method_runs), "num"),
-        ]})
-    return {"metric": metric, "label": label, "direction": results.direction(metric), "head": head, "rows": rows,
-            "cards": True, "budget": results.budget_text(board)}
+    for i, r in enumerate(board.to_dict("records"), 1):
+        teacher = r["method"] == results.TEACHER
+        cells = [_cell(str(i), _num(i), "num key")]
+        for c in columns:
+            cls = classes[c.kind] + (" teacher-name" if teacher and c.kind == "method" else "")
+            cells.append(_cell(c.text(r), None if c.key is None else _num(c.key(r)), cls))
+        rows.append({"cls": "teacher" if teacher else "", "cells": cells})
+    return {"metric": metric, "label": label, "direction": results.direction_text(metric), "head": head,
+            "rows": rows, "cards": True, "budget": results.budget_text(board)}
 
 
 def _cost_section(t: pd.DataFrame, metric: str) -> dict | None:
@@ -111,7 +107,7 @@ def _robustness_table(rob: pd.DataFrame) -> dict:
 
 def metric_name(metric: str) -> str:
     """The display name of a metric (FID, IS, ...)."""
-    return results.LABELS.get(metric, metric)
+    return results.metric_label(metric)
 
 
 def _latest_grid(path: str) -> tuple[Path, float] | None:
@@ -316,9 +312,8 @@ def context(results_dir) -> dict:
     for suite, metric in headline.items():
         t = table[table["suite"] == suite]
         boards = [_leaderboard_table(results.leaderboard(t, metric))]
-        for other in sorted(set(t["metric"]) - {metric}):
-            if other in results.DIRECTIONS:
-                boards.append(_leaderboard_table(results.leaderboard(t, other)))
+        for other in sorted(set(t["metric"]) - {metric}):  # unregistered ones too, labelled so
+            boards.append(_leaderboard_table(results.leaderboard(t, other)))
         try:
             rob = _robustness_table(results.robustness(t, metric))
         except BadInput:  # only teacher rows: nothing to score
@@ -357,7 +352,7 @@ def build_report(results_dir, output) -> Path:
     if output.suffix.lower() not in (".html", ".htm"):
         raise BadInput(f"-o {output}: the report is one .html file")
     html = render(context(results_dir))
-    results.write_atomic(output, lambda p: Path(p).write_text(html, encoding="utf-8"))
+    write_atomic(output, lambda p: Path(p).write_text(html, encoding="utf-8"))
     return output
 
 

@@ -30,34 +30,20 @@ import hashlib
 import json
 import math
 import os
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from .errors import BadInput
-from .rundir import read_jsonl, write_atomic
+from .metrics import registry as metric_registry
+from .registry import unknown_name
+from .rundir import TEACHER, read_json_or_none, read_jsonl, write_atomic
 
 HP_PREFIX = "hp_"
-TEACHER = "teacher"
 STATUSES = ("done", "running", "diverged", "failed")
-
-# Which way is better, per metric name of the run directory contract.
-DIRECTIONS = {
-    "fid": "lower", "kid": "lower", "frechet": "lower", "sliced_wasserstein": "lower",
-    "is": "higher", "precision": "higher", "recall": "higher",
-    "aesthetic": "higher", "image_reward": "higher", "pickscore_raw": "higher",
-}
-LABELS = {
-    "fid": "FID", "kid": "KID", "frechet": "Fréchet", "sliced_wasserstein": "Sliced W.", "is": "IS",
-    "precision": "Precision", "recall": "Recall", "aesthetic": "Aesthetic", "image_reward": "ImageReward",
-    "pickscore_raw": "PickScore",
-}
-# The first of these that a suite measures heads its leaderboard, plots and report section.
-HEADLINE = ("fid", "frechet", "image_reward", "pickscore_raw", "aesthetic", "is")
-# Metrics that are always positive: their robustness spread is a ratio (in decades), not a difference.
-POSITIVE = frozenset({"fid", "frechet", "sliced_wasserstein", "is", "aesthetic", "pickscore_raw"})
 
 # The cost of a run (all optional: older run directories have none of them and load with NaN).
 COST_RUN_COLUMNS = ["budget", "gflop_budget", "gflop_done", "oneoff_gflop", "train_s_done", "gflop_per_kimg",
@@ -74,17 +60,6 @@ AXIS_LABELS = {"kimg": "training kimg", "gflop": "training GFLOP", "wall": "trai
 
 
 # --- reading run directories ------------------------------------------------------------------------
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        obj = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        warnings.warn(f"{path}: unparseable JSON, ignored")
-        return None
-    return obj if isinstance(obj, dict) else None
-
 
 def find_runs(results_dir) -> list[Path]:
     """Every run directory (holding ``config.json``) under ``results_dir``, hidden folders skipped."""
@@ -134,10 +109,10 @@ def _isnan(x) -> bool:
 
 
 def _run_record(directory: Path) -> dict | None:
-    config = _read_json(directory / "config.json")
+    config = read_json_or_none(directory / "config.json")
     if config is None:
         return None
-    manifest = _read_json(directory / "manifest.json") or {}
+    manifest = read_json_or_none(directory / "manifest.json") or {}
     hparams = config.get("hparams") or {}
     if not isinstance(hparams, dict):
         hparams = {}
@@ -270,11 +245,18 @@ def final_values(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def direction(metric: str) -> str:
-    """"lower" or "higher" is better; BadInput for a metric this project does not know."""
-    try:
-        return DIRECTIONS[metric]
-    except KeyError:
-        raise BadInput(f"unknown metric {metric!r} (known: {', '.join(sorted(DIRECTIONS))})") from None
+    """"lower" or "higher" is better, or "unregistered" (then values are listed smallest first)."""
+    return metric_registry.info(metric).direction
+
+
+def direction_text(metric: str) -> str:
+    """"lower is better", "higher is better", or that the metric is unregistered."""
+    d = direction(metric)
+    return f"{d} is better" if d != metric_registry.UNREGISTERED else "unregistered metric: no direction known"
+
+
+def _ascending(metric: str) -> bool:
+    return direction(metric) != "higher"
 
 
 def samples_label(n) -> str:
@@ -289,18 +271,17 @@ def samples_label(n) -> str:
 
 def metric_label(metric: str, n_samples=None) -> str:
     """A metric's display name with its sample count, e.g. "FID-1k"."""
-    name = LABELS.get(metric, metric)
+    name = metric_registry.info(metric).label
     return name if n_samples is None or n_samples is pd.NA else f"{name}-{samples_label(n_samples)}"
 
 
 def headline_metrics(table: pd.DataFrame) -> dict[str, str]:
-    """Each suite's headline metric: the first of HEADLINE it measures (else its first known metric)."""
+    """Each suite's headline metric: the best-ranked headline metric it measures, else its first
+    registered metric, else its first metric (unregistered: shown, never dropped)."""
     out = {}
     for suite, t in table.groupby("suite", sort=True):
-        measured = set(t["metric"])
-        known = [m for m in HEADLINE if m in measured] + sorted(m for m in measured if m in DIRECTIONS)
-        if known:
-            out[suite] = known[0]
+        infos = [metric_registry.info(m) for m in sorted(set(t["metric"]))]
+        out[suite] = min(infos, key=lambda i: (i.headline is None, i.headline or 0, not i.registered, i.name)).name
     return out
 
 
@@ -347,13 +328,14 @@ def best_configs(summaries: pd.DataFrame, metric: str, by: list[str]) -> pd.Data
     """Per group, the configuration with the fewest diverged runs, then the best mean over seeds."""
     s = summaries.copy()
     s["_diverged_frac"] = s["diverged"] / s["runs"]
-    s["_key"] = s["mean"] if direction(metric) == "lower" else -s["mean"]
+    s["_key"] = s["mean"] if _ascending(metric) else -s["mean"]
     s = s.sort_values(["_diverged_frac", "_key"], na_position="last", kind="stable")
     return s.groupby(by, sort=True, dropna=False).head(1).drop(columns=["_diverged_frac", "_key"])
 
 
 def _check_metric(table: pd.DataFrame, metric: str) -> None:
-    direction(metric)
+    if metric not in metric_registry.METRICS and metric not in set(table["metric"]):
+        raise unknown_name("metric", metric, sorted(set(metric_registry.METRICS) | set(table["metric"])))
     if metric not in set(table["metric"]):
         measured = ", ".join(sorted(set(table["metric"]))) or "nothing"
         raise BadInput(f"metric {metric!r} was not measured in these results (measured: {measured})")
@@ -458,7 +440,7 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None =
             finals = values_at(t, m, at, budget)
         best = best_configs(config_summaries(finals, m), m, ["suite", "method"])
         best["at"], best["budget"] = at or "final", budget
-        best = best.sort_values("mean", ascending=direction(m) == "lower", na_position="last", kind="stable")
+        best = best.sort_values("mean", ascending=_ascending(m), na_position="last", kind="stable")
         best.insert(2, "direction", direction(m))
         best.insert(2, "label", [metric_label(m, n) for n in best["n_samples"]])
         per_method = finals.groupby("method")
@@ -476,7 +458,7 @@ def spread(values, metric: str) -> float:
     values = np.asarray([v for v in values if not _isnan(v)], dtype=float)
     if len(values) < 2:
         return math.nan
-    if metric in POSITIVE and (values > 0).all():
+    if metric_registry.info(metric).positive and (values > 0).all():
         return float(np.log10(values.max() / values.min()))
     return float(values.max() - values.min())
 
@@ -518,13 +500,14 @@ def robustness(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
         per_lr = per_lr.dropna(subset=["lr_g", "mean"])
         grids = [set(g["lr_g"]) for _, g in per_lr.groupby("method")]
         common = set.intersection(*grids) if grids else set()
-        lower = direction(m) == "lower"
+        lower = _ascending(m)
         for method, g in per_lr.groupby("method"):
             scored = g[g["lr_g"].isin(common)] if len(common) >= 2 else g
             best = scored.loc[scored["mean"].idxmin() if lower else scored["mean"].idxmax()] if len(scored) else None
             worst = scored.loc[scored["mean"].idxmax() if lower else scored["mean"].idxmin()] if len(scored) else None
             row = dict(suite=suite, metric=m, method=method, score=spread(scored["mean"], m),
-                       spread_unit="decades" if m in POSITIVE and (scored["mean"] > 0).all() else LABELS.get(m, m),
+                       spread_unit="decades" if metric_registry.info(m).positive and (scored["mean"] > 0).all()
+                       else metric_label(m),
                        diverged=n_div[method] / n_runs[method], runs=int(n_runs[method]),
                        best_lr=best["lr_g"] if best is not None else math.nan,
                        best_value=best["mean"] if best is not None else math.nan,
@@ -607,22 +590,49 @@ def budget_text(board: pd.DataFrame) -> str:
     return f"at {fmt(float(board['budget'].iloc[0]))} {unit}, the largest budget every method reached"
 
 
+@dataclass(frozen=True)
+class Column:
+    """One reader-facing leaderboard column: its header, its text and sort key for a board row
+    (a dict), and its kind (how the report styles it: num, strong, method, config, runs)."""
+
+    header: str
+    text: Callable[[dict], str]
+    key: Callable[[dict], Any] | None = None  # None: sort by the text
+    kind: str = "num"
+
+
+VALUE = "value"  # the header of the value column, replaced by the metric's label ("FID-1k")
+
+# What `bench leaderboard` and the report show of a leaderboard, in order: a new column is one line.
+LEADERBOARD_COLUMNS = (
+    Column("method", lambda r: str(r["method"]), kind="method"),
+    Column(VALUE, lambda r: fmt(r["mean"], r["sem"]), lambda r: r["mean"], "strong"),
+    Column("seeds", lambda r: str(r["n"]), lambda r: r["n"]),
+    Column("samples", lambda r: samples_label(r["n_samples"]), lambda r: r["n_samples"]),
+    Column("configuration", lambda r: str(r["config"]), kind="config"),
+    Column("kimg", lambda r: fmt_kimg(r["kimg"]), lambda r: r["kimg"]),
+    Column("GFLOP", lambda r: fmt(r["gflop"]), lambda r: r["gflop"]),
+    Column("cost per kimg", lambda r: cost_text(r), lambda r: r["gflop_per_kimg"]),
+    Column("wall time", lambda r: fmt_duration(r["wall_time_s"]), lambda r: r["wall_time_s"]),
+    Column("runs of this config", runs_text, lambda r: r["runs"], "runs"),
+    Column("diverged, all configs", lambda r: f"{r['method_diverged']} / {r['method_runs']}",
+           lambda r: r["method_diverged"] / r["method_runs"]),
+)
+
+
+def value_header(board: pd.DataFrame) -> str:
+    """The value column's header: the board's label ("FID-1k"), or the metric's when sample counts differ."""
+    if board["label"].nunique() == 1:
+        return str(board["label"].iloc[0])
+    return metric_label(board["metric"].iloc[0])
+
+
 def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
-    """The columns of a leaderboard a reader wants, formatted as strings."""
-    return pd.DataFrame({
-        "method": board["method"],
-        "config": board["config"],
-        board["label"].iloc[0] if len(set(board["label"])) == 1 else "value": [
-            fmt(m, s) for m, s in zip(board["mean"], board["sem"])],
-        "seeds": board["n"],
-        "samples": [samples_label(n) for n in board["n_samples"]],
-        "kimg": [fmt_kimg(k) for k in board["kimg"]],
-        "GFLOP": [fmt(g) for g in board["gflop"]],
-        "cost per kimg": [cost_text(r) for r in board.to_dict("records")],
-        "wall time": [fmt_duration(w) for w in board["wall_time_s"]],
-        "runs of this config": [runs_text(r) for r in board.to_dict("records")],
-        "diverged, all configs": [f"{r.method_diverged}/{r.method_runs}" for r in board.itertuples()],
-    })
+    """The columns of a leaderboard a reader wants (LEADERBOARD_COLUMNS), formatted as strings."""
+    rows = board.to_dict("records")
+    header = value_header(board)
+    return pd.DataFrame({header if c.header == VALUE else c.header: [c.text(r) for r in rows]
+                         for c in LEADERBOARD_COLUMNS})
 
 
 def _parquet_safe(table: pd.DataFrame) -> pd.DataFrame:
@@ -665,7 +675,7 @@ def cli_leaderboard(args) -> int:
         print(board.to_csv(index=False), end="")
         return 0
     for (suite, metric), b in board.groupby(["suite", "metric"], sort=False):
-        print(f"## {suite}: {LABELS.get(metric, metric)} ({direction(metric)} is better), {budget_text(b)}\n")
+        print(f"## {suite}: {metric_label(metric)} ({direction_text(metric)}), {budget_text(b)}\n")
         print(markdown(leaderboard_view(b)))
         print()
     return 0

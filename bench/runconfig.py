@@ -7,30 +7,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 
 import methods
 
-from . import suites
+from . import suites, validate
 from .errors import BadInput
+from .rundir import TEACHER
 
-DEFAULTS = dict(lr=1e-4, batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
+DEFAULTS = dict(batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
 OPTIMIZER_KEYS = ("name", "betas", "eps", "weight_decay")
-TRAIN_KEYS = ("ema_halflife_kimg", "ema_rampup", "grad_clip", "warmup_kimg", "tick_kimg", "n_eval",
-              "eval_raw", "eval_batch", "sigma_init", "n_regression_pairs", "channels_last")
-TEACHER = "teacher"  # the pseudo-method that evaluates the teacher's own multi-step sampler
 
 
-def _positive(name, value, integer=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if ok and integer:
-        ok = float(value).is_integer()
-    if not ok:
-        kind = "a positive integer" if integer else "a positive number"
-        raise BadInput(f"{name} must be {kind}, got {value!r}")
-    return int(value) if integer else float(value)
+# How each train.KEY is checked (the value is kept as given, so run ids do not change).
+TRAIN_CHECKS = {
+    "ema_halflife_kimg": lambda n, v: validate.positive(n, v, optional=True),
+    "ema_rampup": lambda n, v: validate.non_negative(n, v, optional=True),
+    "grad_clip": lambda n, v: validate.positive(n, v, optional=True),
+    "warmup_iterations": lambda n, v: validate.non_negative(n, v, optional=True),
+    "tick_kimg": lambda n, v: validate.positive(n, v, optional=True),
+    "n_eval": lambda n, v: validate.positive(n, v, integer=True, optional=True),
+    "eval_raw": validate.boolean,
+    "eval_batch": lambda n, v: validate.positive(n, v, integer=True),
+    "sigma_init": validate.positive,
+    "n_regression_pairs": lambda n, v: validate.positive(n, v, integer=True),
+    "channels_last": validate.boolean,
+    "dropout": lambda n, v: validate.fraction(n, v, upper_open=True, optional=True),
+    "augment_p": validate.fraction,
+}
+TRAIN_KEYS = tuple(TRAIN_CHECKS)
 
 
 def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
@@ -66,23 +72,21 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     """
     hparams, suite_opts, optim, train = split_sets(sets or {})
     suite_obj = suites.create(suite, **suite_opts)  # validates suite name and options
-    lr = _positive("--lr", DEFAULTS["lr"] if lr is None else lr)
-    lr_fake = lr if lr_fake is None else _positive("--lr-fake", lr_fake)
-    batch = _positive("--batch", DEFAULTS["batch"] if batch is None else batch, integer=True)
-    batch_gpu = batch // world_size if batch_gpu is None else _positive("--batch-gpu", batch_gpu, integer=True)
+    lr = None if lr is None else validate.positive("--lr", lr)
+    lr_fake = None if lr_fake is None else validate.positive("--lr-fake", lr_fake)
+    batch = validate.positive("--batch", DEFAULTS["batch"] if batch is None else batch, integer=True)
+    batch_gpu = batch // world_size if batch_gpu is None else validate.positive("--batch-gpu", batch_gpu, integer=True)
     if batch % (batch_gpu * world_size):
         raise BadInput(f"--batch {batch} is not a multiple of --batch-gpu {batch_gpu} x {world_size} processes")
-    seed = DEFAULTS["seed"] if seed is None else seed
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise BadInput(f"--seed must be a non-negative integer, got {seed!r}")
+    seed = validate.non_negative("--seed", DEFAULTS["seed"] if seed is None else seed, integer=True)
     if gflop is not None and kimg is not None:
         raise BadInput("--kimg and --gflop are alternative budgets: give one of them")
     if gflop is not None:
-        gflop = _positive("--gflop", gflop)
+        gflop = validate.positive("--gflop", gflop)
     else:
-        kimg = _positive("--kimg", DEFAULTS["kimg"] if kimg is None else kimg)
-    eval_every = _positive("--eval-every", DEFAULTS["eval_every"] if eval_every is None else eval_every)
-    checkpoint_every = _positive("--checkpoint-every",
+        kimg = validate.positive("--kimg", DEFAULTS["kimg"] if kimg is None else kimg)
+    eval_every = validate.positive("--eval-every", DEFAULTS["eval_every"] if eval_every is None else eval_every)
+    checkpoint_every = validate.positive("--checkpoint-every",
                                  DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every)
 
     if method == TEACHER:
@@ -97,28 +101,35 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     recipe = m.training_recipe
+    lr_source = "given" if lr is not None else "published"  # without --lr: the method's published rate
+    lr = recipe.lr if lr is None else lr
+    lr_fake = lr if lr_fake is None else lr_fake
     optimizer = dict(name=recipe.optimizer, betas=list(recipe.betas), eps=recipe.eps,
                      weight_decay=recipe.weight_decay)
     optimizer.update(optim)
-    if optimizer["name"] not in ("adam", "adamw"):
-        raise BadInput(f"unknown optimizer {optimizer['name']!r} (use adam or adamw)")
+    validate.choice("optim.name", optimizer["name"], ("adam", "adamw"))
     betas = optimizer["betas"]
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2
             and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise BadInput(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
     optimizer["betas"] = [float(b) for b in betas]
-    optimizer["eps"] = _positive("optim.eps", optimizer["eps"])
-    if not (isinstance(optimizer["weight_decay"], (int, float)) and optimizer["weight_decay"] >= 0):
-        raise BadInput(f"optim.weight_decay must be a non-negative number, got {optimizer['weight_decay']!r}")
+    optimizer["eps"] = validate.positive("optim.eps", optimizer["eps"])
+    validate.non_negative("optim.weight_decay", optimizer["weight_decay"])
     train_opts = dict(ema_halflife_kimg=recipe.ema_halflife_kimg, ema_rampup=0.05, grad_clip=recipe.grad_clip,
-                      warmup_kimg=recipe.warmup_kimg, tick_kimg=None, n_eval=None, eval_raw=False,
-                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False)
+                      warmup_iterations=recipe.warmup_iterations, tick_kimg=None, n_eval=None, eval_raw=False,
+                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
+                      dropout=recipe.dropout, augment_p=recipe.augment_p)
     train_opts.update(train)
+    for key, value in train.items():
+        TRAIN_CHECKS[key](f"train.{key}", value)
+    if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):
+        suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
                         hparams_in_use=m.in_use(suite_obj.latent_shape),
-                        lr_g=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, **budget,
+                        lr_g=lr, lr_fake=lr_fake, lr_source=lr_source, batch=batch, batch_gpu=batch_gpu, seed=seed,
+                        **budget,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,
                         optimizer=optimizer, train=train_opts))
 

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 FINISHED = ("done", "diverged")  # a run in one of these states is skipped when asked again
+TEACHER = "teacher"  # the pseudo-method of a run that evaluates the teacher's own multi-step sampler
 
 
 def write_atomic(path: Path, write) -> None:
@@ -46,16 +47,21 @@ def write_json_atomic(path: Path, obj) -> None:
     write_atomic(path, write)
 
 
-def save_torch_atomic(path: Path, obj) -> None:
-    """``torch.save`` through a temporary file and a rename."""
-    import torch
-
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
 def read_json(path: Path):
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_or_none(path: Path) -> dict | None:
+    """A JSON object file, or None when it is missing, not an object, or unparseable (with a warning)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        warnings.warn(f"{path}: unparseable JSON, ignored")
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -1,8 +1,9 @@
 """One training step serves every method.
 
 The method's recipe says how many fake-score updates go with each generator update, whether they
-reuse the generator's samples, and which extra inputs each loss takes; ``bench.inputs`` supplies
-those by name. The step knows no method and no input.
+reuse the generator's samples, which networks run in train mode in each phase, and which extra
+inputs each loss takes; ``bench.inputs`` supplies those by name. The step knows no method and no
+input. An *iteration* is one fake-score update (DMD2's unit); learning-rate warm-up counts them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from . import distributed as dist_utils
 from . import inputs
 from .nets.ema import update_ema
+from .nets.modes import set_modes
 from .suites.base import to_device
 
 
@@ -49,13 +51,25 @@ def optimizer_step(opt, params, loss_fn, micro_batches: int, grad_clip, autocast
     return total, norm.item(), logs
 
 
-def set_warmup_lr(run) -> None:
-    """Linear learning-rate warm-up over ``train.warmup_kimg`` (EDM's ``lr_rampup_kimg``)."""
-    warm_nimg = (run.train_opts["warmup_kimg"] or 0.0) * 1000
-    factor = min(1.0, run.nimg / warm_nimg) if warm_nimg > 0 else 1.0
+def set_warmup_lr(run, iteration: int) -> None:
+    """Learning rates for ``iteration`` (0-based): linear from 0 over ``train.warmup_iterations``.
+
+    As DMD2's ``constant_with_warmup`` scheduler: iteration ``k`` runs at ``min(1, k / warm-up)``
+    of the full rate, for generator and fake score alike.
+    """
+    warm = run.train_opts.get("warmup_iterations") or 0.0
+    factor = min(1.0, iteration / warm) if warm > 0 else 1.0
     for opt, lr in ((run.opt_g, run.config["lr_g"]), (run.opt_f, run.config["lr_fake"])):
         for group in opt.param_groups:
             group["lr"] = lr * factor
+
+
+def set_phase_modes(run, phase: str | None) -> None:
+    """Train or eval mode of generator, fake score and teacher for ``phase`` as the recipe says;
+    ``None``: between steps (generator and fake score in train mode, the teacher in eval)."""
+    modes = run.recipe.modes
+    train = {"generator": modes.generator_phase, "fake": modes.fake_phase, None: {"generator", "fake"}}[phase]
+    set_modes({"generator": run.generator, "fake": run.fake, "teacher": run.parts.teacher}, train)
 
 
 def training_step(run) -> dict:
@@ -69,7 +83,8 @@ def training_step(run) -> dict:
     b = cfg["batch_gpu"]
     grad_clip = run.train_opts["grad_clip"]
     reused = []  # DMD2: the generator's samples feed the first fake update of the step
-    set_warmup_lr(run)
+    ratio = recipe.fake_updates_per_generator_update
+    first = run.step * ratio  # iterations before this step; the generator update comes with the first
 
     def generator_loss(i):
         z, cond = draw_latents(run.suite, b, run.device)
@@ -90,6 +105,8 @@ def training_step(run) -> dict:
         return run.method.fake_score_loss(x_g, run.fake, cond=cond, **extra)
 
     def generator_phase():
+        set_warmup_lr(run, first)
+        set_phase_modes(run, "generator")
         for p in run.fake_params:  # gradients reach the generator through the fake's inputs only
             p.requires_grad_(False)
         try:
@@ -101,7 +118,9 @@ def training_step(run) -> dict:
 
     def fake_phase():
         out = None
-        for _ in range(recipe.fake_updates_per_generator_update):
+        set_phase_modes(run, "fake")
+        for i in range(ratio):
+            set_warmup_lr(run, first + i)
             out = optimizer_step(run.opt_f, run.fake_params, fake_loss, rounds, grad_clip, run.autocast)
         return out
 
@@ -115,11 +134,13 @@ def training_step(run) -> dict:
     else:  # DMD2's order: generator on fresh samples, then fake updates starting on the same ones
         loss_g, norm_g, logs_g = accounted("generator", generator_phase)
         loss_f, norm_f, logs_f = accounted("fake", fake_phase)
+    set_phase_modes(run, None)
     update_ema(run.ema, run.generator, cfg["batch"], run.nimg + cfg["batch"], run.train_opts["ema_halflife_kimg"],
                run.train_opts["ema_rampup"])
     run.step += 1
     run.nimg += cfg["batch"]
-    row = {"loss_g": loss_g, "loss_fake": loss_f, "grad_norm_g": norm_g, "grad_norm_fake": norm_f}
+    row = {"iterations": run.step * ratio, "loss_g": loss_g, "loss_fake": loss_f, "grad_norm_g": norm_g,
+           "grad_norm_fake": norm_f}
     for k, v in {**logs_f, **logs_g}.items():
         row.setdefault(k, float(v))
     return row

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BadInput
+from .registry import unknown_name
 from .rundir import write_atomic
 
 
@@ -121,7 +122,7 @@ def locate(name: str) -> Path | None:
 def get(name: str) -> Weight:
     """Registry entry ``name``; BadInput listing the known names otherwise."""
     if name not in REGISTRY:
-        raise BadInput(f"unknown weight {name!r} (known: {', '.join(REGISTRY)})")
+        raise unknown_name("weight", name, REGISTRY)
     return REGISTRY[name]
 
 

@@ -1,7 +1,7 @@
 """The method registry: every one-step distillation method under one interface.
 
     import methods
-    methods.available()                        # ['di', 'dmd', 'dmd2', 'sid', 'sim']
+    methods.available()   # ['di', 'dmd', 'dmd2', 'fdistill', 'sid', 'sida', 'sim', 'uni_instruct']
     m = methods.create("sim", distance="pseudo_huber", huber_c=0.03)
     loss, logs = m.generator_loss(x_g, teacher, fake)
     loss, logs = m.fake_score_loss(x_g, fake)
@@ -14,10 +14,13 @@ import difflib
 from .base import Method, Recipe, SigmaDistribution, karras_sigma
 from .di import DI
 from .dmd import DMD, DMD2
+from .fdistill import FDistill
 from .sid import SiD
+from .sida import SiDA
 from .sim import SIM
+from .uni_instruct import UniInstruct
 
-_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DI, DMD, DMD2, SiD, SIM)}
+_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DI, DMD, DMD2, FDistill, SiD, SiDA, SIM, UniInstruct)}
 
 
 def available() -> list[str]:

@@ -63,28 +63,66 @@ KARRAS_GRID_20_980 = SigmaDistribution("karras_grid", lo=20, hi=980)
 
 
 @dataclass(frozen=True)
+class Modes:
+    """Which networks are in train mode (dropout on) in each phase of an update; the rest are in eval.
+
+    Names are ``"generator"``, ``"fake"`` and ``"teacher"``. In the fake-score phase the generator
+    makes the fake score's training samples; in the generator phase the generator is trained.
+    """
+
+    generator_phase: frozenset = frozenset({"generator"})
+    fake_phase: frozenset = frozenset({"fake"})
+
+    def train(self, phase: str, network: str) -> bool:
+        """True when ``network`` runs in train mode during ``phase`` (``"generator"`` or ``"fake"``)."""
+        return network in {"generator": self.generator_phase, "fake": self.fake_phase}[phase]
+
+
+# SiD (sid_training_loop.py): fake score in eval during the generator update, generator in eval
+# when it makes the fake score's samples, teacher always in eval.
+SID_MODES = Modes()
+# Diff-Instruct (di_loss.py gloss): teacher and fake score both in train mode in the generator
+# update (with one dropout mask, see methods/di.py); generator in eval for fake-phase samples.
+DI_MODES = Modes(generator_phase=frozenset({"generator", "fake", "teacher"}))
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """How a method is trained, as data, so that one training step serves every method."""
+    """How a method is trained, as data, so that one training step serves every method.
+
+    An *iteration* is one fake-score update; a generator update comes with every
+    ``fake_updates_per_generator_update``-th one (DMD2 counts its schedule in iterations).
+    """
 
     sigma_init: float  # the generator is the denoiser evaluated once at this noise level
     generator_sigma: SigmaDistribution
     fake_sigma: SigmaDistribution
+    lr: float  # the published learning rate of generator and fake score (a run's default)
     optimizer: str = "adam"  # "adam" or "adamw"
     betas: tuple[float, float] = (0.0, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    warmup_kimg: float = 0.0
+    warmup_iterations: float = 0.0  # linear learning-rate warm-up from 0, in iterations
     fake_updates_per_generator_update: int = 1
     fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
     # Extra inputs of each loss, by name; the harness supplies every name it knows (see
     # bench/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
-    # "real_data" (real images and their conditioning), "discriminator" (DMD2's GAN head).
+    # "real_data" (real images and their conditioning), "discriminator" (the GAN / density-ratio
+    # head on the fake network), "kimg" (training progress, for scheduled losses), "augment"
+    # (EDM's augmentation at augment_p, for a fake score that takes augment labels).
     generator_inputs: tuple[str, ...] = ()
     fake_inputs: tuple[str, ...] = ()
     ema_halflife_kimg: float | None = 500.0
     precision: str = "fp32"
-    published: dict = field(default_factory=dict)  # batch, lr, budget of the paper, for the docs
+    # Dropout every network is built with. None keeps the teacher's own: the official SiD and DI
+    # scripts pass 0.13, which is what EDM's DDPM++ was trained with; a network trained without
+    # dropout should not gain it. DMD2 builds every network with 0.
+    dropout: float | None = None
+    modes: Modes = SID_MODES
+    augment_p: float = 0.0  # EDM's non-leaking augmentation in the fake-score loss, at this probability
+    fake_loss_reduction: str = "per_sample_sum"  # or "mean": over every element (DMD2)
+    published: dict = field(default_factory=dict)  # batch, budget of the paper, for the docs
 
 
 def per_sample_sum(t: torch.Tensor) -> torch.Tensor:
@@ -157,17 +195,27 @@ class Method:
             noise = torch.randn_like(x)
         return x + expand_as_batch(sigma, x) * noise, sigma
 
-    def fake_score_loss(self, x_g, fake: Denoiser, cond=None, sigma=None, noise=None, **extra):
+    def fake_score_loss(self, x_g, fake: Denoiser, cond=None, sigma=None, noise=None, augment=None, **extra):
         """EDM denoising score matching of the fake denoiser on detached generator samples.
 
-        Weight ``1/sigma^2 + 1/sigma_data^2``; summed over dimensions, averaged over the batch.
-        Its minimiser is the exact denoiser of the noised generator distribution.
+        Weight ``1/sigma^2 + 1/sigma_data^2``; summed over dimensions and averaged over the batch,
+        or averaged over every element under the recipe's ``fake_loss_reduction="mean"`` (DMD2).
+        Its minimiser is the exact denoiser of the noised generator distribution. ``augment``, when
+        given, maps clean samples to ``(augmented samples, augment labels)`` (EDM's non-leaking
+        augmentation); the labels condition the fake denoiser.
         """
         x0 = x_g.detach()
+        labels = None
+        if augment is not None:
+            x0, labels = augment(x0)
         x_t, sigma = self._noised(x0, sigma, noise, self.training_recipe.fake_sigma)
         weight = 1 / sigma**2 + 1 / SIGMA_DATA**2
-        per_sample = weight * per_sample_sum((fake(x_t, sigma, cond=cond) - x0) ** 2)
-        loss = per_sample.mean()
+        kwargs = {} if labels is None else {"augment_labels": labels}
+        error = (fake(x_t, sigma, cond=cond, **kwargs) - x0) ** 2
+        if self.training_recipe.fake_loss_reduction == "mean":
+            loss = (expand_as_batch(weight, error) * error).mean()
+        else:
+            loss = (weight * per_sample_sum(error)).mean()
         return loss, {"loss_fake": loss.detach()}
 
     def generator_loss(self, x_g, teacher: Denoiser, fake: Denoiser, cond=None, sigma=None, noise=None, **extra):

@@ -1,16 +1,21 @@
 """SiD, Score identity Distillation (Zhou et al., 2024)."""
 
-from .base import KARRAS_U08, LOGNORMAL, Method, Recipe, check_positive, per_sample_sum
+from .base import KARRAS_U08, LOGNORMAL, SID_MODES, Method, Recipe, check_positive, per_sample_sum
 
 SID_RECIPE = Recipe(
     sigma_init=2.5,
     generator_sigma=KARRAS_U08,
     fake_sigma=LOGNORMAL,
+    lr=1e-5,  # sid_train.py --lr and --glr defaults, and run_sid.sh
     optimizer="adam",
     betas=(0.0, 0.999),
     eps=1e-8,
     ema_halflife_kimg=500.0,
-    published=dict(batch=256, lr=1e-5, budget_mimg=500, loss_scale=100.0),
+    dropout=None,  # the teacher's own (see the recipe's field); sid_train.py passes 0.13 to every network
+    modes=SID_MODES,
+    augment_p=0.12,  # sid_train.py --augment default (EDM's pipe, xflip at full strength)
+    fake_inputs=("augment",),
+    published=dict(batch=256, budget_mimg=500, loss_scale=100.0),
 )
 
 

@@ -32,6 +32,17 @@ def cli_caller(capsys):
 PYTHON = sys.executable
 
 
+def save_pngs(images, folder) -> Path:
+    """Write each image of a uint8 NCHW batch as ``000000.png`` ... (an image folder as users bring it)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, a in enumerate(images.cpu().permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).save(folder / f"{i:06d}.png")
+    return folder
+
+
 def gloo_gradient_worker(rank, port, out):
     """Spawned by the distributed test: average known gradients over two gloo processes."""
     import os

@@ -7,9 +7,10 @@ import json
 def cli_fid(args) -> int:
     """Score IMAGES_A (generated) against IMAGES_B (reference: folder, .npz images or mu/sigma stats).
 
-    ``--extractor digits`` imports the digits suite's classifier only then (fidelity.SUITE_EXTRACTORS).
+    ``--extractor digits`` imports the digits suite's classifier only then (fidelity.EXTRACTORS).
     """
     from ..config import pick_device
+    from . import registry as metric_registry
     from .fidelity import FidelityEvaluator
     from .images import load_images
 
@@ -24,7 +25,6 @@ def cli_fid(args) -> int:
         return 0
     print(f"{args.images_a} ({images.shape[0]} images) vs {args.images_b} "
           f"({evaluator.n_reference if evaluator.n_reference else 'statistics'}); {measurements[0].impl}")
-    labels = {"fid": "FID", "is": "IS", "kid": "KID", "precision": "precision", "recall": "recall"}
     for m in measurements:
-        print(f"{labels[m.metric]:10s} {m.value:.6g}")
+        print(f"{metric_registry.info(m.metric).label:10s} {m.value:.6g}")
     return 0

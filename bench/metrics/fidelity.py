@@ -6,21 +6,19 @@ torch-fidelity under ``cache_root/<key>/``, where the key names everything that 
 (dataset, split, resolution, extractor, weights digest), because torch-fidelity reuses a cache
 entry without checking that it matches.
 
-Feature extractors are found by name: ``EXTRACTOR_LOADERS`` maps a name to a function returning an
-``ExtractorSpec`` (Inception here; the digits suite adds its classifier with
-``add_extractor_loader``, or is imported on first use through ``SUITE_EXTRACTORS``); any class
-registered with ``register_extractor`` works too.
+Feature extractors are found by name in ``EXTRACTORS`` (Inception, random features, the digits
+suite's classifier), each imported on first use; any class registered with ``register_extractor``
+works too.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +32,8 @@ except ImportError:  # not POSIX: no cross-process lock
     fcntl = None
 
 from ..errors import BadInput
-from ..suites.base import Evaluator, Measurement
+from ..registry import Registry
+from .base import Evaluator, Measurement
 from .images import check_images, load_images, to_uint8
 
 IMPL = f"torch-fidelity {torch_fidelity.__version__}"
@@ -87,7 +86,8 @@ def file_digest(path: str | os.PathLike) -> str:
     return _DIGESTS[key]
 
 
-def _inception() -> ExtractorSpec:
+def inception_spec() -> ExtractorSpec:
+    """torch-fidelity's Inception-v3 with the weight file found through ``bench.weights``."""
     from ..weights import find_weight
 
     path = find_weight("inception")
@@ -95,40 +95,27 @@ def _inception() -> ExtractorSpec:
                          channels=3, kwargs={"feature_extractor_weights_path": str(path)})
 
 
-def _random_features() -> ExtractorSpec:
-    from .random_features import spec
-
-    return spec()
-
-
-EXTRACTOR_LOADERS: dict[str, Callable[[], ExtractorSpec]] = {"inception": _inception, "random-features": _random_features}
-
-
-# Extractors that live with a suite, as "module:function" returning an ExtractorSpec: imported only
-# when asked for, so evaluating CIFAR-10 never imports the digits suite.
-SUITE_EXTRACTORS = {"digits": "bench.suites.digits_features:extractor_spec"}
+# Feature extractors by name, each a function returning an ExtractorSpec (keyword options, e.g. a
+# weight path, go to it), imported only when asked for: evaluating CIFAR-10 never imports digits.
+EXTRACTORS = Registry("feature extractor", {
+    "inception": "bench.metrics.fidelity:inception_spec",
+    "random-features": "bench.metrics.random_features:spec",
+    "digits": "bench.suites.digits_features:extractor_spec",
+})
 
 
-def add_extractor_loader(name: str, loader: Callable[[], ExtractorSpec]) -> None:
-    """Make ``extractor=name`` available (a suite's own classifier, for example)."""
-    EXTRACTOR_LOADERS[name] = loader
-
-
-def resolve_extractor(name: str) -> ExtractorSpec:
-    """The spec of extractor ``name``: a loader's, a suite's, or a class registered with torch-fidelity."""
-    if name not in EXTRACTOR_LOADERS and name in SUITE_EXTRACTORS:
-        module, func = SUITE_EXTRACTORS[name].split(":")
-        try:
-            add_extractor_loader(name, getattr(importlib.import_module(module), func))
-        except (ImportError, AttributeError) as exc:
-            raise BadInput(f"extractor {name!r} needs {SUITE_EXTRACTORS[name]}, which is not available ({exc})") from None
-    if name in EXTRACTOR_LOADERS:
-        return EXTRACTOR_LOADERS[name]()
-    if name in FEATURE_EXTRACTORS_REGISTRY:
+def resolve_extractor(name: str, **options) -> ExtractorSpec:
+    """The spec of extractor ``name``: a registered one, or a class registered with torch-fidelity."""
+    if name not in EXTRACTORS and name in FEATURE_EXTRACTORS_REGISTRY:
         cls = FEATURE_EXTRACTORS_REGISTRY[name]
         return ExtractorSpec(name, weights_id=f"{cls.__module__}.{cls.__qualname__}", impl=name, channels=None)
-    known = sorted(set(EXTRACTOR_LOADERS) | set(FEATURE_EXTRACTORS_REGISTRY))
-    raise BadInput(f"unknown feature extractor {name!r} (known: {', '.join(known)})")
+    EXTRACTORS.check(name)
+    try:
+        loader = EXTRACTORS.get(name)
+    except (ImportError, AttributeError) as exc:
+        raise BadInput(f"feature extractor {name!r} needs {EXTRACTORS.entries[name]}, which is not available "
+                       f"({exc})") from None
+    return loader(**options)
 
 
 class ImageDataset(Dataset):
@@ -177,13 +164,14 @@ class FidelityEvaluator(Evaluator):
 
     def __init__(self, reference, extractor: str = "inception", metrics=METRICS, device="cpu",
                  cache_root=None, n_samples: int = 10000, kid_subset_size: int | None = None,
-                 batch_size: int = 64, reference_key: str | None = None, datasets_root=None):
+                 batch_size: int = 64, reference_key: str | None = None, datasets_root=None,
+                 extractor_options: dict | None = None):
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown or not metrics:
             raise BadInput(f"unknown metric {unknown[0] if unknown else '(none)'}; choose from {', '.join(METRICS)}")
         from ..weights import weights_dir
 
-        self.spec = resolve_extractor(extractor)
+        self.spec = resolve_extractor(extractor, **(extractor_options or {}))
         self.extractor = extractor
         self.metrics = tuple(metrics)
         self.device = torch.device(device)

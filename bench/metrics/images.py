@@ -128,15 +128,3 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
     write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
 
-
-def save_pngs(images: torch.Tensor, folder: str | os.PathLike) -> Path:
-    """Write each image of a uint8 NCHW batch as ``000000.png`` ... (the usual folder route)."""
-    from PIL import Image
-
-    check_images(images)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    arr = images.cpu().permute(0, 2, 3, 1).numpy()
-    for i, a in enumerate(arr):
-        Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).save(folder / f"{i:06d}.png")
-    return folder

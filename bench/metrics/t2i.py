@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from ..suites.base import Measurement
+from ..registry import Registry
+from . import registry as metric_registry
 from .images import check_images
 
 EXTRA = "pip install 'distill-bench[t2i-metrics]' (README: Text-to-image metrics)"
@@ -58,7 +59,7 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 class T2IScorer:
-    """Interface shared by the scorers: ``score(images, prompts)`` and ``evaluate`` for the runner."""
+    """Interface shared by the scorers: ``score(images, prompts)``, ``metric``, ``scale`` and ``impl``."""
 
     metric: str = ""
     scale: str = ""
@@ -84,11 +85,6 @@ class T2IScorer:
         out = [self._score_batch(images[i:i + self.batch_size], prompts[i:i + self.batch_size]).double().cpu()
                for i in range(0, images.shape[0], self.batch_size)]
         return torch.cat(out)
-
-    def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> list[Measurement]:
-        """The mean score as one Measurement."""
-        s = self.score(images, prompts)
-        return [Measurement(metric=self.metric, value=float(s.mean()), n_samples=s.numel(), impl=self.impl)]
 
 
 # --- aesthetic ---------------------------------------------------------------------------------
@@ -284,11 +280,11 @@ class PickScorer(T2IScorer):
         return self.model.logit_scale.exp() * (img * txt).sum(-1)
 
 
-SCORERS = {"aesthetic": AestheticScorer, "image_reward": ImageRewardScorer, "pickscore_raw": PickScorer}
+# The scorers of this module, as the metric registry names them.
+SCORERS = Registry("text-to-image metric", {name: metric_registry.get(name).impl
+                                            for name in metric_registry.implemented_in(__name__)})
 
 
 def load(name: str, device="cpu") -> T2IScorer:
     """Scorer ``name`` (a metric name of SCORERS) from its weights in ``bench.weights`` locations."""
-    if name not in SCORERS:
-        raise BadInput(f"unknown text-to-image metric {name!r} (known: {', '.join(SCORERS)})")
-    return SCORERS[name].from_files(device=device)
+    return SCORERS.get(name).from_files(device=device)

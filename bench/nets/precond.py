@@ -14,6 +14,7 @@ class EDMPrecond(nn.Module):
     passed through as its class labels (one-hot or embeddings, as the model expects). With
     ``label_dim`` > 0 (EDM's class-conditional networks) a missing ``cond`` means all-zero labels,
     and labels are moved to the input's device.
+    ``augment_labels`` (EDM's 9 augmentation labels) go to models built with ``augment_dim``.
     ``img_resolution``, ``img_channels``, ``sigma_min`` and ``sigma_max`` describe the network as
     EDM's checkpoints do; they do not change the computation.
     """
@@ -26,7 +27,18 @@ class EDMPrecond(nn.Module):
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
-    def forward(self, x, sigma, cond=None):
+    def features(self, x, sigma, cond=None):
+        """The raw network's bottleneck features at the preconditioned input (``model.features``)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        return self.model.features(x / (s**2 + self.sigma_data**2).sqrt(), sigma.log() / 4, cond)
+
+    @property
+    def augment_dim(self) -> int:
+        """How many augment labels the model takes (EDM's ``augment_dim``; 0 for none)."""
+        return int(getattr(self.model, "init_kwargs", {}).get("augment_dim", 0) or 0)
+
+    def forward(self, x, sigma, cond=None, augment_labels=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(x.shape[0])
@@ -40,7 +52,8 @@ class EDMPrecond(nn.Module):
         c_in = 1 / (s**2 + sd2).sqrt()
         c_noise = sigma.log() / 4  # stays float32: only the image path runs in fp16
         dtype = torch.float16 if (self.use_fp16 and x.device.type == "cuda") else torch.float32
-        out = self.model((c_in * x).to(dtype), c_noise, cond)
+        extra = {} if augment_labels is None else {"augment_labels": augment_labels.to(x.device, torch.float32)}
+        out = self.model((c_in * x).to(dtype), c_noise, cond, **extra)
         return c_skip * x + c_out * out.to(torch.float32)
 
 
@@ -59,22 +72,19 @@ class OneStepGenerator(nn.Module):
 class BottleneckDiscriminator(nn.Module):
     """A GAN logit from the fake denoiser's bottleneck features (DMD2): ``head(features(x_t))``.
 
-    The fake network is shared, not copied, so the GAN loss also trains its trunk; ``model`` must
-    offer ``features(x_in, c_noise, cond) -> [B, C]``.
+    Trained with the non-saturating loss on real against generated samples, its logit estimates
+    ``log p/q`` at the noised sample: DMD2's GAN head and the density-ratio discriminator of
+    f-distill, SiDA and Uni-Instruct. The fake network is shared, not copied, so the GAN loss also
+    trains its trunk; ``fake`` must offer ``features(x_t, sigma, cond) -> [B, ...]``.
     """
 
-    def __init__(self, fake: EDMPrecond, sample_shape: tuple[int, ...]):
+    def __init__(self, fake: nn.Module, sample_shape: tuple[int, ...]):
         super().__init__()
         self.fake = [fake]  # a list keeps it out of this module's parameters and state
         device = next(fake.parameters()).device
         with torch.no_grad():
-            probe = fake.model.features(torch.zeros(1, *sample_shape, device=device), torch.zeros(1, device=device))
-        self.head = nn.Linear(probe[0].numel(), 1)
+            probe = fake.features(torch.zeros(1, *sample_shape, device=device), torch.ones(1, device=device))
+        self.head = nn.Linear(probe[0].numel(), 1).to(device)
 
     def forward(self, x, sigma, cond=None):
-        precond = self.fake[0]
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        c_in = 1 / (s**2 + precond.sigma_data**2).sqrt()
-        features = precond.model.features(c_in * x, sigma.log() / 4, cond)
-        return self.head(features.flatten(1)).squeeze(1)
+        return self.head(self.fake[0].features(x, sigma, cond).flatten(1)).squeeze(1)

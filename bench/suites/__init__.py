@@ -1,29 +1,22 @@
 """The suite registry: what is distilled (teacher, data shape, conditioning, evaluator)."""
 from __future__ import annotations
 
-import difflib
-import importlib
-
 from ..errors import BadInput
+from ..registry import Registry
 
 # name -> "module:Class", imported lazily so a suite's heavy dependencies load only when used.
-SUITES = {
+SUITES = Registry("suite", {
     "gaussian": "bench.suites.gaussian:GaussianSuite",
     "digits": "bench.suites.digits:DigitsSuite",
     "cifar10": "bench.suites.edm:Cifar10Suite",
     "imagenet64": "bench.suites.edm:ImageNet64Suite",
     "t2i": "bench.suites.t2i:TextToImageSuite",
-}
+})
 
 
 def get(name: str):
     """The suite class registered as ``name``; BadInput naming close matches otherwise."""
-    if name not in SUITES:
-        close = difflib.get_close_matches(name, SUITES, n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise BadInput(f"unknown suite {name!r}{hint} (available: {', '.join(SUITES)})")
-    module, cls = SUITES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return SUITES.get(name)
 
 
 def create(name: str, **options):

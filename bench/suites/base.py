@@ -7,7 +7,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .. import validate
 from ..errors import BadInput
+from ..metrics.base import Evaluator
 
 
 @dataclass
@@ -24,25 +26,6 @@ class Parts:
     discriminator: nn.Module | None = None
 
 
-@dataclass
-class Measurement:
-    """One evaluated number, as it goes into metrics.jsonl."""
-
-    metric: str
-    value: float
-    n_samples: int
-    impl: str = ""  # implementation and version, e.g. "torch-fidelity 0.4.0 / digits-classifier"
-
-
-class Evaluator:
-    """Scores a batch of samples (in the suite's data range) against the suite's reference."""
-
-    n_samples: int = 1000
-
-    def evaluate(self, samples: torch.Tensor, cond: Any = None) -> list[Measurement]:
-        raise NotImplementedError
-
-
 class Suite:
     """Base class of a suite. ``defaults`` are its options, overridable with ``--set suite.KEY=V``."""
 
@@ -54,7 +37,13 @@ class Suite:
         if unknown:
             raise BadInput(f"suite {self.name}: unknown option {unknown[0]!r} "
                            f"(known: {', '.join(self.defaults) or 'none'})")
+        for key, value in options.items():
+            validate.like_default(self.option_name(key), value, self.defaults[key])
         self.options = {**self.defaults, **options}
+
+    def option_name(self, key: str) -> str:
+        """How errors name option ``key`` (``suite.KEY`` of suite NAME)."""
+        return f"suite {self.name}: suite.{key}"
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -84,6 +73,11 @@ class Suite:
     def real_data(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
         """``n`` real training examples and their conditioning (DMD2's GAN term)."""
         raise BadInput(f"suite {self.name} has no real data")
+
+    def check_real_data(self) -> None:
+        """BadInput unless ``real_data`` can serve (checked before a run that needs it starts)."""
+        if type(self).real_data is Suite.real_data:
+            raise BadInput(f"suite {self.name} has no real data")
 
     def teacher_sample(self, teacher: nn.Module, z: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """The teacher's own multi-step sampler from latents ``z`` (the leaderboard's baseline row)."""

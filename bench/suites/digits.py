@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from .. import validate
 from ..metrics.images import from_uint8, to_uint8
-from ..rundir import save_torch_atomic
+from ..rundir import write_atomic
 from ..nets.classifier import DigitClassifier
 from ..nets.ema import update_ema
 from ..nets.precond import EDMPrecond, OneStepGenerator
@@ -87,7 +88,7 @@ def cached(root: Path, kind: str, config: dict, train) -> Path:
             state, info = train()
             info = {"kind": kind, "config": config, **info}
             (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-            save_torch_atomic(path, {"state": state, "info": info})
+            write_atomic(path, lambda tmp: torch.save({"state": state, "info": info}, tmp))
     return path
 
 
@@ -221,6 +222,16 @@ class DigitsSuite(Suite):
 
     def __init__(self, **options):
         super().__init__(**options)
+        o = self.options
+        for key in ("channels", "blocks", "teacher_kimg", "teacher_batch", "teacher_steps", "classifier_epochs",
+                    "n_eval", "kid_subset_size"):
+            validate.positive(self.option_name(key), o[key], integer=True)
+        for key in ("teacher_lr", "teacher_ema_halflife_kimg"):
+            validate.positive(self.option_name(key), o[key])
+        for key in ("teacher_seed", "classifier_seed"):
+            validate.non_negative(self.option_name(key), o[key], integer=True)
+        for m in o["channel_mult"]:
+            validate.positive(self.option_name("channel_mult"), m, integer=True)
         self._data = None
 
     # configuration ------------------------------------------------------------------------
@@ -303,13 +314,12 @@ class DigitsSuite(Suite):
 
     def evaluator(self, device):
         """FID, IS, KID and precision/recall against the held-out digits, with the classifier's features."""
-        from ..metrics.fidelity import FidelityEvaluator, add_extractor_loader
-        from .digits_features import NAME, extractor_spec
+        from ..metrics.fidelity import FidelityEvaluator
+        from .digits_features import NAME
 
-        path = self.train_classifier()
-        add_extractor_loader(NAME, lambda: extractor_spec(path))  # this suite's classifier (its cache_dir)
         n = int(self.options["n_eval"])
         return FidelityEvaluator(
             reference=to_uint8(self.data["x_held"]), reference_key="digits-heldout", extractor=NAME,
+            extractor_options={"path": self.train_classifier()},  # this suite's classifier (its cache_dir)
             metrics=("fid", "is", "kid", "prc"), device=device, n_samples=n,
             kid_subset_size=min(int(self.options["kid_subset_size"]), n, DATA_SPEC["held_out"]))

@@ -5,7 +5,9 @@ Teacher, generator and fake score all come from the checkpoint (``--set suite.te
 ``$BENCH_WEIGHTS_DIR`` or ``~/.cache/distill-bench``). The generator is the teacher's denoiser
 evaluated once at ``sigma_init``; augmentation labels are zero (``None``), as when sampling.
 Networks run at the runner's precision; ``fp16=true`` restores the checkpoint's fp16 execution on CUDA.
-Class labels are drawn uniformly and passed one-hot, as EDM, SiD and DMD2 do. The baseline row is
+Class labels are drawn uniformly and passed one-hot, as EDM, SiD and DMD2 do. Real images (DMD2's
+GAN term) come from ``--set suite.data=PATH``, a zip or folder made by EDM's ``dataset_tool.py``
+(``bench.suites.edm_dataset``). The baseline row is
 EDM's deterministic Heun sampler: 18 steps (35 NFE) on CIFAR-10, 40 steps (79 NFE) on ImageNet-64.
 Evaluation is Inception FID and IS against the training set's statistics (torch-fidelity's
 ``cifar10-train`` input, or a statistics ``.npz`` such as EDM's ``cifar10-32x32.npz``).
@@ -19,11 +21,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .. import validate
 from ..errors import BadInput
 from ..nets.edm_pickle import load_teacher
 from ..weights import find_weight
 from ..nets.precond import EDMPrecond, OneStepGenerator
-from .base import Evaluator, Parts, Suite, heun_sampler
+from ..metrics.base import Evaluator
+from .base import Parts, Suite, heun_sampler
+from .edm_dataset import EDMDataset
 
 def find_file(weight: str, option: str) -> Path:
     """``bench.weights.find_weight``, its error also naming the suite option that takes a path."""
@@ -43,15 +48,15 @@ class EDMSuite(Suite):
         super().__init__(**options)
         o = self.options
         for key in ("teacher_steps", "n_eval"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise BadInput(f"suite {self.name}: {key} must be a positive integer, got {o[key]!r}")
-        for key in ("teacher", "reference"):
+            validate.positive(self.option_name(key), o[key], integer=True)
+        for key in ("teacher", "reference", "data"):
             if o[key] is not None and (not isinstance(o[key], str) or not o[key]):
-                raise BadInput(f"suite {self.name}: {key} must be a path, got {o[key]!r}")
+                raise BadInput(f"{self.option_name(key)} must be a path, got {o[key]!r}")
         for key in ("cond", "fp16"):
-            if key in o and not isinstance(o[key], bool):
-                raise BadInput(f"suite {self.name}: {key} must be true or false, got {o[key]!r}")
+            if key in o:
+                validate.boolean(self.option_name(key), o[key])
         self._teacher: EDMPrecond | None = None
+        self._data: EDMDataset | None = None
 
     @property
     def label_dim(self) -> int:
@@ -104,6 +109,21 @@ class EDMSuite(Suite):
         labels = torch.randint(self.label_dim, (n,), generator=generator)
         return F.one_hot(labels, self.label_dim).to(torch.float32)
 
+    def dataset(self) -> EDMDataset:
+        """The real images of ``--set suite.data=PATH``; BadInput when there are none."""
+        if self._data is None:
+            if not self.options["data"]:
+                raise BadInput(f"suite {self.name} has no real images: give a zip or folder made by EDM's "
+                               "dataset_tool.py with --set suite.data=PATH")
+            self._data = EDMDataset(self.options["data"], self.latent_shape, self.label_dim)
+        return self._data
+
+    def check_real_data(self):
+        self.dataset()
+
+    def real_data(self, n, generator):
+        return self.dataset().sample(n, generator)
+
     def teacher_sample(self, teacher, z, cond=None):
         if cond is not None:
             cond = cond.to(z.device)
@@ -130,7 +150,7 @@ class Cifar10Suite(EDMSuite):
 
     name = "cifar10"
     defaults = {"teacher": None, "cond": False, "teacher_steps": 18, "n_eval": 50000, "reference": "cifar10-train",
-                "fp16": False}
+                "fp16": False, "data": None}
 
     @property
     def label_dim(self):
@@ -146,7 +166,7 @@ class ImageNet64Suite(EDMSuite):
     name = "imagenet64"
     resolution = 64
     num_classes = 1000
-    defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None, "fp16": False}
+    defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None, "fp16": False, "data": None}
 
     def default_teacher(self):
         return "edm-imagenet64-cond"

@@ -97,9 +97,11 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> torch.Tensor:
 
 
 # --- the suite --------------------------------------------------------------------------------
+from .. import validate  # noqa: E402
 from ..nets.mlp import ResidualMLP  # noqa: E402
 from ..nets.precond import EDMPrecond, OneStepGenerator  # noqa: E402
-from .base import Evaluator, Measurement, Parts, Suite, heun_sampler  # noqa: E402
+from ..metrics.base import Evaluator, Measurement  # noqa: E402
+from .base import Parts, Suite, heun_sampler  # noqa: E402
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256, seed: int = 0) -> float:
@@ -138,6 +140,13 @@ class GaussianSuite(Suite):
 
     def __init__(self, **options):
         super().__init__(**options)
+        o = self.options
+        for key in ("dim", "components", "width", "depth", "n_eval", "teacher_steps"):
+            validate.positive(self.option_name(key), o[key], integer=True)
+        for key in ("std_min", "std_max"):
+            validate.positive(self.option_name(key), o[key])
+        validate.non_negative(self.option_name("spread"), o["spread"])
+        validate.number(self.option_name("std_max"), o["std_max"], low=o["std_min"], strict=False)
         gen = torch.Generator().manual_seed(int(self.options["teacher_seed"]))
         k, d = int(self.options["components"]), int(self.options["dim"])
         means = self.options["spread"] * (2 * torch.rand(k, d, generator=gen) - 1)

@@ -27,20 +27,23 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import validate
 from ..errors import BadInput
+from ..metrics import registry as metric_registry
+from ..metrics.base import Evaluator, Measurement
 from ..nets.precond import OneStepGenerator
-from .base import Evaluator, Measurement, Parts, Suite, heun_sampler, slice_cond
+from ..rundir import read_json_or_none
+from .base import Parts, Suite, heun_sampler, slice_cond
 
 PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"
-METRICS = ("aesthetic", "image_reward", "pickscore_raw")
+METRICS = metric_registry.implemented_in("bench.metrics.t2i")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLERS = ("scheduler", "heun")
 INSTALL_HINT = "pip install 'distill-bench[t2i]' (see docs/t2i.md)"
@@ -147,6 +150,22 @@ class VPDenoiser(nn.Module):
         out_null, out_cond = self._call_net(torch.cat([x_vp, x_vp]), torch.cat([t, t]), embeds2, mask2).chunk(2)
         return out_null + self.guidance_scale * (out_cond - out_null)
 
+    def features(self, x, sigma, cond=None) -> torch.Tensor:
+        """Pooled activations ``[B, C]`` of the network's middle block at ``(x, sigma)``: the input of
+        a GAN / density-ratio head (the UNet's mid block, or the middle transformer block)."""
+        blocks = None if self.kind == "unet" else self.net.transformer_blocks
+        block = self.net.mid_block if blocks is None else blocks[len(blocks) // 2]
+        captured = []
+        handle = block.register_forward_hook(lambda m, i, out: captured.append(out[0] if isinstance(out, tuple) else out))
+        try:
+            sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+            c_in = (1 + sigma.reshape(-1, 1, 1, 1) ** 2).rsqrt()
+            self._call_net(c_in * x, self.sigma_to_t(sigma), *self._text(cond, x.shape[0], x.device))
+        finally:
+            handle.remove()
+        h = captured[0].float()
+        return h.mean(dim=(2, 3)) if h.ndim == 4 else h.mean(1)
+
     def forward(self, x, sigma, cond=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
         s = sigma.reshape(-1, 1, 1, 1)
@@ -206,19 +225,15 @@ class TextToImageSuite(Suite):
             raise BadInput(f"t2i: {self.directory} ({index.get('_class_name')}) is not a text-to-image pipeline "
                            "with a transformer or unet, a VAE, a text encoder, a tokenizer and a scheduler")
         self.prompts = read_prompts(o["prompts"] if o["prompts"] else DEFAULT_PROMPTS)
-        if not _number(o["guidance_scale"]) or o["guidance_scale"] < 1:
-            raise BadInput(f"t2i: guidance_scale must be a number >= 1, got {o['guidance_scale']!r}")
+        validate.number(self.option_name("guidance_scale"), o["guidance_scale"], low=1, strict=False)
         for key in ("teacher_steps", "max_sequence_length", "n_eval", "eval_batch"):
-            if not (isinstance(o[key], int) and not isinstance(o[key], bool) and o[key] > 0):
-                raise BadInput(f"t2i: {key} must be a positive integer, got {o[key]!r}")
-        if o["teacher_sampler"] not in SAMPLERS:
-            raise BadInput(f"t2i: teacher_sampler must be one of {SAMPLERS}, got {o['teacher_sampler']!r}")
-        if o["dtype"] not in DTYPES:
-            raise BadInput(f"t2i: dtype must be one of {tuple(DTYPES)}, got {o['dtype']!r}")
+            validate.positive(self.option_name(key), o[key], integer=True)
+        validate.choice(self.option_name("teacher_sampler"), o["teacher_sampler"], SAMPLERS)
+        validate.choice(self.option_name("dtype"), o["dtype"], tuple(DTYPES))
         metrics = o["metrics"].split(",") if isinstance(o["metrics"], str) else list(o["metrics"])
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise BadInput(f"t2i: unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
+            raise BadInput(f"{self.option_name('metrics')}: unknown metric {unknown[0]!r} (known: {', '.join(METRICS)})")
         self.metrics = metrics
         net_cfg = _read_config(self.directory, self.kind)
         vae_cfg = _read_config(self.directory, "vae")
@@ -340,6 +355,12 @@ class TextToImageSuite(Suite):
         teacher = self.load_teacher(device)
         return Parts(teacher=teacher, generator=OneStepGenerator(copies[0], sigma_init), fake=copies[1])
 
+    def discriminator(self, fake):
+        """A linear GAN / density-ratio head on the fake denoiser's pooled middle-block features."""
+        from ..nets.precond import BottleneckDiscriminator
+
+        return BottleneckDiscriminator(fake, self.latent_shape)
+
     # --- the teacher's sampler -------------------------------------------------------------------
     def teacher_sample(self, teacher, z, cond=None):
         """The guided teacher from ``z ~ N(0, I)``: the pipeline's scheduler or EDM Heun, in latents."""
@@ -368,7 +389,7 @@ class TextToImageSuite(Suite):
     def teacher_info(self):
         sampler = self.options["teacher_sampler"]
         if sampler == "scheduler":
-            sampler = _read_json(self.directory / "scheduler" / "scheduler_config.json").get("_class_name", sampler)
+            sampler = (read_json_or_none(self.directory / "scheduler" / "scheduler_config.json") or {}).get("_class_name", sampler)
         return {"sampler": sampler, "steps": self.options["teacher_steps"],
                 "guidance_scale": self.options["guidance_scale"]}
 
@@ -424,12 +445,3 @@ def load_scorers(names: list[str], device: torch.device) -> dict:
     return {name: t2i_metrics.load(name, device=device) for name in names}
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

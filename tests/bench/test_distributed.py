@@ -1,8 +1,10 @@
+import pytest
 import torch
 import torch.multiprocessing as mp
 from bench_helpers import gloo_gradient_worker
 
 
+@pytest.mark.slow
 def test_average_gradients_over_gloo():
     manager = mp.Manager()
     out = manager.dict()

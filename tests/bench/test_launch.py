@@ -48,6 +48,7 @@ def test_gflop_budget_in_fixed(tmp_path):
         load_sweep(write(tmp_path, both))
 
 
+@pytest.mark.slow
 def test_local_sweep_with_two_jobs_then_skips_finished_runs(tmp_path, cli):
     path = write(tmp_path, SWEEP)
     code, out, _ = cli("sweep", path, "--jobs", "2", "--results", str(tmp_path / "r"), "--quick")
@@ -59,6 +60,7 @@ def test_local_sweep_with_two_jobs_then_skips_finished_runs(tmp_path, cli):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("metrics.jsonl")} == mtimes
 
 
+@pytest.mark.slow
 def test_full_sweep_runs_every_config(tmp_path, cli):
     code, out, _ = cli("sweep", write(tmp_path, SWEEP), "--results", str(tmp_path / "r"))
     assert code == 0, out
@@ -85,6 +87,7 @@ def test_missing_sweep_file(tmp_path, cli):
     assert code == 2 and "does not exist" in err
 
 
+@pytest.mark.slow
 def test_submitit_local_executor(tmp_path, cli, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("BENCH_SUBMITIT_CLUSTER", "local")

@@ -60,6 +60,7 @@ def test_dollar_signs_in_names_are_text(tmp_path):
     plots.figure_bytes(plots.robustness_figure(results.load(tmp_path)), "png")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
 def test_cli_writes_png_and_svg(tmp_path, suffix, magic, capsys):
     src = rundirs.standard_results(tmp_path / "results")
@@ -87,6 +88,7 @@ def test_cli_bad_input(tmp_path, capsys):
     assert capsys.readouterr().err.count("bench: error:") == 3
 
 
+@pytest.mark.slow
 def test_a_blow_up_does_not_flatten_the_other_curves(tmp_path):
     rundirs.write_run(tmp_path, method="sim", lr=1e-4)
     rundirs.write_run(tmp_path, method="sim", lr=1e3, values=lambda k: {"fid": 80.0 * 10 ** (14 * min(k, 1))})

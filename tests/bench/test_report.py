@@ -211,6 +211,7 @@ def browse(chromium, tmp_path, url, *flags):
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium(chromium, built, tmp_path):
     src, out, html = built
     url = out.resolve().as_uri()
@@ -237,6 +238,7 @@ def test_page_in_headless_chromium(chromium, built, tmp_path):
     assert after.scripts == 3
 
 
+@pytest.mark.slow
 def test_report_of_real_runner_output(tmp_path, capsys):
     """The runner's own run directories (tiny gaussian runs) go through table, leaderboard and report."""
     from bench_helpers import TINY, tiny_run_args

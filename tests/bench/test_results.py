@@ -2,9 +2,6 @@
 import io
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -319,3 +316,22 @@ def test_cli_leaderboard_at(costed_dir, capsys):
     assert "0.07 GFLOP/image (35 NFE x 0.002)" in out  # the teacher's cost per sample
     code, _, err = run_cli(capsys, "leaderboard", str(costed_dir), "--at", "flops")
     assert code == 2 and "--at" in err
+def test_an_unregistered_metric_is_shown_not_dropped(tmp_path, capsys):
+    """A metric the registry does not know still heads a suite that measures nothing else."""
+    for method, floor in (("sim", 1.0), ("sid", 2.0)):
+        rundirs.write_run(tmp_path, suite="toy", method=method, samples=False,
+                          values=lambda k, f=floor: {"mystery": f + 1 / (1 + k)})
+    table = results.load(tmp_path)
+    assert results.headline_metrics(table) == {"toy": "mystery"}
+    board = results.leaderboard(table)
+    assert board["direction"].unique().tolist() == ["unregistered"]
+    assert board["method"].tolist() == ["sim", "sid"]  # listed smallest first
+    code, out, _ = run_cli(capsys, "leaderboard", str(tmp_path))
+    assert code == 0 and "unregistered metric" in out and "| sim" in out
+
+
+def test_the_leaderboard_view_has_the_declared_columns(results_dir):
+    board = results.leaderboard(results.load(results_dir), "fid")
+    view = results.leaderboard_view(board[board["suite"] == "digits"])
+    assert list(view.columns) == [results.value_header(board) if c.header == results.VALUE else c.header
+                                  for c in results.LEADERBOARD_COLUMNS]

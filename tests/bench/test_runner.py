@@ -19,7 +19,8 @@ def test_run_writes_the_run_directory(tmp_path, cli):
     assert {p.name for p in run_dir.iterdir()} >= {"config.json", "manifest.json", "stats.jsonl", "metrics.jsonl",
                                                    "state.pt"}
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["method"] == "sid" and config["hparams"]["alpha"] == 1.2 and config["lr_g"] == 1e-4
+    assert config["method"] == "sid" and config["hparams"]["alpha"] == 1.2
+    assert (config["lr_g"], config["lr_fake"], config["lr_source"]) == (1e-5, 1e-5, "published")  # SiD's, no --lr
     assert config["optimizer"]["betas"] == [0.0, 0.999]
     assert config["hparams_in_use"] == config["hparams"]  # SiD has no data-dependent default
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -43,6 +44,7 @@ def test_rerunning_a_finished_run_does_nothing(tmp_path, cli):
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_every_method_trains_and_improves_on_gaussians(tmp_path, cli):
     for method in ("sim", "sid", "di", "dmd", "dmd2"):
         args = ["run", "--suite", "gaussian", "--method", method, "--kimg", "3", "--batch", "128", "--lr", "1e-3",
@@ -77,6 +79,10 @@ def test_divergence_stops_cleanly(tmp_path, cli):
     (["--set", "optim.betas=5"], "optim.betas"),
     (["--set", "optim.eps=-1"], "optim.eps"),
     (["--set", "optim.name=sgd"], "sgd"),
+    (["--set", "suite.dim=abc"], "suite.dim"),
+    (["--set", "suite.std_max=0.01"], "suite.std_max"),
+    (["--set", "train.n_eval=abc"], "train.n_eval"),
+    (["--set", "train.eval_raw=maybe"], "train.eval_raw"),
 ])
 def test_bad_input_exits_2_and_leaves_nothing(tmp_path, cli, argv, word):
     args = tiny_run_args(tmp_path)
@@ -110,6 +116,7 @@ def _cost_values(path):
     return [(r["kimg"], r["gflop"], r["passes"]) for r in read_jsonl(path)]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     big = ["--set", "suite.width=256", "--set", "suite.depth=3", "--checkpoint-every", "1", "--eval-every", "1",
            "--set", "train.tick_kimg=0.064"]
@@ -148,6 +155,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert (cost_b["gflop"], cost_b["passes"]) == (cost_a["gflop"], cost_a["passes"]) and cost_a["gflop"] > 0
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     args = tiny_run_args(tmp_path, method="di", kimg="20", extra=["--set", "suite.width=256", "--set", "suite.depth=3"])
     proc = _run_cli(args)
@@ -168,6 +176,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = tiny_run_args(tmp_path, method="sid")
@@ -181,6 +190,7 @@ def test_two_process_gloo_run(tmp_path):
     assert config["batch"] == 64 and config["batch_gpu"] == 32
 
 
+@pytest.mark.slow
 def test_eval_command_adds_a_measurement(tmp_path, cli):
     _, out, _ = cli(*tiny_run_args(tmp_path, method="di"))
     run_dir = out.strip().splitlines()[-1]
@@ -192,6 +202,7 @@ def test_eval_command_adds_a_measurement(tmp_path, cli):
     assert code == 2 and "not a run directory" in err
 
 
+@pytest.mark.slow
 def test_dmd_regression_pairs_and_dmd2_gan_head(tmp_path, cli):
     code, out, _ = cli(*tiny_run_args(tmp_path, method="dmd"))
     assert code == 0

@@ -12,7 +12,7 @@ import torch
 import torch_fidelity
 
 from bench.metrics.fidelity import FidelityEvaluator, _rename
-from bench.metrics.images import save_pngs
+from bench_helpers import save_pngs
 
 N = 2000
 TIMES = {}

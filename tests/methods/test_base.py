@@ -44,6 +44,20 @@ class Perturbed(torch.nn.Module):
         return self.base(x, sigma) + c_out * ((c_in * x) @ self.weight.T + self.bias)
 
 
+def zero_logits(x, sigma, cond=None):
+    """A discriminator that cannot tell real from generated (r = 1): its GAN terms are constants."""
+    return torch.zeros(x.shape[0], dtype=x.dtype)
+
+
+def declared_inputs(names, x):
+    """What the harness would supply for the inputs a recipe declares, with a neutral discriminator."""
+    extra = {"discriminator": zero_logits} if "discriminator" in names else {}
+    if "real_data" in names:
+        extra["real"] = x.detach().flip(0)
+    return extra
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", methods.available())
 def test_exact_denoiser_minimises_fake_score_loss(closed_forms, name):
     method = methods.create(name)
@@ -51,8 +65,10 @@ def test_exact_denoiser_minimises_fake_score_loss(closed_forms, name):
     sigma, noise = noise_bank(method, x_g)
     dim = x_g.shape[1]
 
+    extra = declared_inputs(method.training_recipe.fake_inputs, x_g)
+
     def loss(denoiser):
-        return method.fake_score_loss(x_g, denoiser, sigma=sigma, noise=noise)[0].item()
+        return method.fake_score_loss(x_g, denoiser, sigma=sigma, noise=noise, **extra)[0].item()
 
     gen = torch.Generator().manual_seed(2)
     a, b = closed_forms.theta(3)
@@ -78,7 +94,8 @@ def gradient_z_score(method, x_g, denoiser, sigma, noise, chunks=20):
     """
     grads = []
     for idx in torch.arange(len(x_g)).chunk(chunks):
-        loss, _ = method.fake_score_loss(x_g[idx], denoiser, sigma=sigma[idx], noise=noise[idx])
+        extra = declared_inputs(method.training_recipe.fake_inputs, x_g[idx])
+        loss, _ = method.fake_score_loss(x_g[idx], denoiser, sigma=sigma[idx], noise=noise[idx], **extra)
         grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, (denoiser.weight, denoiser.bias))]))
     grads = torch.stack(grads)
     z = grads.mean(0) / (grads.std(0) / math.sqrt(chunks))
@@ -190,11 +207,13 @@ def test_image_batches_sampled_sigma_and_cond(name):
     method = methods.create(name)
     weight = torch.nn.Parameter(torch.tensor(1.5))
     x_g = weight * torch.randn(3, 2, 4, 4)
-    extra = {"pairs": (x_g[:1], torch.zeros(1, 2, 4, 4))} if "teacher_pairs" in method.training_recipe.generator_inputs else {}
+    recipe = method.training_recipe
+    extra = {"pairs": (x_g[:1], torch.zeros(1, 2, 4, 4))} if "teacher_pairs" in recipe.generator_inputs else {}
+    extra.update(declared_inputs(recipe.generator_inputs, x_g))
     loss, logs = method.generator_loss(x_g, denoiser(1.0), denoiser(0.5), cond=cond, **extra)
     assert loss.shape == () and torch.isfinite(loss) and "loss_g" in logs
     (grad,) = torch.autograd.grad(loss, weight)
     assert torch.isfinite(grad) and grad != 0
-    loss, logs = method.fake_score_loss(x_g, denoiser(0.5), cond=cond)
+    loss, logs = method.fake_score_loss(x_g, denoiser(0.5), cond=cond, **declared_inputs(recipe.fake_inputs, x_g))
     assert loss.shape == () and torch.isfinite(loss) and "loss_fake" in logs
     assert seen and all(c is cond for c in seen)

@@ -1,4 +1,6 @@
 """DI: the gradient of its generator loss is sigma^2 times the gradient of KL(q_sigma || p_sigma)."""
+import copy
+
 import pytest
 import torch
 
@@ -40,3 +42,35 @@ def test_recipe_is_published():
     assert recipe.generator_sigma == recipe.fake_sigma
     assert (recipe.generator_sigma.kind, recipe.generator_sigma.mean, recipe.generator_sigma.std) == ("lognormal", -1.2, 1.2)
     assert recipe.fake_updates_per_generator_update == 1 and recipe.fresh_latents_per_phase
+
+
+class DropoutDenoiser(torch.nn.Module):
+    """A denoiser with dropout inside, so two calls in train mode differ unless their masks agree."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(6, 32)
+        self.outer = torch.nn.Linear(32, 6)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x, sigma, cond=None):
+        return x + self.outer(self.drop(torch.tanh(self.inner(x))))
+
+
+def test_teacher_and_fake_share_one_dropout_mask():
+    """di_loss.py restores the random state between the two calls: at fake = teacher, both in train
+    mode, the direction and the generator gradient are exactly zero."""
+    teacher = DropoutDenoiser().train()
+    fake = copy.deepcopy(teacher).train()
+    x_g = torch.randn(16, 6, requires_grad=True)
+    loss, logs = methods.create("di").generator_loss(x_g, teacher, fake)
+    assert logs["direction_rms"] == 0 and not torch.autograd.grad(loss, x_g)[0].any()
+    x_t, sigma = torch.randn(16, 6), torch.ones(16)
+    assert not torch.equal(teacher(x_t, sigma), fake(x_t, sigma))  # separate calls: different masks
+
+
+def test_recipe_follows_di_train_py():
+    recipe = methods.create("di").training_recipe
+    assert (recipe.lr, recipe.dropout, recipe.augment_p, recipe.fake_loss_reduction) == (1e-5, None, 0.12, "per_sample_sum")
+    assert recipe.modes.train("generator", "teacher") and recipe.modes.train("generator", "fake")
+    assert not recipe.modes.train("fake", "generator") and recipe.modes.train("fake", "fake")

@@ -147,3 +147,35 @@ def test_dmd2_recipe_is_published():
     dmd = methods.create("dmd").training_recipe
     assert dmd.fake_updates_per_generator_update == 1 and dmd.fresh_latents_per_phase
     assert dmd.generator_sigma == recipe.generator_sigma and dmd.optimizer == "adamw"
+    assert (recipe.lr, recipe.dropout, recipe.fake_loss_reduction) == (2e-6, 0.0, "mean")
+    assert recipe.warmup_iterations == pytest.approx(500 / 7)  # 500 scheduler steps, 7 per iteration
+
+
+def test_dmd2_fake_score_loss_is_a_mean_over_every_element_and_sid_sums_per_sample():
+    """edm_guidance.py: torch.mean over B x C x H x W; SiD and DI sum per sample, then average."""
+    x_g = torch.randn(4, 3, 2, 2)
+    sigma, noise = torch.tensor([0.1, 0.5, 1.0, 3.0]), torch.randn(4, 3, 2, 2)
+    fake = lambda x, s, cond=None: 0.3 * x  # noqa: E731
+    x_t = x_g + sigma.view(-1, 1, 1, 1) * noise
+    weighted = (1 / sigma**2 + 4).view(-1, 1, 1, 1) * (fake(x_t, sigma) - x_g) ** 2
+    dmd2, _ = methods.create("dmd2").fake_score_loss(x_g, fake, sigma=sigma, noise=noise)
+    sid, _ = methods.create("sid").fake_score_loss(x_g, fake, sigma=sigma, noise=noise)
+    torch.testing.assert_close(dmd2, weighted.mean())
+    torch.testing.assert_close(sid, weighted.sum((1, 2, 3)).mean())
+
+
+def test_augmentation_feeds_the_fake_score_its_labels():
+    x_g = torch.randn(4, 3, 2, 2)
+    seen = {}
+
+    def fake(x, s, cond=None, augment_labels=None):
+        seen["labels"] = augment_labels
+        return torch.zeros_like(x)
+
+    flipped = lambda x: (x.flip(3), torch.ones(x.shape[0], 9))  # noqa: E731
+    sigma, noise = torch.ones(4), torch.zeros(4, 3, 2, 2)
+    loss, _ = methods.create("sid").fake_score_loss(x_g, fake, sigma=sigma, noise=noise, augment=flipped)
+    assert torch.equal(seen["labels"], torch.ones(4, 9))
+    torch.testing.assert_close(loss, 5 * x_g.flip(3).pow(2).sum((1, 2, 3)).mean())  # target: augmented x
+    methods.create("sid").fake_score_loss(x_g, fake, sigma=sigma, noise=noise)
+    assert seen["labels"] is None

@@ -6,7 +6,7 @@ import methods
 
 
 def test_available_lists_every_method():
-    assert methods.available() == ["di", "dmd", "dmd2", "sid", "sim"]
+    assert methods.available() == ["di", "dmd", "dmd2", "fdistill", "sid", "sida", "sim", "uni_instruct"]
 
 
 def test_unknown_method_names_close_matches():
@@ -24,6 +24,9 @@ def test_unknown_method_names_close_matches():
     ("dmd2", {"fake_updates_per_generator_update": 0}, "fake_updates_per_generator_update"),
     ("dmd", {"regression_weight": -0.1}, "regression_weight"),
     ("di", {"weighting": "snr"}, "weighting"),
+    ("fdistill", {"divergence": "kl2"}, "divergence"),
+    ("sida", {"gan_weight": -1.0}, "gan_weight"),
+    ("uni_instruct", {"gan_start_kimg": math.inf}, "gan_start_kimg"),
 ])
 def test_invalid_hyperparameters_are_named(name, hparams, word):
     with pytest.raises(ValueError, match=word):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.metrics.images import save_pngs
+from bench_helpers import save_pngs
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def sets(tmp_path, monkeypatch):
 def test_fid_text_and_json(sets, capsys):
     assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "random-features", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for label in ("FID", "IS", "KID", "precision", "recall", "30 images"):
+    for label in ("FID", "IS", "KID", "Precision", "Recall", "30 images"):
         assert label in out
     assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "random-features", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
@@ -56,16 +56,13 @@ def test_suite_extractor_imported_only_when_asked(sets, capsys, monkeypatch):
 
     from bench.metrics import fidelity
 
-    monkeypatch.delitem(fidelity.EXTRACTOR_LOADERS, "digits", raising=False)
     monkeypatch.delitem(sys.modules, "bench.suites.digits_features", raising=False)
     assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "random-features"]) == 0
-    assert "bench.suites.digits_features" not in sys.modules and "digits" not in fidelity.EXTRACTOR_LOADERS
+    assert "bench.suites.digits_features" not in sys.modules
     # the digits suite's module stands in as this test's random-features module
-    monkeypatch.setitem(fidelity.SUITE_EXTRACTORS, "digits", "bench.metrics.random_features:spec")
+    monkeypatch.setitem(fidelity.EXTRACTORS.entries, "digits", "bench.metrics.random_features:spec")
     assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "digits", "--json"]) == 0
-    assert "digits" in fidelity.EXTRACTOR_LOADERS
-    monkeypatch.delitem(fidelity.EXTRACTOR_LOADERS, "digits")
-    monkeypatch.setitem(fidelity.SUITE_EXTRACTORS, "digits", "bench.suites.no_such_module:extractor_spec")
+    monkeypatch.setitem(fidelity.EXTRACTORS.entries, "digits", "bench.suites.no_such_module:extractor_spec")
     capsys.readouterr()
     assert main(["fid", str(sets / "a"), str(sets / "b.npz"), "--extractor", "digits"]) == 2
     assert "no_such_module" in capsys.readouterr().err

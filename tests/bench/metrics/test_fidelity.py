@@ -10,7 +10,7 @@ from bench.errors import BadInput
 from bench.metrics import fidelity
 from bench.metrics.fidelity import FidelityEvaluator, ImageDataset, register_extractor
 from bench.metrics.random_features import RandomFeatures
-from bench.suites.base import Measurement
+from bench.metrics.base import Measurement
 
 
 def images(n, c=3, size=16, seed=0, low=0, high=256):
@@ -47,6 +47,7 @@ def test_all_metrics_end_to_end(tmp_path):
     assert values["fid"] > 0 and values["is"] >= 1 and 0 <= values["precision"] <= 1 and 0 <= values["recall"] <= 1
 
 
+@pytest.mark.slow
 def test_distances_order_distributions(tmp_path):
     ref = images(100, seed=1)
     ev = evaluator(ref, tmp_path, reference_key="noise", metrics=("fid", "kid", "prc"))
@@ -111,7 +112,7 @@ def test_statistics_file_reference(tmp_path):
 
 
 def test_folder_and_npz_references_match_tensor(tmp_path):
-    from bench.metrics.images import save_pngs
+    from bench_helpers import save_pngs
 
     ref, gen = images(40, seed=1), images(30, seed=2)
     save_pngs(ref, tmp_path / "ref")
@@ -160,7 +161,7 @@ def test_registered_extractor_and_gray_images(tmp_path, monkeypatch):
     register_extractor("tiny-test", TinyExtractor)  # twice: harmless
     with pytest.raises(ValueError, match="taken"):
         register_extractor("tiny-test", RandomFeatures)
-    monkeypatch.setitem(fidelity.EXTRACTOR_LOADERS, "tiny-rgb", lambda: fidelity.ExtractorSpec(
+    monkeypatch.setitem(fidelity.EXTRACTORS.entries, "tiny-rgb", lambda: fidelity.ExtractorSpec(
         "tiny-test", weights_id="random", impl="tiny", channels=3))
     gray = images(30, c=1, seed=1)
     out = evaluator(gray, tmp_path, extractor="tiny-rgb").evaluate(images(20, c=1, seed=2))
@@ -271,6 +272,7 @@ def random_inception_weights(tmp_path, monkeypatch):
     return path
 
 
+@pytest.mark.slow
 def test_inception_route_with_local_weight_file(tmp_path, random_inception_weights):
     # IS alone on four images: Inception at 299x299 on a CPU is slow; FID's path is the same glue
     ev = FidelityEvaluator(None, metrics=("is",), cache_root=tmp_path / "cache")

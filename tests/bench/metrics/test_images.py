@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from bench.errors import BadInput
-from bench.metrics.images import check_images, load_images, make_grid, save_grid, save_pngs, to_uint8
+from bench.metrics.images import check_images, load_images, make_grid, save_grid, to_uint8
+from bench_helpers import save_pngs
 
 
 def test_to_uint8_is_edm_quantisation():

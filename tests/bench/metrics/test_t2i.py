@@ -57,9 +57,7 @@ def test_aesthetic_end_to_end(aesthetic):
     assert s[0].item() == pytest.approx(expected, rel=1e-5)
     aesthetic.batch_size = 4  # batching does not change scores
     assert torch.allclose(aesthetic.score(x, PROMPTS), s, rtol=1e-5, atol=1e-6)
-    [m] = aesthetic.evaluate(x, PROMPTS)
-    assert m.metric == "aesthetic" and m.n_samples == 6 and "open-clip-torch" in m.impl
-    assert m.value == pytest.approx(s.mean().item())
+    assert aesthetic.metric == "aesthetic" and "open-clip-torch" in aesthetic.impl
     gray = aesthetic.score(x[:2, :1], PROMPTS[:2])  # grayscale is scored as RGB
     assert torch.allclose(gray, aesthetic.score(x[:2, :1].expand(-1, 3, -1, -1).contiguous(), PROMPTS[:2]))
 
@@ -91,6 +89,7 @@ def image_reward(tmp_path):
                                             tmp_path / "vocab.txt", vision=vision)
 
 
+@pytest.mark.slow
 def test_image_reward_adapter_skips_the_training_module():
     needs("ImageReward", "image-reward (installed with --no-deps)")
     # In a fresh process: other tests in this session import diffusers on their own. (accelerate may
@@ -111,8 +110,7 @@ def test_image_reward_end_to_end(image_reward):
     with torch.no_grad():
         own = [image_reward.model.score(p, im) for p, im in zip(PROMPTS[:3], pil)]
     assert s.tolist() == pytest.approx(own, rel=1e-4, abs=1e-5)
-    [m] = image_reward.evaluate(x, PROMPTS[:3])
-    assert m.metric == "image_reward" and m.impl.startswith("image-reward 1.5")
+    assert image_reward.metric == "image_reward" and image_reward.impl.startswith("image-reward 1.5")
 
 
 def test_image_reward_rejects_foreign_checkpoint(image_reward, tmp_path):
@@ -159,8 +157,7 @@ def test_pickscore_end_to_end(pickscore):
     with torch.no_grad():
         expected = pickscore.model(**inputs).logits_per_image.diagonal()
     assert torch.allclose(s.float(), expected, rtol=1e-4, atol=1e-5)
-    [m] = pickscore.evaluate(x, PROMPTS)
-    assert m.metric == "pickscore_raw" and "divided by 100" in pickscore.scale
+    assert pickscore.metric == "pickscore_raw" and "divided by 100" in pickscore.scale
 
 
 # --- shared interface -------------------------------------------------------------------------

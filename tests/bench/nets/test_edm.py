@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from edm_helpers import TINY_ADM, TINY_SONG, perturbed
+from tolerances import assert_close_to_scale
 
 from bench.nets import edm
 
@@ -97,8 +98,8 @@ def test_resampling_with_box_filter_is_average_pooling_and_nearest_upsampling():
     x = torch.randn(2, 4, 8, 8)
     down = edm.Conv2d(4, 4, kernel=0, down=True)
     up = edm.Conv2d(4, 4, kernel=0, up=True)
-    assert torch.allclose(down(x), F.avg_pool2d(x, 2), atol=1e-6)
-    assert torch.allclose(up(x), F.interpolate(x, scale_factor=2, mode="nearest"), atol=1e-6)
+    assert_close_to_scale(down(x), F.avg_pool2d(x, 2))
+    assert_close_to_scale(up(x), F.interpolate(x, scale_factor=2, mode="nearest"))
     smooth = edm.Conv2d(4, 4, kernel=0, down=True, resample_filter=[1, 3, 3, 1])
     assert smooth(torch.ones(1, 4, 8, 8))[0, :, 1:-1, 1:-1].allclose(torch.ones(1)), "unit DC gain"
 
@@ -110,7 +111,7 @@ def test_attention_is_softmax_of_scaled_dot_products_with_head_channel_qkv_layou
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     weights = torch.softmax(torch.einsum("ncq,nck->nqk", q, k) / math.sqrt(32), dim=2)
     expected = torch.einsum("nqk,nck->ncq", weights, v).reshape(2, 64, 4, 4)
-    assert torch.allclose(block._attention(h), expected, atol=1e-5)
+    assert_close_to_scale(block._attention(h), expected)
 
 
 def test_positional_embedding_frequencies():

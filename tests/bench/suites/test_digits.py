@@ -133,13 +133,13 @@ def test_teacher_sampler_and_real_data(trained):
     assert all((train == r.flatten()).all(1).any() for r in real)
 
 
+@pytest.mark.slow
 def test_classifier_reaches_97_percent_held_out(tmp_path, monkeypatch):
     """The real classifier configuration (a few seconds on the CPU), found as `bench fid` finds it."""
     from bench.metrics import fidelity
 
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
-    monkeypatch.delitem(fidelity.EXTRACTOR_LOADERS, "digits", raising=False)  # as in a fresh process
-    spec = fidelity.resolve_extractor("digits")  # through the evaluation layer's suite hook: trains the default classifier
+    spec = fidelity.resolve_extractor("digits")  # through the extractor registry: trains the default classifier
     path = Path(spec.kwargs["feature_extractor_weights_path"])
     assert path.parent.parent == tmp_path / "digits" and spec.weights_id == path.parent.name
     _, info = digits.load_cached(path)
@@ -208,6 +208,7 @@ def test_evaluator_scores_real_digits_above_noise(trained, tmp_path, monkeypatch
     assert on_real["precision"].value > on_noise["precision"].value
 
 
+@pytest.mark.slow
 def test_distillation_run_from_the_teacher_is_evaluated(trained, tmp_path, monkeypatch, capsys):
     """A few SiD steps through the CLI: the first evaluation scores the teacher-initialised generator."""
     from bench.cli import main

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import methods
+from tolerances import assert_close_to_scale
 from bench import runconfig
 from bench.errors import BadInput
 from bench.loop import Run
@@ -116,7 +117,8 @@ def test_denoiser_matches_vp_parameterisation(tiny):
     for t in (10, 500, 990):
         sigma = ((1 - abar[t]) / abar[t]).sqrt().float()
         x = torch.randn(3, 4, 8, 8) * (1 + sigma**2).sqrt()
-        assert torch.allclose(teacher.sigma_to_t(sigma.expand(3)), torch.full((3,), float(t)), atol=1e-3)
+        # timesteps are recovered by interpolating log-sigma: a few epsilons of t itself
+        assert_close_to_scale(teacher.sigma_to_t(sigma.expand(3)), torch.full((3,), float(t)))
         x_vp = x / (1 + sigma**2).sqrt()
         emb, mask = cond["prompt_embeds"], cond["prompt_attention_mask"]
         null = suite.encode_cond([""] * 3)
@@ -132,7 +134,8 @@ def test_denoiser_matches_vp_parameterisation(tiny):
             eps = eps_u + 4.5 * (eps_c - eps_u)
             expected = (x_vp - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
             got = teacher(x, sigma.expand(3), cond)
-        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+        # at t=990 the x0 estimates reach ~500 (eps amplified by 1/sqrt(abar)): tolerance to that scale
+        assert_close_to_scale(got, expected)
 
 
 @needs_t2i
@@ -150,7 +153,7 @@ def test_v_prediction_conversion(tmp_path):
     with torch.no_grad():
         v = teacher.vp_output(x_vp, teacher.sigma_to_t(sigma), cond)
         expected = abar.sqrt().view(-1, 1, 1, 1) * x_vp - (1 - abar).sqrt().view(-1, 1, 1, 1) * v
-        assert torch.allclose(teacher(x, sigma, cond), expected, atol=1e-5)
+        assert_close_to_scale(teacher(x, sigma, cond), expected)
 
 
 @needs_t2i
@@ -184,16 +187,22 @@ def test_sample_cond_caches_and_is_seeded(tiny):
     emb, mask, *_ = tiny["pipe"].encode_prompt([PROMPTS[0]], do_classifier_free_guidance=False, device=CPU)
     n = int(mask.sum())
     own = suite.encode_cond([PROMPTS[0]])
-    assert torch.allclose(own["prompt_embeds"][0, :n], emb[0, :n], atol=1e-6)
+    assert_close_to_scale(own["prompt_embeds"][0, :n], emb[0, :n])
 
 
 @needs_t2i
 @pytest.mark.parametrize("method", methods.available())
-def test_distillation_steps_every_method(tiny, method):
-    """A runner training step of each method on the tiny pipeline: finite, both networks move."""
+def test_distillation_steps_every_method(tiny, method, monkeypatch):
+    """A runner training step of each method on the tiny pipeline: finite, both networks move.
+
+    The suite has no real images; methods with a discriminator get random latents as real data, which
+    is enough to train the head on the fake network's middle-block features.
+    """
+    monkeypatch.setattr(t2i.TextToImageSuite, "real_data",
+                        lambda self, n, generator: (torch.randn(n, *self.latent_shape, generator=generator), None))
     sets = {"suite.pipeline": str(tiny["path"]), "suite.prompts": str(tiny["prompts"]), "suite.teacher_steps": 2,
             "suite.eval_batch": 4, "train.n_regression_pairs": 4,
-            "train.warmup_kimg": 0}  # DMD2's warm-up would hold the first step's lr at zero
+            "train.warmup_iterations": 0}  # DMD2's warm-up holds the first iteration's lr at zero
     config = runconfig.resolve("t2i", method, lr=1e-4, batch=2, batch_gpu=2, kimg=1, sets=sets)
     config["device"] = "cpu"
     run = Run(config, CPU, quiet=True)
@@ -207,6 +216,8 @@ def test_distillation_steps_every_method(tiny, method):
     assert any(not torch.equal(a, b) for a, b in zip(before, run.generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(fake_before, run.fake.parameters()))
     assert all(not p.requires_grad for p in run.parts.teacher.parameters())
+    if run.parts.discriminator is not None:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.parts.discriminator.head.parameters())
 
 
 @needs_t2i
@@ -451,6 +462,7 @@ def test_real_pixart_alpha_pipeline():
     assert images.shape == (1, 3, 512, 512) and torch.isfinite(images).all()
 
 
+@pytest.mark.slow
 @needs_t2i
 def test_runner_end_to_end_with_teacher_row(tiny, tmp_path, monkeypatch):
     """``execute`` trains, evaluates (decoded, scored by PickScore found through bench weights) and writes

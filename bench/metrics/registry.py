@@ -1,0 +1,69 @@
+"""Every metric a run directory may hold: its label, direction, positivity, headline rank and code.
+
+Torch-free: results, leaderboards, plots, the report, the CLI and the suites read it. A new metric
+is its implementation plus one ``Metric`` line here. A metric found in a run directory but not
+registered is still shown, labelled as unregistered, never dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..registry import unknown_name
+
+UNREGISTERED = "unregistered"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the harness knows about one metric name of metrics.jsonl.
+
+    ``direction`` is "lower" or "higher" (is better); ``positive`` metrics are always > 0, so a
+    spread between two values is a ratio (in decades); ``headline`` ranks the metrics that may head
+    a suite's leaderboard, plots and report section (1 first; None never heads); ``impl`` is the
+    ``"module:attribute"`` that computes it.
+    """
+
+    name: str
+    label: str
+    direction: str
+    positive: bool
+    headline: int | None
+    impl: str
+
+    @property
+    def registered(self) -> bool:
+        return self.direction != UNREGISTERED
+
+
+_FIDELITY = "bench.metrics.fidelity:FidelityEvaluator"
+_GAUSSIAN = "bench.suites.gaussian:GaussianEvaluator"
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("fid", "FID", "lower", True, 1, _FIDELITY),
+    Metric("is", "IS", "higher", True, 6, _FIDELITY),
+    Metric("kid", "KID", "lower", False, None, _FIDELITY),
+    Metric("precision", "Precision", "higher", False, None, _FIDELITY),
+    Metric("recall", "Recall", "higher", False, None, _FIDELITY),
+    Metric("frechet", "Fréchet", "lower", True, 2, _GAUSSIAN),
+    Metric("sliced_wasserstein", "Sliced W.", "lower", True, None, _GAUSSIAN),
+    Metric("aesthetic", "Aesthetic", "higher", True, 5, "bench.metrics.t2i:AestheticScorer"),
+    Metric("image_reward", "ImageReward", "higher", False, 3, "bench.metrics.t2i:ImageRewardScorer"),
+    Metric("pickscore_raw", "PickScore", "higher", True, 4, "bench.metrics.t2i:PickScorer"),
+]}
+
+
+def get(name: str) -> Metric:
+    """The registered metric ``name``; BadInput naming close matches otherwise."""
+    if name not in METRICS:
+        raise unknown_name("metric", name, sorted(METRICS))
+    return METRICS[name]
+
+
+def info(name: str) -> Metric:
+    """``name``'s entry, or an "unregistered" one (label = name) for a metric found in results."""
+    return METRICS.get(name) or Metric(name, name, UNREGISTERED, False, None, "")
+
+
+def implemented_in(module: str) -> tuple[str, ...]:
+    """The metric names computed in ``module`` (e.g. ``"bench.metrics.t2i"``), in registry order."""
+    return tuple(m.name for m in METRICS.values() if m.impl.split(":")[0] == module)
