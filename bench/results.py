@@ -388,7 +388,7 @@ def values_at(table: pd.DataFrame, metric: str, axis: str, budget: float) -> pd.
         x = curve[col].to_numpy(float)
         row = curve.iloc[[int(np.searchsorted(x, budget, side="right")) - 1 if budget >= x[0] else 0]].copy()
         y = curve["value"].to_numpy(float)
-        row["value"] = _interpolate(x, y, budget, log=metric in POSITIVE and bool((y > 0).all()))
+        row["value"] = _interpolate(x, y, budget, log=metric_registry.info(metric).positive and bool((y > 0).all()))
         for other in ("kimg", "gflop", "train_s"):
             v = curve[other].to_numpy(float)
             row[other] = float(np.interp(budget, x, v)) if np.isfinite(v).all() else math.nan
