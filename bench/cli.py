@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-gpu", type=int, default=None, help="per-device micro-batch (gradient accumulation)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--kimg", type=float, default=None, help="training budget in thousands of generator images")
+    r.add_argument("--gflop", type=float, default=None,
+                   help="training budget in GFLOP instead of --kimg (measured network FLOPs, one-off costs included)")
     r.add_argument("--eval-every", type=float, default=None, help="evaluate every this many kimg")
     r.add_argument("--checkpoint-every", type=float, default=None, help="checkpoint every this many kimg")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="per-method leaderboard with the teacher's row")
     lb.add_argument("results_dir")
     lb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
+    lb.add_argument("--at", default=None, choices=["kimg", "gflop", "wall"],
+                    help="compare at the largest budget on this axis that every method reached (default: final)")
     lb.add_argument("--format", default="md", choices=["md", "csv"])
     lb.set_defaults(func=_handler("bench.results:cli_leaderboard"))
 
@@ -104,7 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("results_dir")
     rb.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     rb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
+    rb.add_argument("--x", default="kimg", choices=["kimg", "gflop", "wall"], help="the curves' x axis")
     rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"), check=_output_check)
+
+    cp = plsub.add_parser("compute", help="final metric against total training GFLOP, one point per run")
+    cp.add_argument("results_dir")
+    cp.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
+    cp.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
+    cp.set_defaults(func=_handler("bench.plots:cli_plot_compute"))
 
     rep = sub.add_parser("report", help="a self-contained HTML report")
     rep.add_argument("results_dir")

@@ -11,6 +11,7 @@ import torch
 
 from . import distributed as dist_utils
 from . import suites
+from .cost import sampling_cost
 from .rundir import JsonlLog, record_metric_impls
 from .step import Diverged
 from .suites.base import slice_cond, to_device
@@ -37,15 +38,16 @@ def generate(sample, z, cond, device, batch: int = 256) -> torch.Tensor:
 ROW_KEY = ("kimg", "metric", "n_samples", "ema")  # a metrics.jsonl row is unique on these
 
 
-def measurement_rows(measurements, kimg: float, ema: bool, started: float) -> list[dict]:
-    """One metrics.jsonl row per measurement (Contract 2)."""
+def measurement_rows(measurements, kimg: float, ema: bool, started: float, cost: dict | None = None) -> list[dict]:
+    """One metrics.jsonl row per measurement (Contract 2), with the run's cumulative ``cost``."""
     return [{"kimg": round(kimg, 6), "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
-             "ema": ema, "impl": m.impl, "time_s": time.time() - started} for m in measurements]
+             "ema": ema, "impl": m.impl, "time_s": time.time() - started, **(cost or {})} for m in measurements]
 
 
-def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float) -> None:
+def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float,
+                     cost: dict | None = None) -> None:
     """Append one metrics.jsonl row per measurement."""
-    for row in measurement_rows(measurements, kimg, ema, started):
+    for row in measurement_rows(measurements, kimg, ema, started, cost):
         log.append(row)
 
 
@@ -71,6 +73,11 @@ def evaluate(run, rescore: bool = False) -> list[dict]:
     """
     evaluator = run.evaluator()
     z, cond = latent_bank(run.suite, run.config["seed"], run.train_opts["n_eval"] or evaluator.n_samples)
+    if run.sample_cost is None:  # one generator image's cost, beside the teacher's multi-step one
+        n = min(64, z.shape[0])
+        run.sample_cost = sampling_cost({"generator": run.ema}, lambda: generate(run.ema, z[:n], slice_cond(cond, 0, n),
+                                                                                  run.device), n, "generator")
+        run.sample_cost.pop("samples")
     nets = [(True, run.ema)] + ([(False, run.generator)] if run.train_opts["eval_raw"] else [])
     rows = []
     for ema, net in nets:
@@ -78,7 +85,7 @@ def evaluate(run, rescore: bool = False) -> list[dict]:
         samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256))
         if not torch.isfinite(samples).all():
             raise Diverged("non-finite generator sample")
-        new = measurement_rows(evaluator.evaluate(samples, cond), run.kimg, ema, started)
+        new = measurement_rows(evaluator.evaluate(samples, cond), run.kimg, ema, started, run.cost.row())
         if not rescore:
             for row in new:
                 run.metrics.append(row)
@@ -102,6 +109,7 @@ class TeacherRun:
         self.teacher = self.suite.load_teacher(device).eval().requires_grad_(False)
         self.evaluator = self.suite.evaluator(device)
         self.started = time.time()
+        self.sample_cost = None  # the multi-step sampler's cost per image: NFE x forward GFLOP
 
     @property
     def wall_time(self) -> float:
@@ -110,12 +118,20 @@ class TeacherRun:
     def attach(self, directory: Path) -> None:
         self.dir = Path(directory)
 
+    def cost_summary(self) -> dict:
+        """The manifest's ``cost`` entry: what one sample of the teacher's sampler costs."""
+        return {"sample": self.sample_cost}
+
     def train(self, stop_flag) -> str:
         if dist_utils.rank() != 0:
             return "done"
         z, cond = latent_bank(self.suite, self.config["seed"], self.evaluator.n_samples)
         started = time.time()
-        samples = generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_), z, cond, self.device)
+        self.sample_cost = sampling_cost(
+            {"teacher": self.teacher},
+            lambda: generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_), z, cond, self.device),
+            z.shape[0], "teacher")
+        samples = self.sample_cost.pop("samples")
         log = JsonlLog(self.dir / "metrics.jsonl")
         log.truncate(0)  # a teacher row is evaluated in one go: an interrupted attempt starts over
         log_measurements(log, self.evaluator.evaluate(samples, cond), 0.0, False, started)

@@ -42,7 +42,7 @@ class TeacherPairs(Provider):
         n = run.train_opts["n_regression_pairs"]
         gen = torch.Generator().manual_seed(run.config["seed"] + PAIRS_SEED_OFFSET)
         z = torch.randn(n, *run.suite.latent_shape, generator=gen)
-        with torch.no_grad():
+        with torch.no_grad(), run.cost.once("regression_pairs"):  # a one-off cost of the run
             x = torch.cat([run.suite.teacher_sample(run.parts.teacher, z[i:i + 256].to(run.device), None).cpu()
                            for i in range(0, n, 256)])
         run.pairs = (z, x)

@@ -5,7 +5,7 @@ Sweep file::
     suite: digits
     suite_options: {}
     grid: {method: [sim, sid], lr: [1.0e-4, 1.0e-5], batch: [128], seed: [0, 1]}   # crossed
-    fixed: {kimg: 40, eval_every: 5, checkpoint_every: 10}
+    fixed: {kimg: 40, eval_every: 5, checkpoint_every: 10}   # or gflop: N, the same compute for every method
     method_hparams: {sim: {distance: [pseudo_huber, l2]}}   # per method, lists crossed
     train: {ema_halflife_kimg: 2}                          # train.* options of every run
     optim: {}                                              # optim.* options of every run
@@ -34,7 +34,7 @@ from .rundir import check_writable
 from .runlock import RunBusy
 
 GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed")
-FIXED_KEYS = ("kimg", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
+FIXED_KEYS = ("kimg", "gflop", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
 TOP_KEYS = ("suite", "suite_options", "grid", "fixed", "method_hparams", "train", "optim", "teacher", "quick",
             "slurm", "results")
 
@@ -74,7 +74,11 @@ def load_sweep(path: str | Path, quick: bool = False) -> dict:
     if quick:
         q = spec.get("quick") or {}
         grid.update(q.get("grid") or {})
-        fixed.update(q.get("fixed") or {})
+        quick_fixed = q.get("fixed") or {}
+        for budget, other in (("kimg", "gflop"), ("gflop", "kimg")):  # the quick budget replaces the full one
+            if budget in quick_fixed:
+                fixed.pop(other, None)
+        fixed.update(quick_fixed)
     if "method" not in grid:
         raise BadInput(f"{path}: grid must list at least one method")
     for key in grid:
@@ -90,6 +94,8 @@ def load_sweep(path: str | Path, quick: bool = False) -> dict:
         empty = [key for key, values in (hparams or {}).items() if values == []]
         if empty:
             raise BadInput(f"{path}: method_hparams {method}.{empty[0]} is an empty list, so {method} has no runs")
+    if "kimg" in fixed and "gflop" in fixed:
+        raise BadInput(f"{path}: fixed gives both kimg and gflop; they are alternative budgets")
     return {**spec, "grid": grid, "fixed": fixed}
 
 
@@ -106,7 +112,7 @@ def expand(spec: dict, world_size: int = 1) -> list[dict]:
             args = {**spec["fixed"], **point}
             configs.append(runconfig.resolve(
                 spec["suite"], method, lr=args.get("lr"), lr_fake=args.get("lr_fake"), batch=args.get("batch"),
-                batch_gpu=args.get("batch_gpu"), seed=args.get("seed"), kimg=args.get("kimg"),
+                batch_gpu=args.get("batch_gpu"), seed=args.get("seed"), kimg=args.get("kimg"), gflop=args.get("gflop"),
                 eval_every=args.get("eval_every"), checkpoint_every=args.get("checkpoint_every"),
                 sets={**common, **hparams}, precision=args.get("precision"), world_size=world_size))
             seeds.append(configs[-1]["seed"])

@@ -4,6 +4,7 @@ Progress is an integer image count ``nimg`` (EDM's ``cur_nimg``); the schedules 
 in kimg and become integer image counts here, so no comparison needs a tolerance. The images
 counted are those the generator is updated on (batch x generator updates); stats.jsonl also logs
 ``iterations``, fake-score updates, DMD2's unit (five per generator update).
+The budget is in kimg, or in GFLOP (``--gflop``): then the run stops after the first step that reaches it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import methods
 
 from . import distributed as dist_utils
 from . import checkpoint, evaluation, inputs, suites
+from .cost import CostMeter
 from .nets.modes import set_dropout
 from .rundir import JsonlLog
 from .step import check_finite, training_step
@@ -57,6 +59,9 @@ class Run:
         self.pairs = None
         for provider in self.inputs:
             provider.build(self)
+        self.cost = CostMeter({"teacher": self.parts.teacher, "fake": self.fake, "generator": self.generator,
+                               "discriminator": self.parts.discriminator}, scale=self.world)
+        self.sample_cost = None  # what one image from the generator costs, measured at the first evaluation
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.opt_g = self._optimizer(self.generator.parameters(), config["lr_g"])
         fake_params = list(self.fake.parameters())
@@ -100,6 +105,16 @@ class Run:
             self._evaluator = self.suite.evaluator(self.device)
         return self._evaluator
 
+    def cost_summary(self) -> dict:
+        """The manifest's ``cost`` entry: cumulative figures, one-off costs, a generator sample's cost."""
+        return {**self.cost.summary(), "sample": self.sample_cost}
+
+    def progress(self) -> tuple[float, float]:
+        """Progress and budget on the run's budget axis: kimg, or GFLOP with ``--gflop``."""
+        if self.config.get("gflop") is not None:
+            return self.cost.gflop, self.config["gflop"]
+        return self.kimg, self.config["kimg"]
+
     def _optimizer(self, params, lr):
         opt = self.config["optimizer"]
         cls = torch.optim.AdamW if opt["name"] == "adamw" else torch.optim.Adam
@@ -116,6 +131,7 @@ class Run:
                          "wall_time": self.wall_time},
             "rng": dist_utils.gather_objects(_rng_state()),
             "pairs": self.pairs,
+            "cost": {**self.cost.state_dict(), "sample": self.sample_cost},
             "log_sizes": {"stats": self.stats.size(), "metrics": self.metrics.size()} if self.rank == 0 else None,
         }
 
@@ -152,6 +168,9 @@ class Run:
             p[f"{key}_nimg"] if f"{key}_nimg" in p else to_nimg(p[key])
             for key in ("next_eval", "next_ckpt", "next_tick"))
         self.pairs = state["pairs"]
+        if "cost" in state:  # checkpoints written before cost accounting start from zero
+            self.cost.load_state_dict(state["cost"])
+            self.sample_cost = state["cost"]["sample"]
         _set_rng_state(state["rng"][self.rank])
 
     # --- the loop ------------------------------------------------------------------------------
@@ -162,21 +181,23 @@ class Run:
         """
         cfg = self.config
         self.session_start = time.time()
-        total = to_nimg(cfg["kimg"])
+        gflop_budget = cfg.get("gflop")
+        total = to_nimg(cfg["kimg"]) if gflop_budget is None else None
         eval_every, ckpt_every = to_nimg(cfg["eval_every"]), to_nimg(cfg["checkpoint_every"])
-        tick_kimg = self.train_opts["tick_kimg"] or max(cfg["batch"] / 1000, cfg["kimg"] / 50)
+        tick_kimg = self.train_opts["tick_kimg"] or max(cfg["batch"] / 1000, (cfg["kimg"] or 0) / 50)
         tick_every = max(1, to_nimg(tick_kimg))
         for provider in self.inputs:
             provider.prepare(self)
         bar = None
         if self.rank == 0 and not self.quiet:
             from tqdm.auto import tqdm
-            bar = tqdm(total=cfg["kimg"], initial=round(self.kimg, 3), unit="kimg", dynamic_ncols=True,
-                       desc=f"{cfg['method']} lr={cfg['lr_g']:g}", file=sys.stderr)
+            so_far, budget = self.progress()
+            bar = tqdm(total=budget, initial=round(so_far, 3), unit="kimg" if gflop_budget is None else "GFLOP",
+                       dynamic_ncols=True, desc=f"{cfg['method']} lr={cfg['lr_g']:g}", file=sys.stderr)
         tick_start, tick_nimg0 = time.time(), self.nimg
         reset_peak_memory(self.device)
         while True:
-            done = self.nimg >= total
+            done = self.nimg >= total if gflop_budget is None else self.cost.flops >= gflop_budget * 1e9
             if self.rank == 0 and (self.nimg >= self.next_eval or done):
                 evaluation.evaluate(self)
                 self.next_eval = next_multiple(self.nimg, eval_every)
@@ -192,13 +213,13 @@ class Run:
             row = training_step(self)
             check_finite(self)
             if bar is not None:
-                bar.n = min(self.kimg, cfg["kimg"])  # exact kimg, not a sum of float increments
+                bar.n = min(*self.progress())  # exact progress, not a sum of float increments
                 bar.set_postfix(loss_g=f"{row['loss_g']:.3g}", loss_fake=f"{row['loss_fake']:.3g}")
             if self.rank == 0 and self.nimg >= self.next_tick:
                 elapsed = time.time() - tick_start
                 self.stats.append({"kimg": round(self.kimg, 6), "step": self.step, "time_s": self.wall_time,
                                    **row, "images_per_s": (self.nimg - tick_nimg0) / max(elapsed, 1e-9),
-                                   "peak_mem_mb": peak_memory_mb(self.device)})
+                                   "peak_mem_mb": peak_memory_mb(self.device), **self.cost.row()})
                 tick_start, tick_nimg0 = time.time(), self.nimg
                 reset_peak_memory(self.device)
                 self.next_tick = next_multiple(self.nimg, tick_every)

@@ -186,23 +186,25 @@ def _under(styles: dict, method: str) -> int:
     return len(styles) - 1 - list(styles).index(method)
 
 
-def _curves_panel(ax, data: pd.DataFrame, styles: dict, metric: str) -> None:
-    curves = results.curves(data)
+def _curves_panel(ax, data: pd.DataFrame, styles: dict, metric: str, x: str = "kimg") -> None:
+    col = results.AXES[x]
+    curves = results.curves(data).dropna(subset=[col])
     if curves.empty:
-        ax.text(0.5, 0.5, "no evaluations", transform=ax.transAxes, ha="center", color="0.5")
+        ax.text(0.5, 0.5, "no evaluations" if x == "kimg" else f"no {x} figures", transform=ax.transAxes,
+                ha="center", color="0.5")
         return
     for method, g in curves.groupby("method", sort=True):
-        style, m, under = styles[method], _mean_sem(g, "kimg"), _under(styles, method)
-        ax.plot(m["kimg"], m["mean"], markersize=3.5 + 0.6 * under, linewidth=1.3 + 0.25 * under, **style.line())
-        ax.fill_between(m["kimg"], m["mean"] - m["sem"], m["mean"] + m["sem"], color=style.color, alpha=0.18,
+        style, m, under = styles[method], _mean_sem(g, col), _under(styles, method)
+        ax.plot(m[col], m["mean"], markersize=3.5 + 0.6 * under, linewidth=1.3 + 0.25 * under, **style.line())
+        ax.fill_between(m[col], m["mean"] - m["sem"], m["mean"] + m["sem"], color=style.color, alpha=0.18,
                         linewidth=0)
     for run_id, g in curves[curves["status"] == "diverged"].groupby("run_id"):
-        last = g.sort_values("kimg").iloc[-1]
-        x = last["diverged_kimg"] if not math.isnan(last["diverged_kimg"]) else last["kimg"]
-        ax.scatter([x], [last["value"]], color=styles[last["method"]].color, **DIVERGED_MARKER)
+        last = g.sort_values(col).iloc[-1]
+        at = last["diverged_kimg"] if x == "kimg" and not math.isnan(last["diverged_kimg"]) else last[col]
+        ax.scatter([at], [last["value"]], color=styles[last["method"]].color, **DIVERGED_MARKER)
     for run_id, g in curves[curves["status"] == "running"].groupby("run_id"):
-        last = g.sort_values("kimg").iloc[-1]
-        ax.scatter([last["kimg"]], [last["value"]], facecolors="none", edgecolors=styles[last["method"]].color,
+        last = g.sort_values(col).iloc[-1]
+        ax.scatter([last[col]], [last["value"]], facecolors="none", edgecolors=styles[last["method"]].color,
                    s=40, linewidths=1.2, zorder=5)
 
 
@@ -252,12 +254,12 @@ def _plan(table: pd.DataFrame, metric: str | None) -> list[_Row]:
     return plan
 
 
-def _draw_row(axes: list, row: _Row, table: pd.DataFrame, styles: dict) -> None:
+def _draw_row(axes: list, row: _Row, table: pd.DataFrame, styles: dict, x: str = "kimg") -> None:
     """Draw one row's panels into ``axes`` (one per learning rate, then the summary), wherever they live."""
     for ax, lr in zip(axes, row.lrs):
-        _curves_panel(ax, row.sel[row.sel["lr_g"] == lr], styles, row.metric)
+        _curves_panel(ax, row.sel[row.sel["lr_g"] == lr], styles, row.metric, x)
         ax.set_title(f"{_text(row.suite)} · lr = {results.lr_text(lr)}")
-        ax.set_xlabel("training kimg")
+        ax.set_xlabel(results.AXIS_LABELS[x])
     _summary_panel(axes[-1], row.sel, styles, row.lrs)
     for i, ax in enumerate(axes):
         _teacher_line(ax, table, row.suite, row.metric)
@@ -292,9 +294,12 @@ def _legend(fig: Figure, styles: dict, width_in: float):
                       columnspacing=1.2)
 
 
-def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
+def robustness_figure(table: pd.DataFrame, metric: str | None = None, x: str = "kimg") -> Figure:
     """The robustness figure (see the module docstring): every panel, one legend above; BadInput when
-    there is nothing to draw."""
+    there is nothing to draw. ``x`` is the curves' axis: "kimg" (generator images), "gflop" (training
+    FLOPs, one-off costs included) or "wall" (seconds in the update phases)."""
+    if x not in results.AXES:
+        raise BadInput(f"unknown x axis {x!r} (known: {', '.join(results.AXES)})")
     plan = _plan(table, metric)
     styles = method_styles(table["method"].unique())
     ncols = max(len(r.lrs) for r in plan) + 1
@@ -306,7 +311,7 @@ def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
             used = list(axes[r][:len(row.lrs)]) + [axes[r][-1]]
             for ax in axes[r][len(row.lrs):-1]:
                 ax.set_visible(False)
-            _draw_row(used, row, table, styles)
+            _draw_row(used, row, table, styles, x)
         _legend(fig, styles, width)
     return fig
 
@@ -359,13 +364,61 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def cli_plot_robustness(args) -> int:
-    """``bench plot robustness DIR -o figure.png|.svg [--metric M]``."""
-    out = Path(args.output)
-    fmt = out.suffix.lower().lstrip(".")
+def compute_scatter(table: pd.DataFrame, metric: str | None = None) -> Figure:
+    """Quality against compute: each run's final value against its GFLOP at that evaluation, one
+    point per run, one colour per method, one panel per suite (its headline metric, or ``metric``);
+    an x marks a diverged run, the teacher's value is a dashed line. BadInput when no run has cost figures."""
+    pairs = list(results.metric_per_suite(table, metric).items())
+    styles = method_styles(table["method"].unique())
+    finals = {suite: results.final_values(table[(table["suite"] == suite) & (table["metric"] == m)
+                                                & (table["method"] != results.TEACHER)]).dropna(subset=["gflop"])
+              for suite, m in pairs}
+    if all(f.empty for f in finals.values()):
+        raise BadInput("no run carries GFLOP figures (run directories written before cost accounting)")
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(PANEL_SIZE[0] * 1.3 * len(pairs), PANEL_SIZE[1] + 0.6), layout="constrained")
+        axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+        for ax, (suite, m) in zip(axes, pairs):
+            f = finals[suite]
+            lost = f["status"].isin(["diverged", "failed"])
+            for method, g in f[~lost].groupby("method", sort=True):
+                ax.scatter(g["gflop"], g["value"], color=styles[method].color, marker=styles[method].marker, s=36,
+                           zorder=4)
+            ax.scatter(f.loc[lost, "gflop"], f.loc[lost, "value"],
+                       color=[styles[k].color for k in f.loc[lost, "method"]], **DIVERGED_MARKER)
+            _teacher_line(ax, table, suite, m)
+            if len(f) and (f["gflop"] > 0).all():
+                ax.set_xscale("log")
+            if _log_helps(f["value"], m):
+                ax.set_yscale("log")
+            n = f["n_samples"].min() if len(f) else None
+            ax.set_ylabel(results.metric_label(m, None if n is pd.NA else n))
+            ax.set_xlabel("total training GFLOP")
+            ax.set_title(f"{_text(suite)} · final value vs compute")
+        _legend(fig, styles, PANEL_SIZE[0] * 1.3 * len(pairs))
+    return fig
+
+
+def _figure_format(output: str) -> str:
+    fmt = Path(output).suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):
-        raise BadInput(f"-o {args.output}: use a .png, .svg or .pdf file name")
-    data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric), fmt)
+        raise BadInput(f"-o {output}: use a .png, .svg or .pdf file name")
+    return fmt
+
+
+def cli_plot_compute(args) -> int:
+    """``bench plot compute DIR -o figure.png|.svg [--metric M]``: the quality-versus-compute scatter."""
+    out, fmt = Path(args.output), _figure_format(args.output)
+    data = figure_bytes(compute_scatter(results.load(args.results_dir), args.metric), fmt)
+    write_atomic(out, lambda p: Path(p).write_bytes(data))
+    print(out)
+    return 0
+
+
+def cli_plot_robustness(args) -> int:
+    """``bench plot robustness DIR -o figure.png|.svg [--metric M] [--x kimg|gflop|wall]``."""
+    out, fmt = Path(args.output), _figure_format(args.output)
+    data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric, x=args.x), fmt)
     write_atomic(out, lambda p: Path(p).write_bytes(data))
     print(out)
     return 0

@@ -67,7 +67,21 @@ def _leaderboard_table(board: pd.DataFrame) -> dict:
             cells.append(_cell(c.text(r), None if c.key is None else _num(c.key(r)), cls))
         rows.append({"cls": "teacher" if teacher else "", "cells": cells})
     return {"metric": metric, "label": label, "direction": results.direction_text(metric), "head": head,
-            "rows": rows, "cards": True}
+            "rows": rows, "cards": True, "budget": results.budget_text(board)}
+
+
+def _cost_section(t: pd.DataFrame, metric: str) -> dict | None:
+    """Equal-compute leaderboard, robustness against GFLOP and the quality-versus-compute scatter of a
+    suite; None when its runs carry no cost figures (written before cost accounting)."""
+    if not t.loc[t["method"] != results.TEACHER, "gflop"].notna().any():
+        return None
+    try:
+        board = _leaderboard_table(results.leaderboard(t, metric, at="gflop"))
+    except BadInput:  # a method without cost figures: no common budget
+        board = None
+    svg = lambda fig: _uri(plots.figure_bytes(fig, "svg"), "image/svg+xml")  # noqa: E731
+    return {"board": board, "figure": svg(plots.robustness_figure(t, metric, x="gflop")),
+            "scatter": svg(plots.compute_scatter(t, metric))}
 
 
 def _robustness_table(rob: pd.DataFrame) -> dict:
@@ -309,7 +323,7 @@ def context(results_dir) -> dict:
             "robustness": rob, "figures": _figures(t, metric),
             "samples": _sample_grid(table, runs, suite, metric),
             "side_by_side": _side_by_side(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
-            "runs": int((runs["suite"] == suite).sum()),
+            "runs": int((runs["suite"] == suite).sum()), "cost": _cost_section(t, metric),
         })
     status = runs["status"].value_counts()
     return {

@@ -5,12 +5,20 @@
 
     suite, run_id, method, lr_g, lr_fake, batch, seed, kimg, metric, value, n_samples, ema, status,
     impl, images_seen, eval_time_s, wall_time_s, kimg_done, kimg_budget, diverged_kimg,
-    config_id, config, hp_<name> for every method hyperparameter (the teacher's sampler and steps too)
+    config_id, config, gflop, train_s, budget, gflop_budget, gflop_done, oneoff_gflop, train_s_done,
+    gflop_per_kimg, train_s_per_kimg, sample_gflop_per_image, sample_nfe,
+    hp_<name> for every method hyperparameter (the teacher's sampler and steps too)
 
 ``images_seen`` is ``kimg * 1000`` generator images at that evaluation; ``wall_time_s``, ``kimg_done``
 and ``diverged_kimg`` are the run's totals from ``manifest.json``; ``config_id`` names a configuration
 (suite options, method hyperparameters, learning rates, batch; every seed shares it) and ``config``
-spells it for readers. Runs still in progress (status ``running``), diverged runs and a torn last JSONL
+spells it for readers. The cost columns: ``gflop`` and ``train_s`` are the cumulative training GFLOP
+(one-off costs such as DMD's regression pairs included) and seconds in the update phases at that
+evaluation; ``budget`` says which budget the run had (``kimg`` or ``gflop``); the ``*_done`` columns are the
+run's totals, ``gflop_per_kimg`` and ``train_s_per_kimg`` its rates per 1k generator images (one-off costs
+left out); ``sample_gflop_per_image`` and ``sample_nfe`` what drawing one image costs (the teacher's
+multi-step sampler, or the generator's single pass). A run directory written before cost accounting
+has NaN there. Runs still in progress (status ``running``), diverged runs and a torn last JSONL
 line are all fine; a run without ``metrics.jsonl`` simply has no rows (``load_runs`` still lists it).
 
 Everything here is pandas on that table: no training code, no torch, so a copied results folder can be
@@ -40,12 +48,18 @@ from .rundir import TEACHER, read_json_or_none, read_jsonl, write_atomic
 HP_PREFIX = "hp_"
 STATUSES = ("done", "running", "diverged", "failed")
 
+# The cost of a run (all optional: older run directories have none of them and load with NaN).
+COST_RUN_COLUMNS = ["budget", "gflop_budget", "gflop_done", "oneoff_gflop", "train_s_done", "gflop_per_kimg",
+                    "train_s_per_kimg", "sample_gflop_per_image", "sample_nfe"]
 RUN_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed", "status", "kimg_budget",
                "kimg_done", "wall_time_s", "diverged_kimg", "diverged_step", "diverged_reason", "started",
-               "ended", "git_hash", "config_id", "config", "path"]
+               "ended", "git_hash", "config_id", "config", "path", *COST_RUN_COLUMNS]
 TABLE_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed", "kimg", "metric", "value",
                  "n_samples", "ema", "status", "impl", "images_seen", "eval_time_s", "wall_time_s", "kimg_done",
-                 "kimg_budget", "diverged_kimg", "config_id", "config"]
+                 "kimg_budget", "diverged_kimg", "config_id", "config", "gflop", "train_s", *COST_RUN_COLUMNS]
+# The axes a run's progress is measured on: name -> column of the table.
+AXES = {"kimg": "kimg", "gflop": "gflop", "wall": "train_s"}
+AXIS_LABELS = {"kimg": "training kimg", "gflop": "training GFLOP", "wall": "training seconds"}
 
 
 # --- reading run directories ------------------------------------------------------------------------
@@ -127,9 +141,24 @@ def _run_record(directory: Path) -> dict | None:
         config_id=hashlib.sha1(key.encode()).hexdigest()[:8],
         config=config_label(shown, lr_g, lr_fake, batch), path=str(directory),
     )
+    record.update(_cost_record(config, manifest, record["kimg_done"]))
     record.update({HP_PREFIX + str(k): v for k, v in shown.items()})
     record["_config"], record["_manifest"] = config, manifest
     return record
+
+
+def _cost_record(config: dict, manifest: dict, kimg_done: float) -> dict:
+    """A run's budget and cost columns from its config and the manifest's ``cost`` entry."""
+    cost = manifest.get("cost") if isinstance(manifest.get("cost"), dict) else {}
+    sample = cost.get("sample") if isinstance(cost.get("sample"), dict) else {}
+    oneoff = cost.get("oneoff_gflop") if isinstance(cost.get("oneoff_gflop"), dict) else {}
+    gflop, train_s = _number(cost.get("gflop")), _number(cost.get("train_s"))
+    oneoff_gflop = float(sum(_number(v) for v in oneoff.values())) if cost else math.nan
+    per_kimg = kimg_done if kimg_done > 0 else math.nan
+    return dict(budget="gflop" if config.get("gflop") is not None else "kimg", gflop_budget=_number(config.get("gflop")),
+                gflop_done=gflop, oneoff_gflop=oneoff_gflop, train_s_done=train_s,
+                gflop_per_kimg=(gflop - oneoff_gflop) / per_kimg, train_s_per_kimg=train_s / per_kimg,
+                sample_gflop_per_image=_number(sample.get("gflop_per_image")), sample_nfe=_number(sample.get("nfe")))
 
 
 def _runs_frame(records: list[dict]) -> pd.DataFrame:
@@ -170,13 +199,15 @@ def load(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
             kimg = _number(m.get("kimg"))
             rows.append({**base, "kimg": kimg, "metric": str(m["metric"]), "value": _number(m.get("value")),
                          "n_samples": _number(m.get("n_samples")), "ema": bool(m.get("ema", False)),
-                         "impl": m.get("impl"), "images_seen": kimg * 1000, "eval_time_s": _number(m.get("time_s"))})
+                         "impl": m.get("impl"), "images_seen": kimg * 1000, "eval_time_s": _number(m.get("time_s")),
+                         "gflop": _number(m.get("gflop")), "train_s": _number(m.get("train_s"))})
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS + hp)
     table["n_samples"] = table["n_samples"].astype("Int64")
     table["batch"] = table["batch"].astype("Int64")
     table["seed"] = table["seed"].astype("Int64")
     table["ema"] = table["ema"].astype(bool)
-    for col in ("kimg", "value", "lr_g", "lr_fake", "images_seen", "eval_time_s", "wall_time_s"):
+    for col in ("kimg", "value", "lr_g", "lr_fake", "images_seen", "eval_time_s", "wall_time_s", "gflop", "train_s",
+                *(c for c in COST_RUN_COLUMNS if c != "budget")):
         table[col] = table[col].astype(float)
     return table
 
@@ -301,6 +332,15 @@ def _sem(values: pd.Series) -> float:
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
+CONFIG_COST_COLUMNS = ("gflop", "train_s", "gflop_per_kimg", "train_s_per_kimg", "sample_gflop_per_image",
+                       "sample_nfe")
+
+
+def _mean(frame: pd.DataFrame, column: str) -> float:
+    """Mean of a column over rows, NaN when absent or empty (older run directories lack cost columns)."""
+    return float(frame[column].mean()) if column in frame and len(frame) else math.nan
+
+
 def config_summaries(finals: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Aggregate final values over seeds, per (suite, method, configuration).
 
@@ -320,7 +360,7 @@ def config_summaries(finals: pd.DataFrame, metric: str) -> pd.DataFrame:
                    kimg=float(ok["kimg"].mean()) if len(ok) else math.nan,
                    images_seen=float(ok["images_seen"].mean()) if len(ok) else math.nan,
                    wall_time_s=float(ok["wall_time_s"].mean()) if len(ok) else math.nan,
-                   runs=len(g), **{s: int(counts.get(s, 0)) for s in STATUSES}, config_id=config_id)
+                   **{c: _mean(ok, c) for c in CONFIG_COST_COLUMNS}, runs=len(g), **{s: int(counts.get(s, 0)) for s in STATUSES}, config_id=config_id)
         row.update({c: first[c] for c in hp})
         out.append(row)
     return pd.DataFrame(out)
@@ -360,8 +400,75 @@ def suites_without(table: pd.DataFrame, metric: str | None) -> list[str]:
     return sorted(set(table["suite"]) - set(table.loc[table["metric"] == metric, "suite"]))
 
 
-def leaderboard(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+def _interpolate(x: np.ndarray, y: np.ndarray, at: float, log: bool) -> float:
+    """``y`` at ``at`` on the piecewise-linear curve through (x, y) (x ascending); in log space if ``log``."""
+    if log:
+        return float(np.exp(np.interp(at, x, np.log(y))))
+    return float(np.interp(at, x, y))
+
+
+def reach(table: pd.DataFrame, axis: str) -> pd.Series:
+    """Per method (teacher left out), the furthest any of its runs was evaluated on ``axis``."""
+    col = _axis_column(axis)
+    t = table[table["method"] != TEACHER]
+    return t.groupby("method")[col].max()
+
+
+def _axis_column(axis: str) -> str:
+    try:
+        return AXES[axis]
+    except KeyError:
+        raise BadInput(f"unknown budget axis {axis!r} (known: {', '.join(AXES)})") from None
+
+
+def values_at(table: pd.DataFrame, metric: str, axis: str, budget: float) -> pd.DataFrame:
+    """One row per run that was evaluated at or beyond ``budget`` on ``axis``: its value there.
+
+    The value is interpolated between the two evaluations around the budget, in log space for
+    positive metrics (FID falls roughly exponentially); kimg, images_seen, gflop and train_s are
+    interpolated linearly to the same point. Teacher rows are their final values.
+    """
+    col = _axis_column(axis)
+    out = [final_values(table[table["method"] == TEACHER])]
+    for _, curve in curves(table[table["method"] != TEACHER]).groupby("run_id", sort=False):
+        curve = curve.dropna(subset=[col]).sort_values(col)
+        if curve.empty or curve[col].max() < budget * (1 - 1e-9) or curve[col].min() > budget * (1 + 1e-9):
+            continue
+        x = curve[col].to_numpy(float)
+        row = curve.iloc[[int(np.searchsorted(x, budget, side="right")) - 1 if budget >= x[0] else 0]].copy()
+        y = curve["value"].to_numpy(float)
+        row["value"] = _interpolate(x, y, budget, log=metric_registry.info(metric).positive and bool((y > 0).all()))
+        for other in ("kimg", "gflop", "train_s"):
+            v = curve[other].to_numpy(float)
+            row[other] = float(np.interp(budget, x, v)) if np.isfinite(v).all() else math.nan
+        row["images_seen"] = row["kimg"] * 1000
+        out.append(row)
+    return pd.concat(out, ignore_index=True)
+
+
+def common_budget(table: pd.DataFrame, axis: str) -> float:
+    """The largest budget on ``axis`` that every method of ``table`` (one suite) reached.
+
+    BadInput when a method has no figures on that axis (run directories written before cost accounting).
+    """
+    reached = reach(table, axis)
+    methods = sorted(set(table.loc[table["method"] != TEACHER, "method"]))
+    missing = [m for m in methods if not np.isfinite(reached.get(m, math.nan))]
+    if missing:
+        raise BadInput(f"no {axis} figures for method {missing[0]!r} (its runs predate cost accounting)")
+    if not methods:
+        raise BadInput("no one-step method runs to compare (only teacher rows)")
+    return float(reached[methods].min())
+
+
+def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None = None) -> pd.DataFrame:
     """Per suite: each method's best configuration and its final value (mean, sem, n over seeds).
+
+    ``at`` ("kimg", "gflop" or "wall") compares at equal budget instead of at the end: every run's value
+    at the largest budget on that axis that every method of the suite reached (``values_at``); the
+    columns ``at`` and ``budget`` say where. Cost columns beside the value: gflop and train_s (at the
+    value), gflop_per_kimg and train_s_per_kimg (per 1k generator images), sample_gflop_per_image and
+    sample_nfe (the teacher's multi-step sampler; a generator's one pass).
 
     The best configuration (hyperparameters, learning rates, batch) has the fewest diverged runs, then
     the best mean over seeds of the final value. Columns: suite, metric, label ("FID-1k"), direction,
@@ -373,9 +480,16 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """
     boards, notes = [], []
     for suite, m in metric_per_suite(table, metric).items():
-        finals = final_values(table[(table["suite"] == suite) & (table["metric"] == m)])
-        notes += finals.attrs["notes"]
+        t = table[(table["suite"] == suite) & (table["metric"] == m)]
+        budget = math.nan
+        if at is None:
+            finals = final_values(t)
+        else:
+            budget = common_budget(t, at)
+            finals = values_at(t, m, at, budget)
+        notes += finals.attrs.get("notes", [])
         best = best_configs(config_summaries(finals, m), m, ["suite", "method"])
+        best["at"], best["budget"] = at or "final", budget
         best = best.sort_values("mean", ascending=_ascending(m), na_position="last", kind="stable")
         best.insert(2, "direction", direction(m))
         best.insert(2, "label", [metric_label(m, n) for n in best["n_samples"]])
@@ -507,6 +621,30 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def cost_text(row) -> str:
+    """A leaderboard row's cost: GFLOP and seconds per 1k generator images; for the teacher, what one
+    sample costs (NFE x forward GFLOP), so a one-step generator's speed-up is a division away."""
+    if row["method"] == TEACHER:
+        if _isnan(row.get("sample_gflop_per_image")):
+            return "–"
+        nfe = row.get("sample_nfe")
+        per_pass = row["sample_gflop_per_image"] / nfe if not _isnan(nfe) and nfe else math.nan
+        return f"{fmt(row['sample_gflop_per_image'])} GFLOP/image ({nfe:g} NFE x {fmt(per_pass)})"
+    if _isnan(row.get("gflop_per_kimg")):
+        return "–"
+    seconds = row.get("train_s_per_kimg")
+    return f"{fmt(row['gflop_per_kimg'])} GFLOP" + ("" if _isnan(seconds) else f", {fmt(seconds)} s")
+
+
+def budget_text(board: pd.DataFrame) -> str:
+    """Where a leaderboard compares: "final values" or "at 12.3 GFLOP (the largest budget every method reached)"."""
+    at = board["at"].iloc[0] if "at" in board and len(board) else "final"
+    if at == "final":
+        return "final values"
+    unit = {"kimg": "kimg", "gflop": "GFLOP", "wall": "s of training"}[at]
+    return f"at {fmt(float(board['budget'].iloc[0]))} {unit}, the largest budget every method reached"
+
+
 @dataclass(frozen=True)
 class Column:
     """One reader-facing leaderboard column: its header, its text and sort key for a board row
@@ -528,6 +666,8 @@ LEADERBOARD_COLUMNS = (
     Column("samples", lambda r: samples_label(r["n_samples"]), lambda r: r["n_samples"]),
     Column("configuration", lambda r: str(r["config"]), kind="config"),
     Column("kimg", lambda r: fmt_kimg(r["kimg"]), lambda r: r["kimg"]),
+    Column("GFLOP", lambda r: fmt(r["gflop"]), lambda r: r["gflop"]),
+    Column("cost per kimg", lambda r: cost_text(r), lambda r: r["gflop_per_kimg"]),
     Column("wall time", lambda r: fmt_duration(r["wall_time_s"]), lambda r: r["wall_time_s"]),
     Column("runs of this config", runs_text, lambda r: r["runs"], "runs"),
     Column("diverged, all configs", lambda r: f"{r['method_diverged']} / {r['method_runs']}",
@@ -588,15 +728,15 @@ def cli_results(args) -> int:
 
 
 def cli_leaderboard(args) -> int:
-    """``bench leaderboard DIR [--metric M] [--format md|csv]``: one table per suite, best first."""
-    board = leaderboard(load(args.results_dir), args.metric)
+    """``bench leaderboard DIR [--metric M] [--at kimg|gflop|wall] [--format md|csv]``: one table per suite."""
+    board = leaderboard(load(args.results_dir), args.metric, at=args.at)
     for note in board.attrs["notes"]:
         print(f"bench: note: {note}", file=sys.stderr)
     if args.format == "csv":
         print(board.to_csv(index=False), end="")
         return 0
     for (suite, metric), b in board.groupby(["suite", "metric"], sort=False):
-        print(f"## {suite}: {metric_label(metric)} ({direction_text(metric)})\n")
+        print(f"## {suite}: {metric_label(metric)} ({direction_text(metric)}), {budget_text(b)}\n")
         print(markdown(leaderboard_view(b)))
         print()
     return 0

@@ -85,7 +85,7 @@ def check_run_args(args) -> None:
     hparams, suite_opts, optim, train = split_sets(parse_sets(args.set))
     suites.check_name(args.suite)
     check_flags(lr=args.lr, lr_fake=args.lr_fake, batch=args.batch, batch_gpu=args.batch_gpu, seed=args.seed,
-                kimg=args.kimg, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
+                kimg=args.kimg, gflop=args.gflop, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
     check_train(train)
     check_optimizer(optim)
     if args.precision in ("bf16", "tf32"):
@@ -114,7 +114,7 @@ def check_eval_args(args) -> None:
 
 
 def check_flags(*, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None, kimg=None, eval_every=None,
-                checkpoint_every=None, world_size: int = 1) -> dict:
+                checkpoint_every=None, world_size: int = 1, gflop=None) -> dict:
     """The numeric flags of a run with their defaults filled in; BadInput naming the first bad one.
 
     ``lr`` and ``lr_fake`` stay None when not given: the method's published rate fills them later.
@@ -126,11 +126,16 @@ def check_flags(*, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None,
     if batch_gpu < 1 or batch % (batch_gpu * world_size):
         raise BadInput(f"--batch {batch} is not a multiple of --batch-gpu {batch_gpu} x {world_size} processes")
     seed = validate.non_negative("--seed", DEFAULTS["seed"] if seed is None else seed, integer=True)
-    kimg = validate.positive("--kimg", DEFAULTS["kimg"] if kimg is None else kimg)
+    if gflop is not None and kimg is not None:
+        raise BadInput("--kimg and --gflop are alternative budgets: give one of them")
+    if gflop is not None:
+        gflop = validate.positive("--gflop", gflop)
+    else:
+        kimg = validate.positive("--kimg", DEFAULTS["kimg"] if kimg is None else kimg)
     eval_every = validate.positive("--eval-every", DEFAULTS["eval_every"] if eval_every is None else eval_every)
     checkpoint_every = validate.positive("--checkpoint-every",
                                          DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every)
-    return dict(lr=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
+    return dict(lr=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg, gflop=gflop,
                 eval_every=eval_every, checkpoint_every=checkpoint_every)
 
 
@@ -158,19 +163,24 @@ def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
 
 def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None,
             kimg=None, eval_every=None, checkpoint_every=None, sets: dict | None = None,
-            precision=None, world_size: int = 1) -> dict:
+            precision=None, world_size: int = 1, gflop=None) -> dict:
     """The full, validated config of one run; BadInput naming the first problem.
 
-    The checks that need no torch come first; then the suite and the method are built.
+    The checks that need no torch come first; then the suite and the method are built. The budget is
+    ``kimg`` (generator images) or, instead, ``gflop`` (training FLOPs, one-off costs included): a
+    gflop-budget config holds ``gflop`` and ``kimg: None``; a kimg-budget config has no ``gflop`` key,
+    so run ids of configs written before compute budgets are unchanged.
     """
     hparams, suite_opts, optim, train = split_sets(sets or {})
     suites.check_name(suite)
     flags = check_flags(lr=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
-                        eval_every=eval_every, checkpoint_every=checkpoint_every, world_size=world_size)
+                        eval_every=eval_every, checkpoint_every=checkpoint_every, world_size=world_size,
+                        gflop=gflop)
     train = check_train(train)
     optim = check_optimizer(optim)
     lr, lr_fake, batch, batch_gpu, seed = (flags[k] for k in ("lr", "lr_fake", "batch", "batch_gpu", "seed"))
-    kimg, eval_every, checkpoint_every = flags["kimg"], flags["eval_every"], flags["checkpoint_every"]
+    kimg, gflop = flags["kimg"], flags["gflop"]
+    eval_every, checkpoint_every = flags["eval_every"], flags["checkpoint_every"]
     suite_obj = suites.create(suite, **suite_opts)  # validates the suite's options
 
     if method == TEACHER:
@@ -201,10 +211,11 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):
         suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
+    budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
                         hparams_in_use=m.in_use(suite_obj.latent_shape),
                         lr_g=lr, lr_fake=lr_fake, lr_source=lr_source, batch=batch, batch_gpu=batch_gpu, seed=seed,
-                        kimg=kimg,
+                        **budget,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,
                         optimizer=optimizer, train=train_opts))
 

@@ -196,13 +196,16 @@ def start_run(directory: Path, config: dict, provenance: dict) -> None:
     write_json_atomic(path, manifest)
 
 
-def end_run(directory: Path, status: str, diverged: dict | None, kimg_done: float, wall_time_s: float) -> None:
-    """Record how a session ended; an interrupted run stays ``running`` (it resumes)."""
+def end_run(directory: Path, status: str, diverged: dict | None, kimg_done: float, wall_time_s: float,
+            cost: dict | None = None) -> None:
+    """Record how a session ended and the run's cumulative ``cost``; an interrupted run stays ``running``."""
     path = Path(directory) / "manifest.json"
     manifest = read_json(path)
     interrupted = status == "interrupted"
     manifest.update(status="running" if interrupted else status, ended=None if interrupted else _now(),
                     diverged=diverged, kimg_done=round(kimg_done, 6), wall_time_s=wall_time_s)
+    if cost is not None:
+        manifest["cost"] = cost
     write_json_atomic(path, manifest)
 
 

@@ -107,7 +107,7 @@ def _execute_locked(job, config: dict, directory: Path, device: torch.device) ->
             diverged = {"kimg": round(job.kimg, 6), "step": job.step + 1, "reason": str(exc)}
         finally:
             if rank == 0:
-                end_run(directory, status, diverged, job.kimg, job.wall_time)
+                end_run(directory, status, diverged, job.kimg, job.wall_time, job.cost_summary())
         if status == "interrupted":
             status = f"interrupted by signal {stop_signal()}"
     return directory, status
@@ -118,7 +118,7 @@ def cli_run(args) -> int:
     dist_utils.init_from_env()
     device = dist_utils.local_device(pick_device(args.device))
     config = runconfig.resolve(args.suite, args.method, lr=args.lr, lr_fake=args.lr_fake, batch=args.batch,
-                               batch_gpu=args.batch_gpu, seed=args.seed, kimg=args.kimg,
+                               batch_gpu=args.batch_gpu, seed=args.seed, kimg=args.kimg, gflop=args.gflop,
                                eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                                sets=parse_sets(args.set), precision=args.precision,
                                world_size=dist_utils.world_size())

@@ -124,12 +124,16 @@ def training_step(run) -> dict:
             out = optimizer_step(run.opt_f, run.fake_params, fake_loss, rounds, grad_clip, run.autocast)
         return out
 
+    def accounted(name, phase):  # each phase shape's passes and FLOPs are measured once (bench.cost)
+        with run.cost.phase(name, b, rounds, recipe.fake_updates_per_generator_update):
+            return phase()
+
     if recipe.fresh_latents_per_phase:  # SiD's order: fake score first, then generator
-        loss_f, norm_f, logs_f = fake_phase()
-        loss_g, norm_g, logs_g = generator_phase()
+        loss_f, norm_f, logs_f = accounted("fake", fake_phase)
+        loss_g, norm_g, logs_g = accounted("generator", generator_phase)
     else:  # DMD2's order: generator on fresh samples, then fake updates starting on the same ones
-        loss_g, norm_g, logs_g = generator_phase()
-        loss_f, norm_f, logs_f = fake_phase()
+        loss_g, norm_g, logs_g = accounted("generator", generator_phase)
+        loss_f, norm_f, logs_f = accounted("fake", fake_phase)
     set_phase_modes(run, None)
     update_ema(run.ema, run.generator, cfg["batch"], run.nimg + cfg["batch"], run.train_opts["ema_halflife_kimg"],
                run.train_opts["ema_rampup"])

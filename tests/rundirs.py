@@ -36,8 +36,15 @@ def is_curve(fid: float) -> float:
 
 def write_run(root: Path, *, suite="digits", method="sim", lr=1e-4, seed=0, batch=64, hparams=None,
               run_id=None, status="done", evals=EVAL_KIMG, values=None, diverged_at=None, torn=False,
-              metrics_file=True, samples=True, raw_rows=False, n_samples=N_SAMPLES, wall_time_s=None) -> Path:
-    """One run directory. ``values(kimg) -> {metric: value}`` defaults to FID and IS from the curves."""
+              metrics_file=True, samples=True, raw_rows=False, n_samples=N_SAMPLES, wall_time_s=None,
+              gflop_per_kimg=None, oneoff_gflop=0.0, seconds_per_kimg=None, sample_cost=None) -> Path:
+    """One run directory. ``values(kimg) -> {metric: value}`` defaults to FID and IS from the curves.
+
+    With ``gflop_per_kimg`` the run carries cost figures: cumulative ``gflop = oneoff_gflop + kimg *
+    gflop_per_kimg`` and ``train_s = kimg * seconds_per_kimg`` (default 1 s per kimg) in every metrics
+    row, and the totals in the manifest; ``sample_cost`` ({"gflop_per_image", "nfe"}) the sampler's cost.
+    Without them the directory looks like one written before cost accounting.
+    """
     hparams = dict(HPARAMS.get(method, {}) if hparams is None else hparams)
     teacher = method == "teacher"
     run_id = run_id or (f"teacher-s{seed}" if teacher else f"{method}-lr{lr:g}-b{batch}-s{seed}-"
@@ -63,6 +70,14 @@ def write_run(root: Path, *, suite="digits", method="sim", lr=1e-4, seed=0, batc
                 "kimg_done": done_kimg,
                 "diverged": None if diverged_at is None else {"kimg": diverged_at, "step": 123, "reason": "non-finite loss_g"},
                 "metrics": {"fid": "torch-fidelity 0.4.0 / digits-classifier", "is": "torch-fidelity 0.4.0 / digits-classifier"}}
+    cost = {}
+    if gflop_per_kimg is not None:
+        spk = 1.0 if seconds_per_kimg is None else seconds_per_kimg
+        cost = lambda k: {"gflop": oneoff_gflop + k * gflop_per_kimg, "train_s": k * spk}  # noqa: E731
+        manifest["cost"] = {**cost(done_kimg), "passes": {}, "oneoff_gflop": (
+            {"regression_pairs": oneoff_gflop} if oneoff_gflop else {})}
+    if sample_cost is not None:
+        manifest.setdefault("cost", {})["sample"] = sample_cost
     (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if metrics_file:
         with open(d / "metrics.jsonl", "w") as f:
@@ -72,7 +87,7 @@ def write_run(root: Path, *, suite="digits", method="sim", lr=1e-4, seed=0, batc
                         # raw rows are deliberately worse: the table must prefer the EMA ones
                         f.write(json.dumps({"kimg": kimg, "metric": metric, "value": value if ema or teacher else value * 3,
                                             "n_samples": n_samples, "ema": ema, "impl": manifest["metrics"].get(metric, "?"),
-                                            "time_s": 0.5}) + "\n")
+                                            "time_s": 0.5, **(cost(kimg) if cost else {})}) + "\n")
             if torn:
                 f.write('{"kimg": 9.0, "metric": "fid", "val')
     with open(d / "stats.jsonl", "w") as f:
@@ -110,4 +125,24 @@ def standard_results(root: Path) -> Path:
     write_run(root, method="sim", lr=1e-3, seed=1, status="running", evals=(), metrics_file=False, samples=False)
     write_run(root, method="teacher", seed=0, hparams={"sampler": "heun", "steps": 18}, evals=(0.0,),
               values=lambda k: {"fid": 3.0, "is": 9.5})
+    return root
+
+
+# sid costs 2.5x sim per kimg; dmd pays 5 GFLOP of regression pairs up front; seconds are twice the GFLOP
+COST = {"sim": dict(gflop_per_kimg=10.0), "sid": dict(gflop_per_kimg=25.0),
+        "dmd": dict(gflop_per_kimg=15.0, oneoff_gflop=5.0)}
+
+
+def costed_results(root: Path) -> Path:
+    """sim, sid, dmd x lr 1e-4, 1e-5 x seeds 0, 1 with the cost figures of COST, a dmd run at lr 1e-3 that
+    diverged at kimg 2.5, and the teacher (FID 3.0) with its sampling cost (35 NFE, 0.07 GFLOP per image)."""
+    root = Path(root)
+    for method, cost in COST.items():
+        for lr in LRS:
+            for seed in SEEDS:
+                write_run(root, method=method, lr=lr, seed=seed, seconds_per_kimg=2.0 * cost["gflop_per_kimg"], **cost)
+    write_run(root, method="dmd", lr=1e-3, seed=0, status="diverged", diverged_at=2.5, evals=(0.0, 1.0, 2.0),
+              values=lambda k: {"fid": 80.0 + 100 * k, "is": 2.0}, **COST["dmd"])
+    write_run(root, method="teacher", seed=0, hparams={"sampler": "heun", "steps": 18}, evals=(0.0,),
+              values=lambda k: {"fid": 3.0, "is": 9.5}, sample_cost={"gflop_per_image": 0.07, "nfe": 35})
     return root

@@ -35,6 +35,19 @@ def test_expand_crosses_grid_and_method_hparams(tmp_path):
     assert [c["method"] for c in quick] == ["teacher", "di"] and quick[1]["kimg"] == 0.1
 
 
+def test_gflop_budget_in_fixed(tmp_path):
+    from bench.launch import expand, load_sweep
+
+    text = SWEEP.replace("fixed: {kimg: 0.2,", "fixed: {gflop: 5.0,")
+    configs = [c for c in expand(load_sweep(write(tmp_path, text))) if c["method"] != "teacher"]
+    assert all(c["gflop"] == 5.0 and c["kimg"] is None for c in configs)
+    quick = expand(load_sweep(write(tmp_path, text), quick=True))[1]  # the quick kimg replaces the gflop budget
+    assert quick["kimg"] == 0.1 and "gflop" not in quick
+    both = SWEEP.replace("fixed: {kimg: 0.2,", "fixed: {kimg: 0.2, gflop: 5.0,")
+    with pytest.raises(Exception, match="alternative budgets"):
+        load_sweep(write(tmp_path, both))
+
+
 @pytest.mark.slow
 def test_local_sweep_with_two_jobs_then_skips_finished_runs(tmp_path, cli):
     path = write(tmp_path, SWEEP)

@@ -99,6 +99,46 @@ def test_a_blow_up_does_not_flatten_the_other_curves(tmp_path):
     assert len(blown) == 1 and np.allclose(blown[0].get_offsets(), [(1.0, 800.0)])  # the ^ on the top edge
 
 
+@pytest.fixture(scope="module")
+def costed(tmp_path_factory):
+    return results.load(rundirs.costed_results(tmp_path_factory.mktemp("costed") / "results"))
+
+
+def test_robustness_against_gflop(costed, table):
+    axes = visible_axes(plots.robustness_figure(costed, "fid", x="gflop"))
+    assert axes[0].get_xlabel() == "training GFLOP"
+    lines = [line for line in axes[1].get_lines() if len(line.get_xdata()) == len(rundirs.EVAL_KIMG)]
+    ends = sorted(float(max(line.get_xdata())) for line in lines)
+    # every method ends at 4 kimg: 40, 65 (dmd: 5 one-off + 4 x 15) and 100 GFLOP
+    assert ends == pytest.approx([40.0, 65.0, 100.0])
+    diverged = visible_axes(plots.robustness_figure(costed, "fid", x="gflop"))[2]
+    offsets = np.concatenate([c.get_offsets() for c in diverged.collections if isinstance(c, PathCollection)])
+    assert any(np.allclose(o, (5.0 + 2 * 15.0, 280.0)) for o in offsets)  # the last evaluation's GFLOP
+    # run directories without cost figures: empty panels, not an error
+    old = visible_axes(plots.robustness_figure(table, "fid", x="wall"))[0]
+    assert [t.get_text() for t in old.texts] == ["no wall figures"]
+
+
+def test_compute_scatter_one_point_per_run(costed, table):
+    fig = plots.compute_scatter(costed, "fid")
+    ax = fig.axes[0]
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)
+                              and len(c.get_offsets())])
+    assert len(offsets) == 13  # 12 finished runs and the diverged one; the teacher is the dashed line
+    assert any(np.allclose(o, (100.0, rundirs.fid_curve("sid", 1e-5, 1, 4.0))) for o in offsets)
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "total training GFLOP"
+    with pytest.raises(results.BadInput, match="GFLOP"):
+        plots.compute_scatter(table, "fid")
+
+
+def test_cli_plot_x_and_compute(tmp_path, capsys):
+    root = rundirs.costed_results(tmp_path / "results")
+    assert main(["plot", "robustness", str(root), "-o", str(tmp_path / "g.png"), "--x", "gflop"]) == 0
+    assert main(["plot", "compute", str(root), "-o", str(tmp_path / "c.svg")]) == 0
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c.svg").exists()
+    assert main(["plot", "robustness", str(root), "-o", str(tmp_path / "g.png"), "--x", "flops"]) == 2
+
+
 def test_one_fixed_style_per_method_distinct_in_every_attribute(table):
     styles = plots.method_styles(["sim", "sid", "di", "dmd", "dmd2", "teacher"])
     assert set(styles) == {"sim", "sid", "di", "dmd", "dmd2"}

@@ -257,6 +257,25 @@ def test_report_of_real_runner_output(tmp_path, capsys):
     assert "Fréchet-256" in html and "exact Gaussian fit" in html  # the metric implementation, from manifests
 
 
+def test_cost_section(tmp_path):
+    src = rundirs.costed_results(tmp_path / "results")
+    html = report.build_report(src, tmp_path / "out" / "index.html").read_text()
+    tables = parse(html)
+    assert "leaderboard-gflop-1" in tables.tables
+    assert column(tables, "leaderboard-gflop-1", 1) == ["teacher", "sim", "dmd", "sid"]  # dmd overtakes sid
+    assert "at 40.00 GFLOP, the largest budget every method reached" in html
+    svgs = re.findall(r'<img[^>]*\ssrc="data:image/svg\+xml;base64,[^"]*" alt="([^"]*)"', html)
+    assert sum("against training GFLOP" in alt for alt in svgs) == 1  # the robustness figure against GFLOP
+    assert sum("against total training GFLOP" in alt for alt in svgs) == 1  # the scatter
+    assert column(tables, "leaderboard-1-fid", 8) == ["", "10.0", "25.0", "15.0"]  # GFLOP per kimg
+    assert "15.00 GFLOP, 30.00 s" in html and "0.07 GFLOP/image (35 NFE x 0.002)" in html
+
+
+def test_no_cost_section_for_older_runs(built):
+    _, _, html = built
+    assert "At equal compute" not in html and "leaderboard-gflop-1" not in parse(html).tables
+
+
 # --- layout at a laptop's and a desktop's width -----------------------------------------------------
 
 # Injected into a copy of the report: after load, every SVG image is parsed into its own shadow root

@@ -233,6 +233,83 @@ def test_no_measurements_yet_is_bad_input(tmp_path, capsys):
     assert code == 2 and "no measurements" in err
 
 
+# --- cost columns and equal-compute leaderboards ----------------------------------------------------
+
+COST = rundirs.COST
+
+
+@pytest.fixture
+def costed_dir(tmp_path):
+    return rundirs.costed_results(tmp_path / "results")
+
+
+def fid_at_gflop(method, lr, seed, gflop):
+    """The FID a costed run has at ``gflop``: the curve between evaluations, interpolated in log space."""
+    kimg = (gflop - COST[method].get("oneoff_gflop", 0.0)) / COST[method]["gflop_per_kimg"]
+    lo, hi = math.floor(kimg), math.ceil(kimg)
+    f_lo, f_hi = rundirs.fid_curve(method, lr, seed, lo), rundirs.fid_curve(method, lr, seed, hi)
+    w = kimg - lo
+    return math.exp((1 - w) * math.log(f_lo) + w * math.log(f_hi)), kimg
+
+
+def test_cost_columns(costed_dir):
+    table = results.load(costed_dir)
+    row = table[(table["method"] == "dmd") & (table["kimg"] == 2.0) & (table["metric"] == "fid")].iloc[0]
+    assert row["gflop"] == pytest.approx(5.0 + 30.0) and row["train_s"] == pytest.approx(60.0)
+    assert row["gflop_per_kimg"] == pytest.approx(15.0) and row["oneoff_gflop"] == pytest.approx(5.0)
+    assert row["budget"] == "kimg" and math.isnan(row["gflop_budget"])
+    teacher = table[table["method"] == "teacher"].iloc[0]
+    assert teacher["sample_gflop_per_image"] == pytest.approx(0.07) and teacher["sample_nfe"] == 35
+
+
+def test_runs_without_cost_figures_still_load(results_dir):
+    table = results.load(results_dir)
+    assert table["gflop"].isna().all() and table["gflop_per_kimg"].isna().all()
+    board = results.leaderboard(table, "fid")
+    assert board["gflop_per_kimg"].isna().all()
+    assert results.leaderboard_view(board)["cost per kimg"].eq("–").all()
+    with pytest.raises(results.BadInput, match="predate cost accounting"):
+        results.leaderboard(table, "fid", at="gflop")
+
+
+def test_leaderboard_at_equal_gflop(costed_dir):
+    board = results.leaderboard(results.load(costed_dir), "fid", at="gflop").set_index("method")
+    budget = 40.0  # sim reached 4 kimg x 10 = 40 GFLOP, dmd 65, sid 100: 40 is what every method reached
+    assert (board["budget"] == budget).all() and (board["at"] == "gflop").all()
+    for method in COST:
+        expected = [fid_at_gflop(method, 1e-4, seed, budget)[0] for seed in rundirs.SEEDS]
+        mean, sem = mean_sem(expected)
+        assert board.loc[method, "lr_g"] == 1e-4
+        assert board.loc[method, "mean"] == pytest.approx(mean, rel=1e-9)
+        assert board.loc[method, "sem"] == pytest.approx(sem, rel=1e-9)
+        assert board.loc[method, "kimg"] == pytest.approx(fid_at_gflop(method, 1e-4, 0, budget)[1])
+        assert board.loc[method, "gflop"] == pytest.approx(budget)
+        assert board.loc[method, "gflop_per_kimg"] == pytest.approx(COST[method]["gflop_per_kimg"])
+    # at equal kimg sid beats dmd; at equal compute dmd (cheaper per kimg) overtakes it
+    final = results.leaderboard(results.load(costed_dir), "fid")
+    assert list(final["method"]) == ["teacher", "sim", "sid", "dmd"]
+    assert list(board.index) == ["teacher", "sim", "dmd", "sid"]
+    assert board.loc["teacher", "mean"] == 3.0
+
+
+def test_leaderboard_at_wall_and_kimg(costed_dir):
+    table = results.load(costed_dir)
+    wall = results.leaderboard(table, "fid", at="wall").set_index("method")
+    assert (wall["budget"] == 80.0).all()  # sim: 4 kimg x 20 s; seconds per kimg are twice the GFLOP here
+    assert wall.loc["sid", "kimg"] == pytest.approx(1.6)
+    at_kimg = results.leaderboard(table, "fid", at="kimg")
+    final = results.leaderboard(table, "fid")
+    assert list(at_kimg["mean"]) == pytest.approx(list(final["mean"]))  # every method reached 4 kimg
+
+
+def test_cli_leaderboard_at(costed_dir, capsys):
+    code, out, _ = run_cli(capsys, "leaderboard", str(costed_dir), "--metric", "fid", "--at", "gflop")
+    assert code == 0
+    assert "at 40.00 GFLOP, the largest budget every method reached" in out
+    assert "15.00 GFLOP, 30.00 s" in out  # dmd's cost per kimg
+    assert "0.07 GFLOP/image (35 NFE x 0.002)" in out  # the teacher's cost per sample
+    code, _, err = run_cli(capsys, "leaderboard", str(costed_dir), "--at", "flops")
+    assert code == 2 and "--at" in err
 def test_an_unregistered_metric_is_shown_not_dropped(tmp_path, capsys):
     """A metric the registry does not know still heads a suite that measures nothing else."""
     for method, floor in (("sim", 1.0), ("sid", 2.0)):

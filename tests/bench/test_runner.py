@@ -112,6 +112,10 @@ def _stat_values(run_dir):
     return [tuple(r[k] for k in keep) for r in read_jsonl(run_dir / "stats.jsonl")]
 
 
+def _cost_values(path):
+    return [(r["kimg"], r["gflop"], r["passes"]) for r in read_jsonl(path)]
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     big = ["--set", "suite.width=256", "--set", "suite.depth=3", "--checkpoint-every", "1", "--eval-every", "1",
@@ -145,6 +149,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert _stat_values(dir_b) == _stat_values(dir_a)
     kimgs = [r["kimg"] for r in read_jsonl(dir_b / "stats.jsonl")]
     assert len(kimgs) == len(set(kimgs))
+    # the cumulative cost survives the kill exactly: no pass counted twice, none lost
+    for log in ("stats.jsonl", "metrics.jsonl"):
+        assert _cost_values(dir_b / log) == _cost_values(dir_a / log)
+    cost_a, cost_b = (json.loads((d / "manifest.json").read_text())["cost"] for d in (dir_a, dir_b))
+    assert (cost_b["gflop"], cost_b["passes"]) == (cost_a["gflop"], cost_a["passes"]) and cost_a["gflop"] > 0
 
 
 @pytest.mark.slow
