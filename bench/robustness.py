@@ -76,20 +76,21 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     """
     t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] != TEACHER)
               & (table["status"] != "failed")]
-    rows = []
-    for run_id, c in curves(t).groupby("run_id", sort=True):
-        c = c.dropna(subset=["value"])
-        if c.empty:
-            continue
-        first = c.iloc[0]
+    c = curves(t).dropna(subset=["value"])
+    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area"])
+    if not c.empty:
+        by = c.groupby("run_id", sort=True)
+        first, last = by.head(1).set_index("run_id"), by.tail(1).set_index("run_id")
+        step = by["kimg"].diff()
+        trapezoids = (step * (c["value"] + by["value"].shift()) / 2).groupby(c["run_id"]).sum()
+        span = last["kimg"] - first["kimg"]
+        area = (trapezoids.reindex(first.index) / span).where(span > 0, last["value"])
         diverged = first["status"] == "diverged"
-        kimg, value = c["kimg"].to_numpy(float), c["value"].to_numpy(float)
-        span = kimg[-1] - kimg[0]
-        area = float(np.trapezoid(value, kimg) / span) if span > 0 else float(value[-1])
-        rows.append(dict(run_id=run_id, method=first["method"], lr=float(first["lr_g"]), batch=int(first["batch"]),
-                         seed=int(first["seed"]), diverged=diverged, final=float(value[0] if diverged else value[-1]),
-                         area=float(value[0]) if diverged else area))
-    runs = pd.DataFrame(rows, columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area"])
+        runs = pd.DataFrame({
+            "run_id": first.index, "method": first["method"].values, "lr": first["lr_g"].astype(float).values,
+            "batch": first["batch"].astype(int).values, "seed": first["seed"].astype(int).values,
+            "diverged": diverged.values, "final": first["value"].where(diverged, last["value"]).astype(float).values,
+            "area": first["value"].where(diverged, area).astype(float).values})
     if runs.empty:
         return runs.assign(arm=pd.Series(dtype=object))
     hp = table.drop_duplicates("run_id").set_index("run_id").filter(like="hp_").reindex(runs["run_id"])

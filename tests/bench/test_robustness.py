@@ -62,14 +62,14 @@ def test_tolerance_width_skips_missing_points():
 # --- bootstrap intervals ---------------------------------------------------------------------------
 
 def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
-    """200 simulated studies of one cell, 12 seeds of N(20, 3): the interval of the best value (the
+    """100 simulated studies of one cell, 12 seeds of N(20, 3): the interval of the best value (the
     mean over seeds) covers 20 in about 95% of them (the percentile bootstrap runs a little under)."""
     rng = np.random.default_rng(1)
     covered = []
-    for _ in range(200):
+    for _ in range(100):
         values = 20 + 3 * rng.standard_normal(12)
         a = analyse(table_of(("sid", 1e-4, 64, s, {}, "done", {0: 80.0, 1: v}) for s, v in enumerate(values)),
-                    n_boot=400)[0]
+                    n_boot=300)[0]
         row = measure(a, "sid", "all", "best")
         assert row["value"] == pytest.approx(values.mean())
         covered.append(row["lo"] <= 20 <= row["hi"])
