@@ -77,8 +77,11 @@ class Recipe:
     warmup_kimg: float = 0.0
     fake_updates_per_generator_update: int = 1
     fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
-    needs_teacher_pairs: bool = False  # DMD's regression loss needs (latent, teacher ODE output)
-    needs_real_data: bool = False  # DMD2's GAN term needs real images
+    # Extra inputs of each loss, by name; the harness supplies every name it knows (see
+    # bench/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
+    # "real_data" (real images and their conditioning), "discriminator" (DMD2's GAN head).
+    generator_inputs: tuple[str, ...] = ()
+    fake_inputs: tuple[str, ...] = ()
     ema_halflife_kimg: float | None = 500.0
     precision: str = "fp32"
     published: dict = field(default_factory=dict)  # batch, lr, budget of the paper, for the docs

@@ -35,7 +35,7 @@ class DMD(Method):
     defaults = {"regression_weight": 0.25}
     recipe = replace_recipe(
         DMD2_RECIPE, fake_updates_per_generator_update=1, fresh_latents_per_phase=True,
-        needs_teacher_pairs=True, precision="fp32", published=dict(regression="LPIPS, weight 0.25"),
+        generator_inputs=("teacher_pairs",), precision="fp32", published=dict(regression="LPIPS, weight 0.25"),
     )
 
     def check(self):
@@ -43,7 +43,7 @@ class DMD(Method):
 
     @property
     def training_recipe(self):
-        return replace_recipe(self.recipe, needs_teacher_pairs=self.regression_weight > 0)
+        return replace_recipe(self.recipe, generator_inputs=("teacher_pairs",) if self.regression_weight > 0 else ())
 
     def distribution_matching_loss(self, x_g, teacher, fake, cond, sigma, noise):
         """The DMD term; returns the loss and the raw direction ``f_psi - f_phi`` for logging."""
@@ -92,8 +92,10 @@ class DMD2(DMD):
 
     @property
     def training_recipe(self):
+        gan = self.gan_weight > 0
         return replace_recipe(self.recipe, fake_updates_per_generator_update=self.fake_updates_per_generator_update,
-                              needs_real_data=self.gan_weight > 0)
+                              generator_inputs=("discriminator",) if gan else (),
+                              fake_inputs=("real_data", "discriminator") if gan else ())
 
     def _gan_inputs(self, x, sigma, noise):
         return self._noised(x, sigma, noise, self.recipe.generator_sigma)

@@ -73,6 +73,14 @@ class Suite:
         """Conditioning for ``n`` samples (labels, prompt embeddings), or None."""
         return None
 
+    def discriminator(self, fake: nn.Module) -> nn.Module:
+        """DMD2's GAN head on ``fake``'s bottleneck features (suites with other networks override)."""
+        from ..nets.precond import BottleneckDiscriminator
+
+        if not hasattr(getattr(fake, "model", None), "features"):
+            raise BadInput(f"suite {self.name}: the fake network exposes no bottleneck features for a GAN head")
+        return BottleneckDiscriminator(fake, self.latent_shape).to(next(fake.parameters()).device)
+
     def real_data(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
         """``n`` real training examples and their conditioning (DMD2's GAN term)."""
         raise BadInput(f"suite {self.name} has no real data")
@@ -91,6 +99,24 @@ class Suite:
 
     def evaluator(self, device: torch.device) -> Evaluator:
         raise NotImplementedError
+
+
+def to_device(cond, device):
+    """Conditioning (a tensor, a dict of tensors, or None) on ``device``."""
+    if isinstance(cond, torch.Tensor):
+        return cond.to(device)
+    if isinstance(cond, dict):
+        return {k: to_device(v, device) for k, v in cond.items()}
+    return cond
+
+
+def slice_cond(cond, i: int, j: int):
+    """Rows ``i:j`` of conditioning: a tensor, a list, a dict of those (entries may be None), or None."""
+    if cond is None:
+        return None
+    if isinstance(cond, dict):
+        return {k: slice_cond(v, i, j) for k, v in cond.items()}
+    return cond[i:j]
 
 
 def heun_sampler(denoiser, z, cond=None, steps: int = 18, sigma_min=0.002, sigma_max=80.0, rho=7.0):

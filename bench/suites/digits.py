@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from ..metrics.images import from_uint8, to_uint8
 from ..rundir import save_torch_atomic
 from ..nets.classifier import DigitClassifier
+from ..nets.ema import update_ema
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
 from .base import Parts, Suite, heun_sampler
@@ -168,12 +169,7 @@ def train_denoiser(config: dict, x_train: torch.Tensor, device: torch.device) ->
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            nimg = (step + 1) * t["batch"]
-            halflife = min(t["ema_halflife_kimg"] * 1000, nimg * t["ema_rampup"])
-            beta = 0.5 ** (t["batch"] / max(halflife, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), net.parameters()):
-                    p_ema.lerp_(p, 1 - beta)
+            update_ema(ema, net, t["batch"], (step + 1) * t["batch"], t["ema_halflife_kimg"], t["ema_rampup"])
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             if (step + 1) % max(1, steps // 10) == 0:
                 _log(f"teacher step {step + 1}/{steps} loss {running:.4f} ({time.time() - start:.0f} s)")

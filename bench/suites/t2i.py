@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import BadInput
 from ..nets.precond import OneStepGenerator
-from .base import Evaluator, Measurement, Parts, Suite, heun_sampler
+from .base import Evaluator, Measurement, Parts, Suite, heun_sampler, slice_cond
 
 PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"
@@ -345,7 +345,7 @@ class TextToImageSuite(Suite):
         """The guided teacher from ``z ~ N(0, I)``: the pipeline's scheduler or EDM Heun, in latents."""
         steps, out, b = self.options["teacher_steps"], [], self.options["eval_batch"]
         for i in range(0, z.shape[0], b):
-            c = _slice_cond(cond, i, i + b)
+            c = slice_cond(cond, i, i + b)
             with torch.no_grad():
                 if self.options["teacher_sampler"] == "heun":
                     out.append(heun_sampler(teacher, z[i:i + b], c, steps=steps,
@@ -422,12 +422,6 @@ def load_scorers(names: list[str], device: torch.device) -> dict:
     from ..metrics import t2i as t2i_metrics
 
     return {name: t2i_metrics.load(name, device=device) for name in names}
-
-
-def _slice_cond(cond, i, j):
-    if cond is None:
-        return None
-    return {k: (v[i:j] if v is not None else None) for k, v in cond.items()}
 
 
 def _number(value) -> bool:

@@ -16,7 +16,8 @@ import methods
 from bench.nets.mlp import ResidualMLP
 from bench.nets.precond import EDMPrecond
 from bench.runconfig import resolve
-from bench.runner import Run
+from bench.loop import Run
+from bench.step import training_step
 
 DIM, WIDTH, DEPTH, BATCH = 64, 512, 4, 256
 THROUGH_INPUTS = {"sid": True, "sim": True, "di": False, "dmd": False, "dmd2": False}
@@ -82,7 +83,7 @@ def test_train_step(benchmark, method, kind):
     run = make_run(method)
     benchmark.group = f"train step: {method}"
     if kind == "harness":
-        benchmark.pedantic(run.train_step, rounds=15, warmup_rounds=2)
+        benchmark.pedantic(training_step, args=(run,), rounds=15, warmup_rounds=2)
     else:
         benchmark.pedantic(raw_step, args=(run, THROUGH_INPUTS[method]), rounds=15, warmup_rounds=2)
     benchmark.extra_info["images_per_s"] = BATCH / benchmark.stats.stats.mean
@@ -96,13 +97,14 @@ def step_memory_mb(method, kind):
 import json, sys, torch
 sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
 from test_train_step import make_run, raw_step, THROUGH_INPUTS
-from bench.runner import peak_memory_mb, reset_peak_memory
+from bench.loop import peak_memory_mb, reset_peak_memory
+from bench.step import training_step
 run = make_run({method!r})
 cpu = torch.device('cpu')
 reset_peak_memory(cpu)
 before = peak_memory_mb(cpu)
 for _ in range(2):
-    run.train_step() if {kind!r} == 'harness' else raw_step(run, THROUGH_INPUTS[{method!r}])
+    training_step(run) if {kind!r} == 'harness' else raw_step(run, THROUGH_INPUTS[{method!r}])
 print(json.dumps(peak_memory_mb(cpu) - before))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

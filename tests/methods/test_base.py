@@ -190,7 +190,7 @@ def test_image_batches_sampled_sigma_and_cond(name):
     method = methods.create(name)
     weight = torch.nn.Parameter(torch.tensor(1.5))
     x_g = weight * torch.randn(3, 2, 4, 4)
-    extra = {"pairs": (x_g[:1], torch.zeros(1, 2, 4, 4))} if method.training_recipe.needs_teacher_pairs else {}
+    extra = {"pairs": (x_g[:1], torch.zeros(1, 2, 4, 4))} if "teacher_pairs" in method.training_recipe.generator_inputs else {}
     loss, logs = method.generator_loss(x_g, denoiser(1.0), denoiser(0.5), cond=cond, **extra)
     assert loss.shape == () and torch.isfinite(loss) and "loss_g" in logs
     (grad,) = torch.autograd.grad(loss, weight)

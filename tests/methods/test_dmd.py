@@ -46,8 +46,8 @@ def test_regression_term_with_pairs():
     g_ref, g_teacher = torch.autograd.grad(with_pairs, (x_ref, x_teacher), allow_unused=True)
     torch.testing.assert_close(g_ref, 0.25 * 2 * (x_ref - x_teacher).detach() / x_ref.numel())
     assert g_teacher is None
-    assert dmd.training_recipe.needs_teacher_pairs
-    assert not methods.create("dmd", regression_weight=0.0).training_recipe.needs_teacher_pairs
+    assert dmd.training_recipe.generator_inputs == ("teacher_pairs",)
+    assert not methods.create("dmd", regression_weight=0.0).training_recipe.generator_inputs
     with pytest.raises(ValueError, match="pairs"):
         dmd.generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
 
@@ -102,7 +102,10 @@ def test_dmd2_gan_terms():
     teacher, fake = toy_denoisers()
     x_g, sigma, noise = inputs(batch=64)
     dmd2 = methods.create("dmd2", gan_weight=3e-3, gan_fake_weight=1e-2)
-    assert dmd2.training_recipe.needs_real_data and not methods.create("dmd2").training_recipe.needs_real_data
+    gan_recipe, plain_recipe = dmd2.training_recipe, methods.create("dmd2").training_recipe
+    assert gan_recipe.generator_inputs == ("discriminator",)
+    assert set(gan_recipe.fake_inputs) == {"real_data", "discriminator"}
+    assert not plain_recipe.generator_inputs and not plain_recipe.fake_inputs
     disc = SpyDiscriminator(5)
     plain, _ = methods.create("dmd2").generator_loss(x_g, teacher, fake, sigma=sigma, noise=noise)
 

@@ -67,7 +67,7 @@ def distil(method, seed=0):
         if recipe.fresh_latents_per_phase:
             x_g = generate(BATCH)
         fake.requires_grad_(False)  # gradients reach the generator through the fake's inputs only
-        extra = {"pairs": (b + z_ref @ a.T, x_teacher_ref)} if recipe.needs_teacher_pairs else {}
+        extra = {"pairs": (b + z_ref @ a.T, x_teacher_ref)} if "teacher_pairs" in recipe.generator_inputs else {}
         loss, _ = method.generator_loss(x_g, teacher, fake, **extra)
         opt_g.zero_grad()
         loss.backward()

@@ -161,7 +161,7 @@ class PixelStats(Evaluator):
 def runner_without_inception(monkeypatch):
     monkeypatch.setattr(Cifar10Suite, "evaluator", lambda self, device: PixelStats())
     if importlib.util.find_spec("bench.metrics.images") is None:  # the evaluation layer not merged yet
-        monkeypatch.setattr("bench.runner.save_samples", lambda *a, **k: None)
+        monkeypatch.setattr("bench.evaluation.save_samples", lambda *a, **k: None)
 
 
 def test_runner_distils_and_evaluates_the_teacher_from_a_checkpoint(tmp_path, cli, teachers, runner_without_inception):

@@ -13,7 +13,8 @@ import torch
 import methods
 from bench import runconfig
 from bench.errors import BadInput
-from bench.runner import Run
+from bench.loop import Run
+from bench.step import check_finite, training_step
 from bench.suites import t2i
 
 MISSING = [m for m in ("diffusers", "transformers", "sentencepiece") if importlib.util.find_spec(m) is None]
@@ -196,13 +197,13 @@ def test_distillation_steps_every_method(tiny, method):
     config = runconfig.resolve("t2i", method, lr=1e-4, batch=2, batch_gpu=2, kimg=1, sets=sets)
     config["device"] = "cpu"
     run = Run(config, CPU, quiet=True)
-    if run.recipe.needs_teacher_pairs:
-        run.prepare_pairs()
+    for provider in run.inputs:
+        provider.prepare(run)
     before = [p.detach().clone() for p in run.generator.parameters()]
     fake_before = [p.detach().clone() for p in run.fake.parameters()]
-    row = run.train_step()
+    row = training_step(run)
     assert all(torch.isfinite(torch.tensor(v)) for v in row.values())
-    run.check_finite()
+    check_finite(run)
     assert any(not torch.equal(a, b) for a, b in zip(before, run.generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(fake_before, run.fake.parameters()))
     assert all(not p.requires_grad for p in run.parts.teacher.parameters())
