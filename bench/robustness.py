@@ -419,4 +419,5 @@ def cli_robustness(args) -> int:
                 "batch": p["batch"], "lr": [f"{x:g}" for x in p["lr"]], "A": p["arm_a"], "B": p["arm_b"],
                 "A - B": [_ci(d, lo, hi) for d, lo, hi in zip(p["diff"], p["lo"], p["hi"])], "seeds": p["n_seeds"]})))
         print("\n" + verdict(a) + "\n")
+    print("Definitions (bench/robustness.py):\n\n" + "\n".join(f"- {text}" for text in DEFINITIONS.values()))
     return 0

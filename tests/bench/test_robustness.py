@@ -198,6 +198,7 @@ def test_cli_prints_measures_and_verdict(tmp_path, capsys):
     assert main(["robustness", str(tmp_path), "--pairwise", "--boot", "200"]) == 0
     out = capsys.readouterr().out
     assert "| arm" in out and "| A - B" in out and "On learning-rate tolerance" in out
+    assert robustness.DEFINITIONS["tolerance"] in out
 
 
 def test_cli_bad_factor_is_bad_input(tmp_path, capsys):
