@@ -23,9 +23,10 @@ from .results import LABELS, POSITIVE, TEACHER, curves, direction, fmt, markdown
 
 DEFINITIONS = {
     "tolerance": "learning-rate tolerance: the width, in decades of learning rate, of the part of the "
-                 "grid where the learning-rate curve (interpolated linearly in log lr and log value) is "
-                 "within the stated factor (default 2x) of the arm's own best value. Wider is more "
-                 "robust; it cannot exceed the grid's span and is 0 when only the best lr is within it.",
+                 "grid where an arm's learning-rate curve at one batch size (interpolated linearly in log "
+                 "lr and log value) is within the stated factor (default 2x) of that curve's own best "
+                 "point. Wider is more robust; it cannot exceed the grid's span and is 0 when only the "
+                 "best lr is within it. Defined for positive metrics (FID, IS, ...).",
     "best": "best value: the best point of the learning-rate curve, and the learning rate that reached it.",
     "spread": "spread: log10(worst / best) over the grid's points for positive metrics (0.3 means the "
               "worst learning rate is 2x worse), worst minus best otherwise. Lower is more robust.",
