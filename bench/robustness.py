@@ -198,6 +198,7 @@ class Analysis:
     metric: str
     factor: float
     seeds: list[int]
+    batches: list[int]
     measures: pd.DataFrame  # arm, method, batch, measure, value, lo, hi, n_seeds, lrs, best_lr, best_batch
     pairwise: pd.DataFrame  # batch, lr, arm_a, arm_b, diff, lo, hi, n_seeds
     claim: pd.DataFrame  # arm, spread/lo/hi at the claim's cells, vs_sid/vs_di differences with intervals
@@ -240,7 +241,8 @@ def _analyse_suite(runs: pd.DataFrame, suite: str, metric: str, factor: float, n
     for arm, g in runs.groupby("arm", sort=True):
         # the methods' own arms are measured on the cells they all share; other arms on their own cells
         cells = sorted(common if arm in base_arms and len(common) >= 1 else cells_of[arm])
-        for batch in [*sorted({b for _, b in cells}), "all"]:
+        batches = sorted({b for _, b in cells})
+        for batch in [*(batches if len(batches) > 1 else []), "all"]:  # one batch size: its row is "all"
             sub = [c for c in cells if batch == "all" or c[1] == batch]
             grid = _grid(g, seeds, sub)
             est, reps = _measures(grid, point, metric, factor), _measures(grid, draws, metric, factor)
@@ -252,7 +254,8 @@ def _analyse_suite(runs: pd.DataFrame, suite: str, metric: str, factor: float, n
                                  lo=lo, hi=hi, n_seeds=n_seeds, lrs=len({c[0] for c in sub}),
                                  best_lr=float(est["best_lr"][0]), best_batch=int(est["best_batch"][0])))
     measures = pd.DataFrame(rows)
-    return Analysis(suite, metric, factor, seeds, measures, _pairwise(runs, seeds, draws),
+    return Analysis(suite, metric, factor, seeds, sorted(runs["batch"].unique().tolist()), measures,
+                    _pairwise(runs, seeds, draws),
                     _claim(runs, seeds, draws, metric, factor), base_arms, replicates)
 
 
@@ -328,7 +331,7 @@ def verdict(analysis: Analysis) -> str:
     m = a.measures[(a.measures["batch"] == "all") & a.measures["arm"].isin(a.base_arms)]
     lrs = int(m["lrs"].max()) if len(m) else 0
     sentences = [f"{a.suite}, {label}, {len(a.base_arms)} methods over {lrs} learning rates and "
-                 f"{len(a.measures.loc[a.measures['batch'] != 'all', 'batch'].unique())} batch sizes, "
+                 f"{len(a.batches)} batch size{'s' if len(a.batches) > 1 else ''}, "
                  f"{len(a.seeds)} seeds; 95% bootstrap intervals over seeds."]
     names = {"tolerance": f"learning-rate tolerance (within {a.factor:g}x of its own best)", "best": f"best {label}",
              "spread": "spread across the grid", "area": f"area under the {label}-vs-budget curve",
