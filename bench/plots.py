@@ -1,16 +1,26 @@
-"""Robustness figures from the results table, in the layout of the SIM paper (seaborn, Agg).
+"""Robustness figures from the results table, in the layout of the SIM paper (matplotlib, Agg).
 
 One row per (suite, metric): the suite's headline metric, then IS where it was measured. One panel per
 generator learning rate: the metric against training kimg, one line per method (its best
 configuration at that learning rate), bands of one standard error over seeds, an x where a run
 diverged, the teacher's multi-step value as a dashed line. For lower-is-better metrics the y axis stops
-at ten times the worst starting value; a curve that leaves it gets a ^ on the top edge. The last panel of a row sums the row up:
-final value against learning rate per method (an x on the top edge where every seed diverged).
+at ten times the worst starting value; a curve that leaves it gets a ^ on the top edge. The last panel
+of a row sums the row up: final value against learning rate per method (an x on the top edge where
+every seed diverged).
+
+Every method has one style (colour, marker, line style) in every figure: ``method_styles``. The
+figure comes whole (``robustness_figure``, one legend above the panels) or as one small figure per
+panel plus a legend figure (``robustness_panels``, ``legend_figure``), which a page can wrap.
+``figure_bytes`` saves with a tight bounding box, so nothing drawn falls outside the canvas, and
+names the text a reader must see (SVG ids ``ticklabel-*``, ``label-*``, ``legend-*``) so a browser
+test can check it stays inside.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,25 +30,71 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from . import results
 from .errors import BadInput
 
 STYLE = {"svg.fonttype": "none", "svg.hashsalt": "distill-bench",  # selectable text, reproducible ids
-         "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
+         "font.size": 9, "axes.titlesize": 9.5, "axes.spines.top": False, "axes.spines.right": False,
+         "axes.grid": True, "grid.color": "0.9", "grid.linewidth": 0.8, "axes.edgecolor": "0.3",
+         "axes.axisbelow": True, "legend.frameon": False}
 SECOND_ROW_METRICS = ("is",)
 DIVERGED_MARKER = dict(marker="x", s=60, linewidths=2.0, zorder=5)
+PANEL_SIZE = (3.0, 2.5)  # inches: four panels side by side fit a 1264 px column at 96 px per inch
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one method is drawn: colour, marker and line style (never colour alone)."""
+
+    color: str
+    marker: str
+    linestyle: object
+
+    def line(self) -> dict:
+        return dict(color=self.color, marker=self.marker, linestyle=self.linestyle)
+
+
+# One fixed mapping, colour-blind safe (Okabe & Ito), for every figure. DMD and DMD2 often overlap:
+# they differ in marker and dash as well as colour.
+METHOD_STYLES = {
+    "sim": Style("#0072B2", "o", "-"),
+    "sid": Style("#D55E00", "s", (0, (5, 2))),
+    "di": Style("#009E73", "^", (0, (6, 2, 1.5, 2))),
+    "dmd": Style("#CC79A7", "D", (0, (1.5, 1.5))),
+    "dmd2": Style("#E69F00", "v", "-"),
+    "fdistill": Style("#56B4E9", "P", (0, (5, 2))),
+    "sida": Style("#882255", "X", (0, (6, 2, 1.5, 2))),
+    "uni_instruct": Style("#332288", "p", (0, (1.5, 1.5))),
+}
+TEACHER_STYLE = Style("0.35", "", "--")
+# Methods not in the table (new ones, variants) take one of these, chosen by a hash of the name.
+_SPARE_COLORS = ("#117733", "#AA4499", "#44AA99", "#999933", "#CC6677", "#88CCEE", "#661100")
+_SPARE_MARKERS = ("h", "*", "<", ">", "d", "8", "H", "o")
+_SPARE_DASHES = ("-", (0, (5, 2)), (0, (1.5, 1.5)), (0, (6, 2, 1.5, 2)))
+_SPARE = [Style(_SPARE_COLORS[i % 7], _SPARE_MARKERS[i % 8], _SPARE_DASHES[i % 4]) for i in range(7 * 8)]
+
+
+def method_styles(methods) -> dict[str, Style]:
+    """Each method's style: the fixed one where listed, else a spare one picked by a hash of its name
+    (the next free one when two names meet), so every method of a figure looks different."""
+    names = sorted({str(m) for m in methods} - {results.TEACHER})
+    styles = {m: METHOD_STYLES[m] for m in names if m in METHOD_STYLES}
+    taken = set(styles.values())
+    for m in (m for m in names if m not in METHOD_STYLES):
+        i = int(hashlib.sha1(m.encode()).hexdigest(), 16) % len(_SPARE)
+        for step in range(len(_SPARE)):
+            if _SPARE[(i + step) % len(_SPARE)] not in taken:
+                i = (i + step) % len(_SPARE)
+                break
+        styles[m] = _SPARE[i]
+        taken.add(_SPARE[i])
+    return styles
 
 
 def _text(value) -> str:
     """A run-directory string as plain text: a dollar sign must not start mathtext."""
     return str(value).replace("$", r"\$")
-
-
-def _palette(methods) -> dict:
-    names = sorted(m for m in set(methods) if m != results.TEACHER)
-    return dict(zip(names, sns.color_palette("colorblind", max(len(names), 1))))
 
 
 def _rows(table: pd.DataFrame, metric: str | None) -> list[tuple[str, str]]:
@@ -94,110 +150,210 @@ def _clip_top(ax, cap: float) -> None:
             points.set_clip_on(False)
 
 
+def _log_ticks(ax) -> None:
+    """Few, plain log-axis labels (40, not 4x10^1): the densest of 1-2-3-4-5-6-8, 1-2-3-5, 1-2-5, 1-3,
+    1 per decade that puts at most six labels on the axis; unlabelled minor ticks between."""
+    lo, hi = ax.get_ylim()
+    for subs in ((1, 2, 3, 4, 5, 6, 8), (1, 2, 3, 5), (1, 2, 5), (1, 3), (1,)):
+        decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        n = sum(lo <= s * 10.0**d <= hi for d in decades for s in subs)
+        if n <= 6:
+            break
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=subs, numticks=99))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_locator(ticker.LogLocator(subs=np.arange(1, 10), numticks=99))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _teacher_line(ax, table: pd.DataFrame, suite: str, metric: str) -> None:
     t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] == results.TEACHER)]
     if len(t):
-        ax.axhline(results.final_values(t)["value"].mean(), color="0.35", linestyle="--", linewidth=1.2, zorder=1)
+        ax.axhline(results.final_values(t)["value"].mean(), color=TEACHER_STYLE.color,
+                   linestyle=TEACHER_STYLE.linestyle, linewidth=1.2, zorder=1)
 
 
-def _curves_panel(ax, data: pd.DataFrame, palette: dict, metric: str) -> None:
+def _mean_sem(frame: pd.DataFrame, x: str) -> pd.DataFrame:
+    g = frame.groupby(x)["value"]
+    out = pd.DataFrame({"mean": g.mean(), "sem": g.std(ddof=1) / np.sqrt(g.count())}).reset_index()
+    return out.fillna({"sem": 0.0})
+
+
+def _under(styles: dict, method: str) -> int:
+    """How many methods are drawn over this one: earlier lines are drawn wider, with bigger markers, so
+    two methods with the same values (DMD and DMD2 often) both stay visible."""
+    return len(styles) - 1 - list(styles).index(method)
+
+
+def _curves_panel(ax, data: pd.DataFrame, styles: dict, metric: str) -> None:
     curves = results.curves(data)
     if curves.empty:
         ax.text(0.5, 0.5, "no evaluations", transform=ax.transAxes, ha="center", color="0.5")
         return
-    sns.lineplot(data=curves, x="kimg", y="value", hue="method", palette=palette, errorbar="se",
-                 estimator="mean", marker="o", markersize=3.5, linewidth=1.6, ax=ax, legend=False)
-    diverged = curves[curves["status"] == "diverged"]
-    for run_id, g in diverged.groupby("run_id"):
+    for method, g in curves.groupby("method", sort=True):
+        style, m, under = styles[method], _mean_sem(g, "kimg"), _under(styles, method)
+        ax.plot(m["kimg"], m["mean"], markersize=3.5 + 0.6 * under, linewidth=1.3 + 0.25 * under, **style.line())
+        ax.fill_between(m["kimg"], m["mean"] - m["sem"], m["mean"] + m["sem"], color=style.color, alpha=0.18,
+                        linewidth=0)
+    for run_id, g in curves[curves["status"] == "diverged"].groupby("run_id"):
         last = g.sort_values("kimg").iloc[-1]
         x = last["diverged_kimg"] if not math.isnan(last["diverged_kimg"]) else last["kimg"]
-        ax.scatter([x], [last["value"]], color=palette.get(last["method"], "k"), **DIVERGED_MARKER)
-    running = curves[curves["status"] == "running"]
-    for run_id, g in running.groupby("run_id"):
+        ax.scatter([x], [last["value"]], color=styles[last["method"]].color, **DIVERGED_MARKER)
+    for run_id, g in curves[curves["status"] == "running"].groupby("run_id"):
         last = g.sort_values("kimg").iloc[-1]
-        ax.scatter([last["kimg"]], [last["value"]], facecolors="none", edgecolors=palette.get(last["method"], "k"),
+        ax.scatter([last["kimg"]], [last["value"]], facecolors="none", edgecolors=styles[last["method"]].color,
                    s=40, linewidths=1.2, zorder=5)
 
 
-def _summary_panel(ax, data: pd.DataFrame, palette: dict, metric: str) -> None:
+def _summary_panel(ax, data: pd.DataFrame, styles: dict, lrs: list[float]) -> None:
     finals = results.final_values(data)
     ok = finals[~finals["status"].isin(["diverged", "failed"])]
-    if len(ok):
-        sns.lineplot(data=ok, x="lr_g", y="value", hue="method", palette=palette, errorbar="se",
-                     marker="o", markersize=6, linewidth=1.6, ax=ax, legend=False, err_style="bars")
+    for method, g in ok.groupby("method", sort=True):
+        m = _mean_sem(g, "lr_g")
+        under = _under(styles, method)
+        ax.errorbar(m["lr_g"], m["mean"], yerr=m["sem"], markersize=4.5 + 0.8 * under, linewidth=1.3 + 0.25 * under,
+                    capsize=2.5, **styles[method].line())
     lost = finals.groupby(["method", "lr_g"]).filter(lambda g: g["status"].isin(["diverged", "failed"]).all())
     for (method, lr), _ in lost.groupby(["method", "lr_g"]):
-        ax.scatter([lr], [1.0], transform=ax.get_xaxis_transform(), color=palette.get(method, "k"),
+        ax.scatter([lr], [1.0], transform=ax.get_xaxis_transform(), color=styles[method].color,
                    clip_on=False, **DIVERGED_MARKER)
     ax.set_xscale("log")
+    if lrs:  # a tick per learning rate of the grid, written 1e-4, with room either side
+        ax.set_xlim(min(lrs) / 3, max(lrs) * 3)
+        ax.xaxis.set_major_locator(ticker.FixedLocator(lrs))
+        ax.xaxis.set_major_formatter(ticker.FixedFormatter([results.lr_text(lr) for lr in lrs]))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel("generator learning rate")
     ax.set_title("final value vs learning rate")
 
 
+@dataclass
+class _Row:
+    suite: str
+    metric: str
+    label: str
+    sel: pd.DataFrame
+    cap: float
+    log: bool
+    lrs: list
+
+
+def _plan(table: pd.DataFrame, metric: str | None) -> list[_Row]:
+    plan = []
+    for suite, m in _rows(table, metric):
+        sel = _selected(table[table["suite"] == suite], m)
+        n = sel["n_samples"].min() if len(sel) else None
+        cap = _cap(sel, m)
+        lrs = sorted(table.loc[(table["suite"] == suite) & (table["method"] != results.TEACHER), "lr_g"]
+                     .dropna().unique())
+        plan.append(_Row(suite, m, results.metric_label(m, None if n is pd.NA else n), sel, cap,
+                         _log_helps(sel["value"].clip(upper=cap), m), [float(lr) for lr in lrs]))
+    return plan
+
+
+def _draw_row(axes: list, row: _Row, table: pd.DataFrame, styles: dict) -> None:
+    """Draw one row's panels into ``axes`` (one per learning rate, then the summary), wherever they live."""
+    for ax, lr in zip(axes, row.lrs):
+        _curves_panel(ax, row.sel[row.sel["lr_g"] == lr], styles, row.metric)
+        ax.set_title(f"{_text(row.suite)} · lr = {results.lr_text(lr)}")
+        ax.set_xlabel("training kimg")
+    _summary_panel(axes[-1], row.sel, styles, row.lrs)
+    for i, ax in enumerate(axes):
+        _teacher_line(ax, table, row.suite, row.metric)
+        ax.set_ylabel(row.label)
+        if row.log:
+            ax.set_yscale("log")
+    curve_axes = axes[:-1]
+    if curve_axes:  # one y range per row, so learning rates compare at a glance
+        lo = min(a.get_ylim()[0] for a in curve_axes)
+        hi = max(a.get_ylim()[1] for a in curve_axes)
+        for a in curve_axes:
+            a.set_ylim(lo, hi)
+    for a in axes:
+        _clip_top(a, row.cap)
+        if row.log:
+            _log_ticks(a)
+
+
+def _legend_handles(styles: dict) -> list:
+    handles = [Line2D([], [], markersize=5, linewidth=1.5, label=_text(m), **s.line()) for m, s in styles.items()]
+    return handles + [
+        Line2D([], [], color=TEACHER_STYLE.color, linestyle=TEACHER_STYLE.linestyle, label="teacher (multi-step)"),
+        Line2D([], [], color="0.2", marker="x", linestyle="none", markersize=7, markeredgewidth=2, label="diverged"),
+        Line2D([], [], color="0.2", marker="o", markerfacecolor="none", linestyle="none", label="still running"),
+        Line2D([], [], color="0.2", marker="^", linestyle="none", label="off the scale")]
+
+
+def _legend(fig: Figure, styles: dict, width_in: float):
+    handles = _legend_handles(styles)
+    ncols = max(1, min(len(handles), int(width_in // 1.3)))  # an entry is at most ~1.3 in wide
+    return fig.legend(handles=handles, loc="outside upper center", ncols=ncols, handlelength=2.6,
+                      columnspacing=1.2)
+
+
 def robustness_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
-    """The robustness figure (see the module docstring); BadInput when there is nothing to draw."""
-    rows = _rows(table, metric)
-    methods = table["method"].unique()
-    palette = _palette(methods)
-    lrs = {suite: sorted(table.loc[(table["suite"] == suite) & (table["method"] != results.TEACHER), "lr_g"]
-                         .dropna().unique()) for suite, _ in rows}
-    ncols = max(len(v) for v in lrs.values()) + 1
-    with matplotlib.rc_context(STYLE), sns.axes_style("whitegrid", {"axes.spines.top": False,
-                                                                      "axes.spines.right": False}):
-        fig = Figure(figsize=(3.3 * ncols, 2.9 * len(rows) + 0.7), layout="constrained")
-        axes = fig.subplots(len(rows), ncols, squeeze=False)
-        for r, (suite, m) in enumerate(rows):
-            sel = _selected(table[table["suite"] == suite], m)
-            n = sel["n_samples"].min() if len(sel) else None
-            label = results.metric_label(m, None if n is pd.NA else n)
-            cap = _cap(sel, m)
-            log = _log_helps(sel["value"].clip(upper=cap), m)
-            row_axes = []
-            for c in range(ncols):
-                ax = axes[r][c]
-                if c < len(lrs[suite]):
-                    lr = lrs[suite][c]
-                    _curves_panel(ax, sel[sel["lr_g"] == lr], palette, m)
-                    ax.set_title(f"{_text(suite)} · lr = {lr:g}")
-                    ax.set_xlabel("training kimg")
-                    row_axes.append(ax)
-                elif c == ncols - 1:
-                    _summary_panel(ax, sel, palette, m)
-                    row_axes.append(ax)
-                else:
-                    ax.set_visible(False)
-                    continue
-                _teacher_line(ax, table, suite, m)
-                ax.set_ylabel(label if c == 0 or c == ncols - 1 else "")
-                if log:
-                    ax.set_yscale("log")
-                    for axis in (ax.yaxis,):  # 40 rather than 4x10^1
-                        axis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False))
-                        axis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-            curve_axes = row_axes[:-1]
-            if curve_axes:  # one y range per row, so learning rates compare at a glance
-                lo = min(a.get_ylim()[0] for a in curve_axes)
-                hi = max(a.get_ylim()[1] for a in curve_axes)
-                for a in curve_axes:
-                    a.set_ylim(lo, hi)
-            for a in row_axes:
-                _clip_top(a, cap)
-        handles = [Line2D([], [], color=palette[m], marker="o", markersize=4, label=_text(m)) for m in palette]
-        handles += [Line2D([], [], color="0.35", linestyle="--", label="teacher (multi-step)"),
-                    Line2D([], [], color="0.2", marker="x", linestyle="none", markersize=7, markeredgewidth=2,
-                           label="diverged"),
-                    Line2D([], [], color="0.2", marker="o", markerfacecolor="none", linestyle="none",
-                           label="still running"),
-                    Line2D([], [], color="0.2", marker="^", linestyle="none", label="off the scale")]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), frameon=False)
+    """The robustness figure (see the module docstring): every panel, one legend above; BadInput when
+    there is nothing to draw."""
+    plan = _plan(table, metric)
+    styles = method_styles(table["method"].unique())
+    ncols = max(len(r.lrs) for r in plan) + 1
+    width = PANEL_SIZE[0] * ncols
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width, PANEL_SIZE[1] * len(plan) + 0.9), layout="constrained")
+        axes = fig.subplots(len(plan), ncols, squeeze=False)
+        for r, row in enumerate(plan):
+            used = list(axes[r][:len(row.lrs)]) + [axes[r][-1]]
+            for ax in axes[r][len(row.lrs):-1]:
+                ax.set_visible(False)
+            _draw_row(used, row, table, styles)
+        _legend(fig, styles, width)
     return fig
 
 
+def robustness_panels(table: pd.DataFrame, metric: str | None = None) -> list[dict]:
+    """The same panels as separate figures, for a page that wraps them: per row ``{"suite", "metric",
+    "label", "panels": [Figure, ...]}`` (the learning rates, then the summary). Legend: ``legend_figure``."""
+    plan = _plan(table, metric)
+    styles = method_styles(table["method"].unique())
+    out = []
+    with matplotlib.rc_context(STYLE):
+        for row in plan:
+            figs = [Figure(figsize=PANEL_SIZE, layout="constrained") for _ in range(len(row.lrs) + 1)]
+            _draw_row([f.add_subplot() for f in figs], row, table, styles)
+            out.append({"suite": row.suite, "metric": row.metric, "label": row.label, "panels": figs})
+    return out
+
+
+def legend_figure(methods, width_in: float = 7.0) -> Figure:
+    """The shared legend of the robustness panels (every method's style, teacher and markers) alone."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(width_in, 0.3), layout="constrained")
+        _legend(fig, method_styles(methods), width_in)
+    return fig
+
+
+def _name_text(fig: Figure) -> None:
+    """SVG ids for the text a reader must see, so a browser can check it lies inside the canvas."""
+    fig.draw_without_rendering()  # creates the tick labels the locators will draw
+    for a, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        for axis in ("x", "y"):
+            for i, label in enumerate(getattr(ax, f"get_{axis}ticklabels")()):
+                label.set_gid(f"ticklabel-{a}-{axis}{i}")
+        ax.title.set_gid(f"label-{a}-title")
+        ax.xaxis.label.set_gid(f"label-{a}-x")
+        ax.yaxis.label.set_gid(f"label-{a}-y")
+    for i, legend in enumerate(fig.legends):
+        legend.set_gid(f"legend-{i}")
+
+
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
-    """The figure encoded as ``fmt`` (png, svg or pdf)."""
+    """The figure encoded as ``fmt`` (png, svg or pdf), cropped to what is drawn (nothing clipped)."""
     buf = io.BytesIO()
     with matplotlib.rc_context(STYLE):
-        fig.savefig(buf, format=fmt, dpi=130, metadata={"Date": None} if fmt == "svg" else None)
+        _name_text(fig)
+        fig.savefig(buf, format=fmt, dpi=130, bbox_inches="tight", pad_inches=0.06,
+                    metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue()
 
 

@@ -1,6 +1,8 @@
 """One self-contained HTML report of a results folder: leaderboards, robustness, samples, runs, provenance.
 
-The page is rendered by Jinja2 with autoescaping from ``templates/report.html.j2``; every string taken
+The page reads at any width: figures come as one small SVG per panel under one shared legend and wrap
+(rather than shrink) on a narrow screen; wide tables turn each row into a card when their box is
+narrow (container queries), keeping the key cells first. The page is rendered by Jinja2 with autoescaping from ``templates/report.html.j2``; every string taken
 from a run directory goes through it as text (nothing is marked safe). Figures are embedded as base64
 ``<img>`` data URIs (SVG and PNG), so an SVG can never run script inside the page; tables sort with a few
 lines of plain JavaScript; nothing is loaded from the network.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import io
 import json
 import math
 from collections import Counter, defaultdict
@@ -28,15 +31,17 @@ def _uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _num(value) -> str:
     """A cell's sort key: the number as text, or "" when missing (sorted last)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return repr(float(value))
+    return "" if _missing(value) else repr(float(value))
 
 
 def _int(value) -> str:
-    return "–" if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+    return "–" if _missing(value) else str(int(value))
 
 
 def _cell(text, sort=None, cls="") -> dict:
@@ -46,42 +51,46 @@ def _cell(text, sort=None, cls="") -> dict:
 def _leaderboard_table(board: pd.DataFrame) -> dict:
     metric = board["metric"].iloc[0]
     label = board["label"].iloc[0] if board["label"].nunique() == 1 else results.LABELS.get(metric, metric)
-    head = ["#", "method", label, "seeds", "samples", "configuration", "kimg", "wall time", "runs of this config",
+    head = ["#", "method", label.replace("-", "\u2011"), "seeds", "samples", "configuration", "kimg", "wall time", "runs of this config",
             "diverged, all configs"]
     rows = []
     for i, r in enumerate(board.itertuples(), 1):
         teacher = r.method == results.TEACHER
         rows.append({"cls": "teacher" if teacher else "", "cells": [
-            _cell(str(i), _num(i), "num"),
-            _cell(r.method, cls="method teacher-name" if teacher else "method"),
-            _cell(results.fmt(r.mean, r.sem), _num(r.mean), "num strong"),
+            _cell(str(i), _num(i), "num key"),
+            _cell(r.method, cls="method key teacher-name" if teacher else "method key"),
+            _cell(results.fmt(r.mean, r.sem), _num(r.mean), "num strong key"),
             _cell(str(r.n), _num(r.n), "num"),
             _cell(results.samples_label(r.n_samples), _num(r.n_samples), "num"),
-            _cell(r.config, cls="config"),
+            _cell(r.config, cls="config wide"),
             _cell(results.fmt_kimg(r.kimg), _num(r.kimg), "num"),
             _cell(results.fmt_duration(r.wall_time_s), _num(r.wall_time_s), "num"),
             _cell(results.runs_text(r._asdict()), _num(r.runs), "runs"),
             _cell(f"{r.method_diverged} / {r.method_runs}", _num(r.method_diverged / r.method_runs), "num"),
         ]})
-    return {"metric": metric, "label": label, "direction": results.direction(metric), "head": head, "rows": rows}
+    return {"metric": metric, "label": label, "direction": results.direction(metric), "head": head, "rows": rows,
+            "cards": True}
 
 
 def _robustness_table(rob: pd.DataFrame) -> dict:
     lr_cols = [c for c in rob.columns if c.startswith("lr=") and rob[c].notna().any()]
     metric = rob["metric"].iloc[0]
-    head = ["method", "score", "unit", "lrs scored", "diverged", "best lr", "worst lr"] + [f"{metric_name(metric)} at {c}" for c in lr_cols]
+    head = ["method", "score", "unit", "lrs scored", "diverged", "best lr", "worst lr"] + [
+        f"{metric_name(metric)} at lr={results.lr_text(float(c[3:]))}" for c in lr_cols]
     rows = []
     for r in rob.to_dict("records"):
         rows.append({"cls": "", "cells": [
-            _cell(r["method"]),
-            _cell(results.fmt(r["score"]) if r["lrs"] > 1 else "needs ≥ 2 lrs", _num(r["score"]), "num strong"),
+            _cell(r["method"], cls="method key"),
+            _cell(results.fmt(r["score"]) if r["lrs"] > 1 else "needs ≥ 2 lrs", _num(r["score"]), "num strong key"),
             _cell(r["spread_unit"]),
             _cell(str(r["lrs"]), _num(r["lrs"]), "num"),
             _cell(f"{100 * r['diverged']:.0f}% of {r['runs']}", _num(r["diverged"]), "num"),
-            _cell(f"{r['best_lr']:g} → {results.fmt(r['best_value'])}" if r["lrs"] else "–", _num(r["best_value"]), "num"),
-            _cell(f"{r['worst_lr']:g} → {results.fmt(r['worst_value'])}" if r["lrs"] else "–", _num(r["worst_value"]), "num"),
+            _cell(f"{results.lr_text(r['best_lr'])} → {results.fmt(r['best_value'])}" if r["lrs"] else "–",
+                  _num(r["best_value"]), "num"),
+            _cell(f"{results.lr_text(r['worst_lr'])} → {results.fmt(r['worst_value'])}" if r["lrs"] else "–",
+                  _num(r["worst_value"]), "num"),
         ] + [_cell(results.fmt(r[c]), _num(r[c]), "num") for c in lr_cols]})
-    return {"head": head, "rows": rows}
+    return {"head": head, "rows": rows, "cards": True}
 
 
 def metric_name(metric: str) -> str:
@@ -89,7 +98,8 @@ def metric_name(metric: str) -> str:
     return results.LABELS.get(metric, metric)
 
 
-def _latest_sample(path: str) -> tuple[str, float] | None:
+def _latest_grid(path: str) -> tuple[Path, float] | None:
+    """The run's last sample grid and its kimg (from the file name), or None."""
     pngs = sorted((Path(path) / "samples").glob("kimg*.png"))
     if not pngs:
         return None
@@ -97,36 +107,106 @@ def _latest_sample(path: str) -> tuple[str, float] | None:
         kimg = float(pngs[-1].stem[4:])
     except ValueError:
         kimg = math.nan
-    return _uri(pngs[-1].read_bytes(), "image/png"), kimg
+    return pngs[-1], kimg
+
+
+def _caption(run, kimg: float, value, metric: str) -> dict:
+    """A sample grid's caption in two short lines: the value, then seed, kimg and (unless done) status."""
+    detail = f"seed {run.seed} · kimg {results.fmt_kimg(kimg)}" + ("" if run.status == "done" else f" · {run.status}")
+    return {"value": f"{metric_name(metric)} {results.fmt(value)}" if value is not None else "", "detail": detail}
+
+
+def _final_value(finals: pd.DataFrame, run_id: str):
+    value = finals.loc[finals["run_id"] == run_id, "value"]
+    return float(value.iloc[0]) if len(value) else None
 
 
 def _sample_grid(table: pd.DataFrame, runs: pd.DataFrame, suite: str, metric: str) -> dict | None:
-    """Rows of methods, columns of learning rates: the best configuration's latest grid, first seed."""
+    """The teacher's latest grid, then per learning rate each method's best configuration's latest grid
+    (first seed with one): ``{"teacher": cell | None, "groups": [{"lr", "cells"}]}``."""
     t = table[(table["suite"] == suite) & (table["metric"] == metric)]
     finals = results.final_values(t)
     best = results.best_configs(results.config_summaries(finals, metric), metric, ["method", "lr_g"]) if len(finals) else finals
-    lrs = sorted(t.loc[t["method"] != results.TEACHER, "lr_g"].dropna().unique())
-    grid = defaultdict(dict)
+    cells = {}
     for b in best.itertuples():
-        candidates = runs[(runs["config_id"] == b.config_id)].sort_values("seed")
-        for run in candidates.itertuples():
-            sample = _latest_sample(run.path)
-            if sample is None:
+        for run in runs[runs["config_id"] == b.config_id].sort_values("seed").itertuples():
+            found = _latest_grid(run.path)
+            if found is None:
                 continue
-            value = finals.loc[finals["run_id"] == run.run_id, "value"]
-            caption = f"seed {run.seed} · kimg {results.fmt_kimg(sample[1])} · {run.status}"
-            if len(value):
-                caption += f" · {metric_name(metric)} {results.fmt(float(value.iloc[0]))}"
-            grid[b.method]["lr" if b.method == results.TEACHER else b.lr_g] = {"src": sample[0], "caption": caption,
-                                                                              "run_id": run.run_id}
+            cells[(b.method, b.lr_g)] = {"method": b.method, "src": _uri(found[0].read_bytes(), "image/png"),
+                                         "run_id": run.run_id,
+                                         **_caption(run, found[1], _final_value(finals, run.run_id), metric)}
             break
-    if not grid:
+    if not cells:
         return None
-    methods = sorted(grid, key=lambda m: (m != results.TEACHER, m))
-    return {"lrs": [f"lr = {lr:g}" for lr in lrs],
-            "rows": [{"method": m, "teacher": m == results.TEACHER,
-                      "cells": [grid[m].get("lr")] if m == results.TEACHER else [grid[m].get(lr) for lr in lrs]}
-                     for m in methods]}
+    teacher = next((c for (m, _), c in cells.items() if m == results.TEACHER), None)
+    lrs = sorted({lr for m, lr in cells if m != results.TEACHER})
+    groups = [{"lr": f"lr = {results.lr_text(lr)}",
+               "cells": [c for (m, l), c in sorted(cells.items()) if l == lr and m != results.TEACHER]} for lr in lrs]
+    return {"teacher": teacher, "groups": groups}
+
+
+GRID_SIDE = 8  # the runner's sample grids: the first 64 samples, 8 by 8, one pixel apart
+
+
+def _first_grid_row(png: Path) -> tuple[bytes, int]:
+    """The top row of a sample grid (its first eight latents) as PNG, and a display width in CSS px that
+    enlarges it by a whole factor (at most 640 px wide); the whole grid, at most 160 px high, if it is not
+    8 by 8."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        width, height = image.size
+        if width != height or (width - 1) % GRID_SIDE:
+            return png.read_bytes(), width * max(1, min(8, 160 // height))
+        buf = io.BytesIO()
+        image.crop((0, 0, width, (width - 1) // GRID_SIDE + 1)).save(buf, format="PNG")
+    return buf.getvalue(), width * max(1, min(8, 640 // width))
+
+
+def _side_by_side(table: pd.DataFrame, runs: pd.DataFrame, suite: str, metric: str) -> dict | None:
+    """One row per method (its leaderboard configuration, the teacher first), all from one seed's
+    latent bank, so each column is the same latent through every method."""
+    t = table[(table["suite"] == suite) & (table["metric"] == metric)]
+    finals = results.final_values(t)
+    board = results.leaderboard(t, metric)
+    candidates = {}
+    for b in board.itertuples():
+        with_grid = {int(r.seed): r for r in runs[runs["config_id"] == b.config_id].itertuples()
+                     if r.seed is not pd.NA and _latest_grid(r.path) is not None}
+        if with_grid:
+            candidates[b.method] = (b, with_grid)
+    if not candidates:
+        return None
+    seeds = Counter(seed for _, with_grid in candidates.values() for seed in with_grid)
+    seed = min(seeds, key=lambda s: (-seeds[s], s))  # the seed most methods have
+    rows = []
+    for method, (b, with_grid) in candidates.items():
+        if seed not in with_grid:
+            continue
+        run = with_grid[seed]
+        png, kimg = _latest_grid(run.path)
+        strip, width = _first_grid_row(png)
+        value = _final_value(finals, run.run_id)
+        setting = "multi-step sampler" if method == results.TEACHER else (
+            f"lr = {results.lr_text(b.lr_g)}" if not math.isnan(b.lr_g) else "")
+        rows.append({"method": method, "teacher": method == results.TEACHER, "setting": setting,
+                     "src": _uri(strip, "image/png"), "width": width, "run_id": run.run_id,
+                     **_caption(run, kimg, value, metric)})
+    rows.sort(key=lambda r: not r["teacher"])  # the teacher on top, then the leaderboard's order
+    missing = sorted(set(candidates) - {r["method"] for r in rows})
+    return {"seed": seed, "rows": rows, "missing": missing}
+
+
+def _svg(fig) -> str:
+    return _uri(plots.figure_bytes(fig, "svg"), "image/svg+xml")
+
+
+def _figures(table: pd.DataFrame, metric: str) -> dict:
+    """The robustness panels as SVGs, row by row, and their shared legend."""
+    rows = plots.robustness_panels(table, metric)
+    return {"legend": _svg(plots.legend_figure(table["method"].unique())),
+            "rows": [{"label": r["label"], "panels": [_svg(f) for f in r["panels"]]} for r in rows]}
 
 
 def _compute_table(runs: pd.DataFrame, stats: pd.DataFrame, suite: str) -> dict:
@@ -148,29 +228,47 @@ def _compute_table(runs: pd.DataFrame, stats: pd.DataFrame, suite: str) -> dict:
     return {"head": head, "rows": rows}
 
 
+def _whole_batches(done: float, budget: float, batch) -> bool:
+    """Whether ``done`` overshoots ``budget`` only because training takes whole batches."""
+    if _missing(done) or _missing(budget) or _missing(batch) or done <= budget:
+        return False
+    return done * 1000 <= math.ceil(budget * 1000 / int(batch)) * int(batch) + 1e-6
+
+
 def _runs_table(runs: pd.DataFrame) -> dict:
+    """Every run with its settings; ``overshoot`` explains a run that trained a little past its budget."""
     head = ["run", "suite", "method", "status", "lr gen / fake", "batch", "seed", "kimg done / budget",
-            "wall time", "diverged at", "hyperparameters"]
-    rows = []
+            "wall time", "diverged at", "hyperparameters in use"]
+    rows, overshoot = [], None
     for r in runs.sort_values(["suite", "method", "lr_g", "seed", "run_id"]).to_dict("records"):
         config = r["_config"]
-        hp = config.get("hparams") or {}
-        lr = "–" if math.isnan(r["lr_g"]) else f"{r['lr_g']:g} / {r['lr_fake']:g}"
+        hp = {**(config.get("hparams") or {}), **(config.get("hparams_in_use") or {})}
+        lr = "–" if math.isnan(r["lr_g"]) else f"{results.lr_text(r['lr_g'])} / {results.lr_text(r['lr_fake'])}"
+        kimg = f"{results.fmt_kimg(r['kimg_done'])} / {results.fmt_kimg(r['kimg_budget'])}"
+        if _whole_batches(r["kimg_done"], r["kimg_budget"], r["batch"]):
+            kimg += " †"
+            overshoot = overshoot or (r["kimg_budget"], int(r["batch"]), r["kimg_done"])
         div = ("–" if math.isnan(r["diverged_kimg"]) else
                f"kimg {r['diverged_kimg']:g}, step {_int(r['diverged_step'])}: {r['diverged_reason']}")
         status = r["status"] if r["status"] in STATUS_ORDER else "unknown"
         rows.append({"cls": "", "config_json": json.dumps(config, indent=2, sort_keys=True, default=str), "cells": [
-            _cell(r["run_id"], cls="mono"), _cell(r["suite"]), _cell(r["method"]),
+            _cell(r["run_id"], cls="mono key"), _cell(r["suite"]), _cell(r["method"], cls="method key"),
             _cell(r["status"], cls=f"status status-{status}"),
             _cell(lr, _num(r["lr_g"]), "num"),
             _cell(_int(r["batch"]), _num(r["batch"]), "num"),
             _cell(_int(r["seed"]), _num(r["seed"]), "num"),
-            _cell(f"{results.fmt_kimg(r['kimg_done'])} / {results.fmt_kimg(r['kimg_budget'])}", _num(r["kimg_done"]), "num"),
+            _cell(kimg, _num(r["kimg_done"]), "num"),
             _cell(results.fmt_duration(r["wall_time_s"]), _num(r["wall_time_s"]), "num"),
             _cell(div, _num(r["diverged_kimg"])),
-            _cell(", ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "–", cls="config"),
+            _cell(", ".join(f"{k}={v}" for k, v in sorted(hp.items())) or "–", cls="config wide"),
         ]})
-    return {"head": head, "rows": rows}
+    note = None
+    if overshoot:
+        budget, batch, done = overshoot
+        note = (f"† Training takes whole batches, so a run stops at the first step that reaches its budget: "
+                f"{results.fmt_kimg(budget)} kimg at batch {batch} is {math.ceil(budget * 1000 / batch)} steps, "
+                f"{done * 1000:.0f} images ({results.fmt_kimg(done)} kimg).")
+    return {"head": head, "rows": rows, "cards": True, "note": note}
 
 
 def _provenance(runs: pd.DataFrame) -> list[dict]:
@@ -209,11 +307,11 @@ def context(results_dir) -> dict:
             rob = _robustness_table(results.robustness(t, metric))
         except BadInput:  # only teacher rows: nothing to score
             rob = None
-        fig = plots.robustness_figure(t, metric)
         suites.append({
             "name": suite, "metric": metric, "metric_name": metric_name(metric), "boards": boards,
-            "robustness": rob, "figure": _uri(plots.figure_bytes(fig, "svg"), "image/svg+xml"),
-            "samples": _sample_grid(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
+            "robustness": rob, "figures": _figures(t, metric),
+            "samples": _sample_grid(table, runs, suite, metric),
+            "side_by_side": _side_by_side(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
             "runs": int((runs["suite"] == suite).sum()),
         })
     status = runs["status"].value_counts()
@@ -226,6 +324,7 @@ def context(results_dir) -> dict:
         "status_counts": [{"status": s, "n": int(status.get(s, 0))} for s in STATUS_ORDER if status.get(s, 0)],
         "suites": suites, "runs": _runs_table(runs), "provenance": _provenance(runs),
         "robustness_definition": results.ROBUSTNESS_DEFINITION,
+        "kid_measured": "kid" in set(table["metric"]),
     }
 
 

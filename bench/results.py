@@ -100,10 +100,19 @@ def config_label(hparams: dict, lr_g, lr_fake, batch) -> str:
     """A configuration spelt out for readers: hyperparameters, learning rates, batch."""
     parts = [f"{k}={v}" for k, v in sorted(hparams.items())]
     if not _isnan(lr_g):
-        parts.append(f"lr={lr_g:g}" if lr_fake == lr_g or _isnan(lr_fake) else f"lr={lr_g:g}/{lr_fake:g}")
+        parts.append(f"lr={lr_text(lr_g)}" if lr_fake == lr_g or _isnan(lr_fake)
+                     else f"lr={lr_text(lr_g)}/{lr_text(lr_fake)}")
     if not _isnan(batch):
         parts.append(f"batch={int(batch)}")
     return ", ".join(parts)
+
+
+def lr_text(lr: float) -> str:
+    """A learning rate as papers write it: 1e-4, 2.5e-4, 0.5."""
+    if lr == 0 or 0.1 <= abs(lr) < 1e3:
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def _isnan(x) -> bool:
@@ -118,6 +127,8 @@ def _run_record(directory: Path) -> dict | None:
     hparams = config.get("hparams") or {}
     if not isinstance(hparams, dict):
         hparams = {}
+    in_use = config.get("hparams_in_use")  # defaults resolved for the data (SIM's huber_c), for readers
+    shown = {**hparams, **in_use} if isinstance(in_use, dict) else hparams
     diverged = manifest.get("diverged") or {}
     if not isinstance(diverged, dict):
         diverged = {}
@@ -134,9 +145,9 @@ def _run_record(directory: Path) -> dict | None:
         diverged_step=_number(diverged.get("step")), diverged_reason=diverged.get("reason"),
         started=manifest.get("started"), ended=manifest.get("ended"), git_hash=manifest.get("git_hash"),
         config_id=hashlib.sha1(key.encode()).hexdigest()[:8],
-        config=config_label(hparams, lr_g, lr_fake, batch), path=str(directory),
+        config=config_label(shown, lr_g, lr_fake, batch), path=str(directory),
     )
-    record.update({HP_PREFIX + str(k): v for k, v in hparams.items()})
+    record.update({HP_PREFIX + str(k): v for k, v in shown.items()})
     record["_config"], record["_manifest"] = config, manifest
     return record
 

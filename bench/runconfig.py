@@ -106,6 +106,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     train_opts.update(train)
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
+                        hparams_in_use=m.in_use(suite_obj.latent_shape),
                         lr_g=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,
                         optimizer=optimizer, train=train_opts))
@@ -118,7 +119,7 @@ def _finish(config: dict) -> dict:
 
 def run_id(config: dict) -> str:
     """A readable slug plus a short hash of everything that defines the run."""
-    body = {k: v for k, v in config.items() if k not in ("run_id",)}
+    body = {k: v for k, v in config.items() if k not in ("run_id", "hparams_in_use")}  # in_use: derived
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
     if config["method"] == TEACHER:
         slug = f"teacher-s{config['seed']}"

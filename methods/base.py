@@ -139,6 +139,11 @@ class Method:
         """Hyperparameters including the weighting, as stored in a run's config."""
         return {"weighting": self.weighting, **self.hparams}
 
+    def in_use(self, latent_shape: tuple[int, ...]) -> dict[str, Any]:
+        """``config()`` with every default that depends on the data (``None`` in ``defaults``) resolved
+        for one sample of ``latent_shape``: the values the losses actually use, for readers."""
+        return self.config()
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"

@@ -24,7 +24,7 @@ class SIM(Method):
     ``weighting="none"`` the expected gradient is that of ``E_q d(f_psi - f_phi)`` at that sigma.
     ``distance="l2"`` is twice SiD at alpha 0.5. ``huber_c`` is in pixel units; ``None`` means
     ``0.00054 * sqrt(dim)`` (the consistency-models constant). ``d_term=False`` leaves out ``d(y)``
-    (no longer that gradient: about 0.68 of it on the Gaussian test case); ``normaliser="none"``
+    (no longer that gradient: on the Gaussian test case 0.68 to 1.09 of its size, cosine down to 0.83); ``normaliser="none"``
     keeps the paper weighting's x100 but not SiD's ``sg(mean |x_g - f_phi|)``.
     """
 
@@ -43,12 +43,19 @@ class SIM(Method):
         if self.normaliser not in NORMALISERS:
             raise ValueError(f"sim: unknown normaliser {self.normaliser!r} (known: {', '.join(NORMALISERS)})")
 
+    def huber_c_for(self, dim: int) -> float:
+        """The pseudo-Huber constant in use for samples of ``dim`` numbers."""
+        return self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(dim)
+
+    def in_use(self, latent_shape):
+        return {**self.config(), "huber_c": self.huber_c_for(math.prod(latent_shape))}
+
     def distance_and_grad(self, y: torch.Tensor):
         """Per-sample ``d(y)`` and ``grad d(y)`` (same shape as ``y``)."""
         sq = per_sample_sum(y**2)
         if self.distance == "l2":
             return sq, 2 * y
-        c = self.huber_c if self.huber_c is not None else 0.00054 * math.sqrt(y[0].numel())
+        c = self.huber_c_for(y[0].numel())
         root = (sq + c**2).sqrt()
         return root - c, y / root.reshape(-1, *([1] * (y.ndim - 1)))
 

@@ -1,4 +1,6 @@
 """bench.plots: the robustness figure and ``bench plot robustness``."""
+import re
+
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
@@ -23,7 +25,7 @@ def test_layout_one_panel_per_learning_rate_plus_summary(table):
     # two rows (FID, then IS), three learning rates + the summary panel each
     assert len(axes) == 8
     titles = [ax.get_title() for ax in axes]
-    assert titles[:4] == ["digits · lr = 1e-05", "digits · lr = 0.0001", "digits · lr = 0.001",
+    assert titles[:4] == ["digits · lr = 1e-5", "digits · lr = 1e-4", "digits · lr = 1e-3",
                           "final value vs learning rate"]
     assert axes[0].get_ylabel() == "FID-1k" and axes[4].get_ylabel() == "IS-1k"
     assert axes[0].get_yscale() == "log" and axes[4].get_yscale() == "linear"  # FID spans 3..280
@@ -31,7 +33,7 @@ def test_layout_one_panel_per_learning_rate_plus_summary(table):
     assert axes[0].get_ylim() == axes[2].get_ylim()  # one y range per row
     # one line per method in a panel (sim, sid, dmd at lr 1e-4) and the teacher's dashed line
     lines = axes[1].get_lines()
-    assert sum(line.get_linestyle() == "--" for line in lines) == 1
+    assert sum(line.get_color() == plots.TEACHER_STYLE.color for line in lines) == 1
     assert sum(len(line.get_xdata()) == len(rundirs.EVAL_KIMG) for line in lines) == 3
 
 
@@ -66,7 +68,13 @@ def test_cli_writes_png_and_svg(tmp_path, suffix, magic, capsys):
     data = out.read_bytes()
     assert data.startswith(magic) and len(data) > 10_000
     if suffix == ".svg":
-        assert b"<svg" in data and b"lr = 0.0001" in data
+        assert b"<svg" in data and b"lr = 1e-4" in data
+    else:  # cropped to what is drawn, with a margin: no tick label or legend entry touches an edge
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(out).convert("L"))
+        border = np.concatenate([pixels[:4].ravel(), pixels[-4:].ravel(), pixels[:, :4].ravel(), pixels[:, -4:].ravel()])
+        assert border.min() == 255
 
 
 def test_cli_bad_input(tmp_path, capsys):
@@ -87,3 +95,66 @@ def test_a_blow_up_does_not_flatten_the_other_curves(tmp_path):
         assert ax.get_ylim()[1] == pytest.approx(800.0)  # ten times the worst starting FID
     blown = [c for c in axes[1].collections if isinstance(c, PathCollection)]
     assert len(blown) == 1 and np.allclose(blown[0].get_offsets(), [(1.0, 800.0)])  # the ^ on the top edge
+
+
+def test_one_fixed_style_per_method_distinct_in_every_attribute(table):
+    styles = plots.method_styles(["sim", "sid", "di", "dmd", "dmd2", "teacher"])
+    assert set(styles) == {"sim", "sid", "di", "dmd", "dmd2"}
+    assert styles["dmd"] == plots.METHOD_STYLES["dmd"]  # the fixed table, whatever else is drawn
+    fixed = list(plots.METHOD_STYLES.values())
+    for attr in ("color", "marker"):
+        assert len({getattr(s, attr) for s in fixed}) == len(fixed)
+    # DMD and DMD2 overlap in practice: they differ in colour, marker and dash
+    assert all(getattr(styles["dmd"], a) != getattr(styles["dmd2"], a) for a in ("color", "marker", "linestyle"))
+    # the figure draws each method with its style
+    lines = visible_axes(plots.robustness_figure(table, "fid"))[1].get_lines()
+    drawn = {(line.get_color(), line.get_marker()) for line in lines}
+    assert {(styles[m].color, styles[m].marker) for m in ("sim", "sid", "dmd")} <= drawn
+
+
+def test_methods_not_in_the_table_get_distinct_deterministic_styles():
+    new = ["fdistill", "sida", "uni_instruct", "uni_instruct_kl", "uni_instruct_fkl", "fdistill_js", "zz"]
+    styles = plots.method_styles(new + ["sim", "dmd2"])
+    assert len(set(styles.values())) == len(styles)
+    assert plots.method_styles(["uni_instruct_kl"])["uni_instruct_kl"] == styles["uni_instruct_kl"]
+    again = plots.method_styles(list(reversed(new)) + ["dmd2", "sim"])
+    assert again == styles
+
+
+@pytest.mark.parametrize("lr, text", [(1e-4, "1e-4"), (1e-5, "1e-5"), (2.5e-4, "2.5e-4"), (0.5, "0.5"),
+                                      (0.01, "1e-2")])
+def test_learning_rates_are_written_like_papers_do(lr, text):
+    assert results.lr_text(lr) == text
+
+
+def test_log_ticks_are_few_and_plain(table):
+    fig = plots.robustness_figure(table, "fid")
+    plots.figure_bytes(fig, "svg")  # draws, so the tick labels exist
+    for ax in visible_axes(fig):
+        if ax.get_yscale() != "log":
+            continue
+        lo, hi = ax.get_ylim()
+        shown = [t for t in ax.get_yticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+        assert 2 <= len(shown) <= 6
+        assert all("10^" not in t.get_text() and "times" not in t.get_text() for t in shown)
+    summary = visible_axes(fig)[3]
+    assert [t.get_text() for t in summary.get_xticklabels()] == ["1e-5", "1e-4", "1e-3"]
+
+
+def test_panels_and_legend_as_separate_figures(table):
+    rows = plots.robustness_panels(table, "fid")
+    assert [(r["metric"], len(r["panels"])) for r in rows] == [("fid", 4), ("is", 4)]
+    whole = visible_axes(plots.robustness_figure(table, "fid"))
+    for row, start in ((rows[0], 0), (rows[1], 4)):
+        for fig, ax in zip(row["panels"], whole[start:start + 4]):
+            assert fig.axes[0].get_title() == ax.get_title()
+            assert fig.axes[0].get_ylim() == pytest.approx(ax.get_ylim())  # one y range per row, here too
+    svg = plots.figure_bytes(plots.legend_figure(table["method"].unique()), "svg").decode()
+    for name in ("sim", "sid", "dmd", "teacher (multi-step)", "diverged", 'id="legend-0"'):
+        assert name in svg
+
+
+def test_svg_names_the_text_to_check(table):
+    svg = plots.figure_bytes(plots.robustness_figure(table, "fid"), "svg").decode()
+    assert 'id="legend-0"' in svg and 'id="label-0-title"' in svg and 'id="label-7-y"' in svg
+    assert re.search(r'id="ticklabel-0-y\d+"', svg) and re.search(r'id="ticklabel-3-x\d+"', svg)

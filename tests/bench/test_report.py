@@ -1,5 +1,6 @@
 """bench.report: the self-contained HTML page, its escaping, and the page in headless Chromium."""
 import base64
+import io
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -82,9 +84,12 @@ def test_one_self_contained_file(built):
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
     assert srcs and all(s.startswith("data:image/") for s in srcs)
     svg = [s for s in srcs if s.startswith("data:image/svg+xml;base64,")]
-    assert len(svg) == 1 and b"<svg" in base64.b64decode(svg[0].split(",", 1)[1])
-    # sample grids: teacher + every (method, lr) with runs: sim x3, sid x2, dmd x3
-    assert len([s for s in srcs if s.startswith("data:image/png")]) == 1 + 3 + 2 + 3
+    # the shared legend, then 4 panels for FID and 4 for IS (three learning rates and the summary)
+    assert len(svg) == 1 + 8 and all(b"<svg" in base64.b64decode(s.split(",", 1)[1]) for s in svg)
+    # sample grids: teacher + every (method, lr) with runs: sim x3, sid x2, dmd x3; side by side: teacher,
+    # sim, sid, dmd
+    assert len([s for s in srcs if s.startswith("data:image/png")]) == 1 + 3 + 2 + 3 + 4
+    assert html.count('alt="first eight samples of') == 4
 
 
 def test_report_content(built):
@@ -137,6 +142,37 @@ def test_bad_input(tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     err = capsys.readouterr().err
     assert err.count("bench: error:") == 2 and "no run directories" in err and ".html" in err
+
+
+def test_values_as_used_side_by_side_and_notes(tmp_path):
+    """huber_c as resolved, kimg past the budget explained, KID's unit, and one seed's latents per row."""
+    root, evals = tmp_path / "r", [0.0, 0.512, 1.024]
+    for method, in_use in (("sim", {"huber_c": 0.00432}), ("sid", None), ("teacher", None)):
+        d = rundirs.write_run(root, method=method, evals=[0.0] if method == "teacher" else evals,
+                              hparams={"huber_c": None} if method == "sim" else None,
+                              values=lambda k: {"fid": 50.0 - k, "kid": k - 0.5})
+        config = json.loads((d / "config.json").read_text())
+        config.update(kimg=0.0 if method == "teacher" else 1.0, **({"hparams_in_use": in_use} if in_use else {}))
+        (d / "config.json").write_text(json.dumps(config))
+        grid = np.zeros((73, 73), np.uint8)  # 8 x 8 samples of 8 x 8 pixels, one pixel apart
+        grid[1:9, 1:9] = 255  # the first sample, top left
+        for f in (d / "samples").iterdir():
+            Image.fromarray(grid).save(f)
+    ctx = report.context(root)
+    html = report.render(ctx)
+    assert "huber_c=0.00432" in html and "huber_c=None" not in html  # leaderboard and runs table
+    runs = ctx["runs"]
+    assert runs["note"].startswith("† Training takes whole batches") and "16 steps, 1024 images" in runs["note"]
+    assert sum("†" in row["cells"][7]["text"] for row in runs["rows"]) == 2  # sim and sid; not the teacher
+    assert "unbiased estimate of the squared MMD" in html and "raw features" in html
+
+    side = ctx["suites"][0]["side_by_side"]
+    assert side["seed"] == 0 and [r["method"] for r in side["rows"]] == ["teacher", "sid", "sim"]  # board order
+    for row in side["rows"]:
+        strip = Image.open(io.BytesIO(base64.b64decode(row["src"].split(",", 1)[1])))
+        assert strip.size == (73, 10) and row["width"] == 73 * 8  # the top row of the grid, enlarged 8x
+        assert np.asarray(strip)[1:9, 1:9].min() == 255 and np.asarray(strip)[:, 10:].max() == 0
+    assert [g["lr"] for g in ctx["suites"][0]["samples"]["groups"]] == ["lr = 1e-4"]
 
 
 # --- the page in a real browser -------------------------------------------------------------------
@@ -217,3 +253,100 @@ def test_report_of_real_runner_output(tmp_path, capsys):
     assert main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "index.html")]) == 0
     html = (tmp_path / "index.html").read_text()
     assert "Fréchet-256" in html and "exact Gaussian fit" in html  # the metric implementation, from manifests
+
+
+# --- layout at a laptop's and a desktop's width -----------------------------------------------------
+
+# Injected into a copy of the report: after load, every SVG image is parsed into its own shadow root
+# (ids stay per figure) at its natural size, and each named text element (plots.figure_bytes names
+# tick labels, axis labels, titles and legends) is compared with the SVG's box, the viewBox on screen.
+# Tables: a box that scrolls sideways overflows. The findings go into data-layout on <html>.
+LAYOUT_PROBE = r"""<script>
+window.addEventListener("load", function () {
+  function text(src) {
+    var bin = atob(src.split(",")[1]), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+    return new TextDecoder().decode(bytes);
+  }
+  var out = {figures: [], tables: []};
+  document.querySelectorAll('img[src^="data:image/svg+xml"]').forEach(function (img) {
+    var host = document.createElement("div");
+    host.style.cssText = "position: absolute; left: 0; top: 0; visibility: hidden";
+    document.body.appendChild(host);
+    var root = host.attachShadow({mode: "open"});
+    root.appendChild(new DOMParser().parseFromString(text(img.src), "image/svg+xml").documentElement);
+    var box = root.querySelector("svg").getBoundingClientRect(), outside = [], named = 0;
+    root.querySelectorAll('[id^="ticklabel-"], [id^="label-"], [id^="legend-"]').forEach(function (el) {
+      var r = el.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) { return; }
+      named += 1;
+      if (r.left < box.left - 0.5 || r.top < box.top - 0.5 || r.right > box.right + 0.5 || r.bottom > box.bottom + 0.5) {
+        outside.push(el.id);
+      }
+    });
+    out.figures.push({cls: img.className, named: named, outside: outside,
+                      natural: img.naturalWidth, shown: img.getBoundingClientRect().width});
+    host.remove();
+  });
+  document.querySelectorAll(".tablebox").forEach(function (box) {
+    out.tables.push({id: box.querySelector("table").id, scroll: box.scrollWidth, client: box.clientWidth});
+  });
+  out.page = {scroll: document.documentElement.scrollWidth, client: document.documentElement.clientWidth};
+  document.documentElement.setAttribute("data-layout", JSON.stringify(out));
+});
+</script>"""
+
+
+def clipped_svg() -> str:
+    """A control figure whose legend lies half outside its canvas (as the old robustness figure's did),
+    and whose y tick labels lie left of it."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_axes((0.0, 0.2, 0.6, 0.7))
+    ax.plot([0, 1], [0, 1000], label="a method with a long name")
+    ax.legend(loc="center left", bbox_to_anchor=(0.8, 0.5)).set_gid("legend-0")
+    fig.draw_without_rendering()
+    for i, label in enumerate(ax.get_yticklabels()):
+        label.set_gid(f"ticklabel-0-y{i}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_layout_fits_at_desktop_and_laptop_widths(chromium, built, tmp_path, width):
+    src, out, html = built
+    controls = (f'<img class="control" src="data:image/svg+xml;base64,{clipped_svg()}" alt="control">'
+                '<div class="tablebox"><table id="control-wide"><tbody><tr><td style="white-space: nowrap">'
+                + "wide " * 300 + "</td></tr></tbody></table></div>")
+    probed = tmp_path / "probed.html"
+    probed.write_text(html.replace("</body>", controls + LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    dom = browse(chromium, tmp_path, probed.resolve().as_uri(), f"--window-size={width},3000",
+                 "--virtual-time-budget=10000", "--dump-dom")
+    layout = json.loads(parse(dom).root_attrs["data-layout"])
+
+    figures = [f for f in layout["figures"] if f["cls"] != "control"]
+    control = [f for f in layout["figures"] if f["cls"] == "control"]
+    assert {f["cls"] for f in figures} == {"legend", "panel"} and len(figures) == 1 + 8
+    for f in figures:  # every tick label, axis label, title and legend lies inside its canvas
+        assert f["named"] >= (1 if f["cls"] == "legend" else 5) and f["outside"] == [], f
+        assert f["shown"] >= f["natural"] - 1, f  # shown at its natural size: panels wrap, they do not shrink
+    outside = control[0]["outside"]  # the probe sees a clipped legend and tick labels
+    assert "legend-0" in outside and any(i.startswith("ticklabel-0-y") for i in outside)
+
+    tables = {t["id"]: t for t in layout["tables"]}
+    assert {"leaderboard-1-fid", "robustness-1", "runs-table", "compute-1"} <= set(tables)
+    for table_id, t in tables.items():
+        if table_id != "control-wide" and t["client"]:  # (closed <details> hold boxes of width 0)
+            assert t["scroll"] <= t["client"] + 1, f"{table_id} overflows its box at {width} px: {t}"
+    assert tables["control-wide"]["scroll"] > tables["control-wide"]["client"] + 100  # the probe sees overflow
+    assert layout["page"]["scroll"] <= width  # nothing makes the page scroll sideways (the control is in a box)
+
+    shot = tmp_path / f"report-{width}.png"
+    browse(chromium, tmp_path, out.resolve().as_uri(), f"--window-size={width},2400", f"--screenshot={shot}")
+    assert Image.open(shot).size == (width, 2400)
+    if os.environ.get("BENCH_REPORT_SCREENSHOTS"):  # to look at the page: BENCH_REPORT_SCREENSHOTS=folder
+        shutil.copy(shot, os.environ["BENCH_REPORT_SCREENSHOTS"])

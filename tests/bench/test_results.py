@@ -168,6 +168,19 @@ def test_spread_is_a_difference_for_metrics_that_can_be_negative():
     assert math.isnan(results.spread([2.0], "fid"))
 
 
+def test_hyperparameters_are_shown_as_used_and_identified_as_given(tmp_path):
+    for huber_c, in_use in ((None, 0.00432), (0.1, 0.1)):
+        d = rundirs.write_run(tmp_path, method="sim", hparams={"distance": "pseudo_huber", "huber_c": huber_c})
+        config = json.loads((d / "config.json").read_text())
+        config["hparams_in_use"] = {"distance": "pseudo_huber", "huber_c": in_use}
+        (d / "config.json").write_text(json.dumps(config))
+    runs = results.load_runs(tmp_path).sort_values("hp_huber_c")
+    assert runs["hp_huber_c"].tolist() == [0.00432, 0.1]
+    assert runs["config"].tolist() == ["distance=pseudo_huber, huber_c=0.00432, lr=1e-4, batch=64",
+                                       "distance=pseudo_huber, huber_c=0.1, lr=1e-4, batch=64"]
+    assert runs["config_id"].nunique() == 2  # the identity still comes from the hyperparameters as given
+
+
 def test_labels_and_formatting():
     assert results.metric_label("fid", 1000) == "FID-1k"
     assert results.metric_label("fid", 50000) == "FID-50k"

@@ -21,6 +21,7 @@ def test_run_writes_the_run_directory(tmp_path, cli):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["method"] == "sid" and config["hparams"]["alpha"] == 1.2 and config["lr_g"] == 1e-4
     assert config["optimizer"]["betas"] == [0.0, 0.999]
+    assert config["hparams_in_use"] == config["hparams"]  # SiD has no data-dependent default
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["hardware"]["world_size"] == 1
     assert manifest["metrics"]["frechet"].startswith("exact")

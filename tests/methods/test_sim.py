@@ -162,3 +162,11 @@ def test_default_huber_c_scales_with_dimension():
 
 def test_recipe_is_sids():
     assert methods.create("sim").training_recipe == methods.create("sid").training_recipe
+
+
+def test_in_use_resolves_the_default_huber_c():
+    sim = methods.create("sim")
+    assert sim.config()["huber_c"] is None  # the run's identity keeps "the default"
+    assert sim.in_use((3, 4, 4))["huber_c"] == pytest.approx(0.00054 * math.sqrt(48))
+    assert methods.create("sim", huber_c=0.5).in_use((3, 4, 4))["huber_c"] == 0.5
+    assert methods.create("sid").in_use((3, 4, 4)) == methods.create("sid").config()
