@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--format", default="md", choices=["md", "csv"])
     lb.set_defaults(func=_handler("bench.results:cli_leaderboard"))
 
+    rob = sub.add_parser("robustness", help="robustness measures with bootstrap intervals, and the verdict")
+    rob.add_argument("results_dir")
+    rob.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
+    rob.add_argument("--factor", type=float, default=2.0, help="tolerance: within this factor of the best")
+    rob.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the seeds")
+    rob.add_argument("--pairwise", action="store_true", help="also print every pairwise difference")
+    rob.set_defaults(func=_handler("bench.robustness:cli_robustness"))
+
     pl = sub.add_parser("plot", help="figures")
     plsub = pl.add_subparsers(dest="plot_command", required=True, parser_class=_Parser)
     rb = plsub.add_parser("robustness", help="metric against kimg, one panel per learning rate")

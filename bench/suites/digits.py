@@ -33,7 +33,7 @@ from ..nets.unet import UNet
 from .base import Parts, Suite, heun_sampler
 
 DATA_SPEC = {"dataset": "sklearn.load_digits", "held_out": 360, "split_seed": 0, "scale": "x/8-1"}
-CACHE_FORMAT = 1  # bump when the training code changes what a configuration produces
+CACHE_FORMAT = 2  # bump when the training code changes what a configuration produces
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def cached(root: Path, kind: str, config: dict, train) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             state, info = train()
-            info = {"kind": kind, "config": config, **info}
+            info = {"kind": kind, "config": config, "sha256": weights_hash(state), **info}
             (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
             write_atomic(path, lambda tmp: torch.save({"state": state, "info": info}, tmp))
     return path
@@ -103,11 +103,38 @@ def _log(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
-    """Run a block with torch's global RNG seeded, restoring the caller's RNG afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+def reproducible(seed: int):
+    """Run a training bit-reproducibly on this machine, restoring the caller's settings afterwards.
+
+    Three things made two trainings differ: the global RNG (dropout draws from it), the number of
+    intra-op threads (a CPU reduction split over 2 threads sums in another order than over 1) and
+    ops without a deterministic kernel. So: the global RNG seeded, one intra-op thread (for these
+    small networks also the fastest on a shared 2-core machine), deterministic algorithms on.
+    Across machines the weights still differ in the last bits: other SIMD kernels (AVX2, AVX-512),
+    another torch/oneDNN/MKL build or a GPU change the float summation order.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # CUDA ops lacking one warn instead of failing
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_num_threads(threads)
+
+
+def weights_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes: equal hashes, bit-identical weights."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
 
 
 # --- the teacher ------------------------------------------------------------------------------
@@ -122,33 +149,33 @@ def train_denoiser(config: dict, x_train: torch.Tensor, device: torch.device) ->
     Returns the EMA network's state dict and a summary (final loss, wall time).
     """
     t = config["train"]
-    gen = torch.Generator().manual_seed(t["seed"])
-    with _seeded(t["seed"]):
+    with reproducible(t["seed"]):
+        gen = torch.Generator().manual_seed(t["seed"])
         net = make_denoiser(config["net"]).to(device).train()
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
-    steps = max(1, round(t["kimg"] * 1000 / t["batch"]))
-    warmup = max(1, int(steps * t["warmup_fraction"]))
-    sd = net.sigma_data
-    start, running = time.time(), None
-    for step in range(steps):
-        idx = torch.randint(0, len(x_train), (t["batch"],), generator=gen)
-        y = x_train[idx].to(device)
-        sigma = (torch.randn(t["batch"], generator=gen) * t["p_std"] + t["p_mean"]).exp().to(device)
-        noise = torch.randn(y.shape, generator=gen).to(device)
-        weight = ((sigma**2 + sd**2) / (sigma * sd) ** 2).reshape(-1, 1, 1, 1)
-        loss = (weight * (net(y + sigma.reshape(-1, 1, 1, 1) * noise, sigma) - y).square()).mean()
-        for group in opt.param_groups:
-            group["lr"] = t["lr"] * min(1.0, (step + 1) / warmup)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        update_ema(ema, net, t["batch"], (step + 1) * t["batch"], t["ema_halflife_kimg"], t["ema_rampup"])
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if (step + 1) % max(1, steps // 10) == 0:
-            _log(f"teacher step {step + 1}/{steps} loss {running:.4f} ({time.time() - start:.0f} s)")
-    return ({k: v.cpu() for k, v in ema.state_dict().items()},
-            {"steps": steps, "final_loss": running, "train_time_s": round(time.time() - start, 2)})
+        ema = copy.deepcopy(net).eval().requires_grad_(False)
+        opt = torch.optim.Adam(net.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+        steps = max(1, round(t["kimg"] * 1000 / t["batch"]))
+        warmup = max(1, int(steps * t["warmup_fraction"]))
+        sd = net.sigma_data
+        start, running = time.time(), None
+        for step in range(steps):
+            idx = torch.randint(0, len(x_train), (t["batch"],), generator=gen)
+            y = x_train[idx].to(device)
+            sigma = (torch.randn(t["batch"], generator=gen) * t["p_std"] + t["p_mean"]).exp().to(device)
+            noise = torch.randn(y.shape, generator=gen).to(device)
+            weight = ((sigma**2 + sd**2) / (sigma * sd) ** 2).reshape(-1, 1, 1, 1)
+            loss = (weight * (net(y + sigma.reshape(-1, 1, 1, 1) * noise, sigma) - y).square()).mean()
+            for group in opt.param_groups:
+                group["lr"] = t["lr"] * min(1.0, (step + 1) / warmup)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            update_ema(ema, net, t["batch"], (step + 1) * t["batch"], t["ema_halflife_kimg"], t["ema_rampup"])
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            if (step + 1) % max(1, steps // 10) == 0:
+                _log(f"teacher step {step + 1}/{steps} loss {running:.4f} ({time.time() - start:.0f} s)")
+        return ({k: v.cpu() for k, v in ema.state_dict().items()},
+                {"steps": steps, "final_loss": running, "train_time_s": round(time.time() - start, 2)})
 
 
 # --- the classifier (feature extractor) ---------------------------------------------------------
@@ -172,25 +199,25 @@ def classifier_accuracy(net: DigitClassifier, x: torch.Tensor, y: torch.Tensor) 
 def train_classifier(config: dict, data: dict) -> tuple[dict, dict]:
     """Cross-entropy with shift augmentation on the training split; reports held-out accuracy."""
     t = config["train"]
-    gen = torch.Generator().manual_seed(t["seed"])
-    with _seeded(t["seed"]):
+    with reproducible(t["seed"]):
+        gen = torch.Generator().manual_seed(t["seed"])
         net = DigitClassifier(**config["net"])
-    opt = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-    x, y = data["x_train"], data["y_train"]
-    steps = t["epochs"] * math.ceil(len(x) / t["batch"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t["lr"], total_steps=steps)
-    start = time.time()
-    for _ in range(t["epochs"]):
-        net.train()
-        for idx in torch.randperm(len(x), generator=gen).split(t["batch"]):
-            loss = F.cross_entropy(net(quantise(_shift(x[idx], gen)))[1], y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    accuracy = classifier_accuracy(net, data["x_held"], data["y_held"])
-    _log(f"classifier held-out accuracy {accuracy:.4f} ({time.time() - start:.1f} s)")
-    return net.state_dict(), {"held_out_accuracy": accuracy, "train_time_s": round(time.time() - start, 2)}
+        opt = torch.optim.Adam(net.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        x, y = data["x_train"], data["y_train"]
+        steps = t["epochs"] * math.ceil(len(x) / t["batch"])
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t["lr"], total_steps=steps)
+        start = time.time()
+        for _ in range(t["epochs"]):
+            net.train()
+            for idx in torch.randperm(len(x), generator=gen).split(t["batch"]):
+                loss = F.cross_entropy(net(quantise(_shift(x[idx], gen)))[1], y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        accuracy = classifier_accuracy(net, data["x_held"], data["y_held"])
+        _log(f"classifier held-out accuracy {accuracy:.4f} ({time.time() - start:.1f} s)")
+        return net.state_dict(), {"held_out_accuracy": accuracy, "train_time_s": round(time.time() - start, 2)}
 
 
 def load_classifier(path: Path) -> DigitClassifier:
@@ -272,8 +299,10 @@ class DigitsSuite(Suite):
         """Train (or find cached) the teacher and the classifier; the teacher's cache path."""
         path = self._teacher_path(device)
         classifier = self.train_classifier()
-        accuracy = load_cached(classifier)[1]["held_out_accuracy"]
-        _log(f"classifier {classifier} (held-out accuracy {accuracy:.4f})")
+        info = load_cached(classifier)[1]
+        _log(f"teacher {path} (sha256 {load_cached(path)[1].get('sha256', '?')[:12]})")
+        _log(f"classifier {classifier} (held-out accuracy {info['held_out_accuracy']:.4f}, "
+             f"sha256 {info.get('sha256', '?')[:12]})")
         return path
 
     def train_classifier(self) -> Path:

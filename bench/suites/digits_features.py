@@ -61,9 +61,10 @@ def extractor_spec(path: Path | None = None):
     """The ``digits`` extractor for the evaluation layer: registered with torch-fidelity, reading the
     classifier at ``path`` (default: the digits suite's default classifier, trained if absent)."""
     from ..metrics.fidelity import ExtractorSpec, register_extractor
-    from .digits import DigitsSuite
+    from .digits import DigitsSuite, load_cached
 
     path = Path(path) if path is not None else DigitsSuite().train_classifier()
     register_extractor(NAME, DigitsFeatureExtractor)
-    return ExtractorSpec(NAME, weights_id=path.parent.name, impl=f"digits {path.parent.name}", channels=None,
+    sha = load_cached(path)[1].get("sha256", "?")[:12]  # the weights' own hash: reproducibility shows in every row
+    return ExtractorSpec(NAME, weights_id=path.parent.name, impl=f"digits {path.parent.name} sha256:{sha}", channels=None,
                          kwargs={"feature_extractor_weights_path": str(path)})

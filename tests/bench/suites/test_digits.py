@@ -224,3 +224,31 @@ def test_distillation_run_from_the_teacher_is_evaluated(trained, tmp_path, monke
     assert {r["metric"] for r in rows} == {"fid", "is", "kid", "precision", "recall"}
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
     assert list((run_dir / "samples").glob("*.png"))
+
+
+def test_two_fresh_trainings_are_bit_identical_and_evaluate_identically(tmp_path, monkeypatch, capsys):
+    """Teacher and classifier trained twice from scratch (different caller threads and global RNG
+    state): the same weights hash, and the teacher's baseline row scores exactly the same."""
+    from bench.cli import main
+
+    rows, hashes = [], []
+    for i, threads in enumerate((2, 1)):
+        torch.set_num_threads(threads)
+        torch.manual_seed(100 + i)  # training must not depend on the caller's RNG
+        cache = tmp_path / f"cache{i}"
+        suite = DigitsSuite(cache_dir=str(cache), **TINY)
+        try:
+            suite.train_teacher(torch.device("cpu"))
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+        finally:
+            torch.set_num_threads(1)
+        hashes.append({p.parent.name.split("-")[0]: json.loads(p.read_text())["sha256"] for p in cache.glob("*/info.json")})
+        monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / f"weights{i}"))  # reference statistics afresh too
+        sets = [f"suite.{k}={json.dumps(v)}" for k, v in {**TINY, "cache_dir": str(cache)}.items()]
+        assert main(["run", "--suite", "digits", "--method", "teacher", "--results", str(tmp_path / f"results{i}"),
+                     "--quiet"] + [x for s in sets for x in ("--set", s)]) == 0
+        run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+        rows.append([(r["metric"], r["value"], r["impl"]) for r in map(json.loads, (run_dir / "metrics.jsonl").open())])
+    assert hashes[0] == hashes[1] and set(hashes[0]) == {"teacher", "classifier"}
+    assert rows[0] == rows[1] and len(rows[0]) == 5
+    assert all(f"sha256:{hashes[0]['classifier'][:12]}" in impl for _, _, impl in rows[0])

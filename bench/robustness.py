@@ -1,0 +1,429 @@
+"""Hyperparameter robustness with uncertainty: the measures of the digits study and its verdict.
+
+Input: the results table of ``bench.results.load`` (Contract 3). Pandas and NumPy only, no torch.
+
+An *arm* is a method with one setting of its own hyperparameters: each method's most-run setting
+is named after the method (``sim``), any other after its differences (``sim d_term=False``). A
+run's *final value* is its last evaluation of the metric (EMA preferred). The learning-rate *curve*
+of an arm at one batch size is the mean over seeds of the final value at each learning rate.
+
+Definitions (one place; the report and README quote ``DEFINITIONS``):
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import BadInput
+from .metrics import registry as metric_registry
+from .results import curves, direction, fmt, markdown, metric_per_suite
+from .rundir import TEACHER
+
+DEFINITIONS = {
+    "tolerance": "learning-rate tolerance: the width, in decades of learning rate, of the part of the "
+                 "grid where an arm's learning-rate curve at one batch size (interpolated linearly in log "
+                 "lr and log value) is within the stated factor (default 2x) of that curve's own best "
+                 "point. Wider is more robust; it cannot exceed the grid's span and is 0 when only the "
+                 "best lr is within it. Defined for positive metrics (FID, IS, ...).",
+    "best": "best value: the best point of the learning-rate curve, and the learning rate that reached it.",
+    "spread": "spread: log10(worst / best) over the grid's points for positive metrics (0.3 means the "
+              "worst learning rate is 2x worse), worst minus best otherwise. Lower is more robust.",
+    "area": "area: the area under the quality-vs-budget curve divided by the budget, i.e. the metric's "
+            "mean over training (trapezoids in kimg), averaged over the grid. Lower is better for "
+            "lower-is-better metrics: it rewards converging fast and staying there.",
+    "divergence": "divergence rate: the fraction of runs that diverged. A diverged run counts with its "
+                  "value at the start of training (divergence bought nothing).",
+    "batch": "per batch size, or 'all': tolerance and area averaged over batch sizes, best, spread and "
+             "divergence over every (lr, batch) cell.",
+    "interval": "95% interval: percentile bootstrap over seeds (2000 resamples of the seed list, the "
+                "same resample for every arm and cell, since seeds share their latents), so "
+                "differences between arms are paired. With three seeds an interval is coarse: read "
+                "overlap as 'not resolved', not as 'equal'.",
+    "pairwise": "pairwise difference at one (lr, batch): arm A's final value minus arm B's, per seed, "
+                "mean over seeds, with a paired bootstrap interval.",
+    "claim": "the SIM paper's claim: at batch 256, between lr 1e-4 and 1e-5, SIM's spread is smaller "
+             "than SiD's and DI's. It holds here when both paired differences of spread lie below 0.",
+}
+__doc__ += "\n".join(f"- {text}" for text in DEFINITIONS.values()) + "\n"
+
+MEASURES = ("tolerance", "best", "spread", "area", "divergence")
+CLAIM = {"methods": ("sim", "sid", "di"), "batch": 256, "lrs": (1e-4, 1e-5)}
+
+
+# --- the run matrix: one value per (arm, lr, batch, seed) ------------------------------------------
+
+def _arm_labels(runs: pd.DataFrame) -> pd.Series:
+    """Per run: its method, plus the hyperparameters where it differs from the method's most-run setting."""
+    labels = pd.Series(runs["method"].values, index=runs.index, dtype=object)
+    for method, g in runs.groupby("method"):
+        hp = [c for c in g.columns if c.startswith("hp_") and g[c].notna().any()]
+        settings = pd.Series([tuple("" if pd.isna(v) else str(v) for v in r) for r in g[hp].itertuples(index=False)],
+                             index=g.index)
+        common = settings.value_counts(sort=True).index[0]
+        for i, setting in settings.items():
+            diff = [f"{c[3:]}={v}" for c, v, base in zip(hp, setting, common) if v != base]
+            if diff:
+                labels[i] = f"{method} {' '.join(diff)}"
+    return labels
+
+
+def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
+    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, final, area.
+
+    ``final`` is the last evaluation (the first one for a diverged run), ``area`` the metric's mean over
+    the evaluated budget (trapezoids; a diverged run's area is its start value). Failed runs are left out.
+    """
+    t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] != TEACHER)
+              & (table["status"] != "failed")]
+    c = curves(t).dropna(subset=["value"])
+    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area"])
+    if not c.empty:
+        by = c.groupby("run_id", sort=True)
+        first, last = by.head(1).set_index("run_id"), by.tail(1).set_index("run_id")
+        step = by["kimg"].diff()
+        trapezoids = (step * (c["value"] + by["value"].shift()) / 2).groupby(c["run_id"]).sum()
+        span = last["kimg"] - first["kimg"]
+        area = (trapezoids.reindex(first.index) / span).where(span > 0, last["value"])
+        diverged = first["status"] == "diverged"
+        runs = pd.DataFrame({
+            "run_id": first.index, "method": first["method"].values, "lr": first["lr_g"].astype(float).values,
+            "batch": first["batch"].astype(int).values, "seed": first["seed"].astype(int).values,
+            "diverged": diverged.values, "final": first["value"].where(diverged, last["value"]).astype(float).values,
+            "area": first["value"].where(diverged, area).astype(float).values})
+    if runs.empty:
+        return runs.assign(arm=pd.Series(dtype=object))
+    hp = table.drop_duplicates("run_id").set_index("run_id").filter(like="hp_").reindex(runs["run_id"])
+    hp = hp.loc[:, hp.notna().any()]
+    with_hp = pd.concat([runs.reset_index(drop=True), hp.reset_index(drop=True)], axis=1)
+    runs["arm"] = _arm_labels(with_hp).values
+    return runs
+
+
+# --- measures on a (cell, seed) matrix, vectorised over bootstrap replicates -----------------------
+
+def _oriented_log(values: np.ndarray, lower: bool) -> np.ndarray:
+    """log10 of a positive metric, sign-flipped for higher-is-better metrics: lower is always better."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(values)
+    return out if lower else -out
+
+
+def tolerance_width(log_lr: np.ndarray, y: np.ndarray, log_factor: float) -> np.ndarray:
+    """Width in decades where the piecewise-linear curve ``y(log_lr)`` is within ``log_factor`` of its minimum.
+
+    ``log_lr`` ascending ``[n]``; ``y`` ``[n, B]`` in oriented log units (lower is better; NaN points are
+    never within). Returns ``[B]``.
+    """
+    y = np.where(np.isnan(y), np.inf, y)
+    best = y.min(axis=0)
+    threshold = best + log_factor
+    width = np.zeros(y.shape[1])
+    for i in range(len(log_lr) - 1):
+        a, b, dx = y[i], y[i + 1], log_lr[i + 1] - log_lr[i]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            part = np.where(hi <= threshold, 1.0, np.where(lo > threshold, 0.0, (threshold - lo) / (hi - lo)))
+        width += np.nan_to_num(part, nan=0.0) * dx
+    return np.where(np.isfinite(best), width, np.nan)
+
+
+def _seed_means(matrix: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """``matrix`` ``[cells, seeds]`` (NaN missing) -> ``[cells, B]`` means over each draw's seeds."""
+    with warnings.catch_warnings():  # a draw without any value of a cell: NaN, on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(matrix[:, draws], axis=2)  # [cells, B, seeds] -> [cells, B]
+
+
+@dataclass
+class _Grid:
+    """An arm's cells: learning rates and batch sizes, with per-seed final, area and diverged matrices."""
+
+    lrs: np.ndarray
+    batches: np.ndarray
+    final: np.ndarray
+    area: np.ndarray
+    diverged: np.ndarray
+
+
+def _grid(runs: pd.DataFrame, seeds: list[int], cells: list[tuple[float, int]]) -> _Grid:
+    index = {s: j for j, s in enumerate(seeds)}
+    shape = (len(cells), len(seeds))
+    final, area, diverged = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    where = {cell: i for i, cell in enumerate(cells)}
+    for r in runs.itertuples():
+        i = where.get((r.lr, r.batch))
+        if i is not None:
+            final[i, index[r.seed]], area[i, index[r.seed]] = r.final, r.area
+            diverged[i, index[r.seed]] = float(r.diverged)
+    return _Grid(np.array([c[0] for c in cells]), np.array([c[1] for c in cells]), final, area, diverged)
+
+
+def _measures(grid: _Grid, draws: np.ndarray, metric: str, factor: float) -> dict[str, np.ndarray]:
+    """Every measure for each draw of seeds (``draws`` ``[B, seeds]``): name -> ``[B]``; best_lr too."""
+    lower = direction(metric) == "lower"
+    positive = metric_registry.info(metric).positive
+    m = _seed_means(grid.final, draws)  # [cells, B]
+    best_i = np.where(np.isnan(m), np.inf, m if lower else -m).argmin(axis=0)
+    best = np.take_along_axis(m, best_i[None], 0)[0]
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        top, bottom = np.nanmax(m, axis=0), np.nanmin(m, axis=0)
+        spread = np.log10(top / bottom) if positive else top - bottom
+    widths = []
+    for b in np.unique(grid.batches):
+        sel = np.flatnonzero(grid.batches == b)
+        order = sel[np.argsort(grid.lrs[sel])]
+        if positive:
+            widths.append(tolerance_width(np.log10(grid.lrs[order]), _oriented_log(m[order], lower), math.log10(factor)))
+        else:
+            widths.append(np.full(m.shape[1], np.nan))
+    area = _seed_means(grid.area, draws)
+    div = _seed_means(grid.diverged, draws)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {"tolerance": np.mean(widths, axis=0), "best": best, "spread": np.where(np.isfinite(spread), spread, np.nan),
+                "area": np.nanmean(area, axis=0), "divergence": np.nanmean(div, axis=0),
+                "best_lr": grid.lrs[best_i], "best_batch": grid.batches[best_i]}
+
+
+# --- the analysis ---------------------------------------------------------------------------------
+
+@dataclass
+class Analysis:
+    """Everything the study reports for one suite and metric (see the module docstring)."""
+
+    suite: str
+    metric: str
+    factor: float
+    seeds: list[int]
+    batches: list[int]
+    measures: pd.DataFrame  # arm, method, batch, measure, value, lo, hi, n_seeds, lrs, best_lr, best_batch
+    pairwise: pd.DataFrame  # batch, lr, arm_a, arm_b, diff, lo, hi, n_seeds
+    claim: pd.DataFrame  # arm, spread/lo/hi at the claim's cells, vs_sid/vs_di differences with intervals
+    base_arms: list[str] = field(default_factory=list)
+    replicates: dict = field(default_factory=dict)  # (arm, batch) -> {measure: [B]} for paired differences
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
+        return math.nan, math.nan
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def analyse(table: pd.DataFrame, metric: str | None = None, factor: float = 2.0, n_boot: int = 2000,
+            rng_seed: int = 0) -> list[Analysis]:
+    """One Analysis per suite (its headline metric unless ``metric`` is given); BadInput if nothing to measure."""
+    if not (isinstance(factor, (int, float)) and factor > 1):
+        raise BadInput(f"--factor must be a number above 1, got {factor!r}")
+    out = []
+    for suite, m in metric_per_suite(table, metric).items():
+        runs = run_matrix(table, suite, m)
+        if not runs.empty:
+            out.append(_analyse_suite(runs, suite, m, float(factor), n_boot, rng_seed))
+    if not out:
+        raise BadInput("no finished one-step method runs to measure (only teacher rows, or no evaluations)")
+    return out
+
+
+def _analyse_suite(runs: pd.DataFrame, suite: str, metric: str, factor: float, n_boot: int, rng_seed: int) -> Analysis:
+    seeds = sorted(runs["seed"].unique().tolist())
+    rng = np.random.default_rng(rng_seed)
+    point = np.arange(len(seeds))[None]  # the actual seeds: the point estimate
+    draws = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    base_arms = sorted(a for a in runs["arm"].unique() if a in set(runs["method"]))
+    cells_of = {a: set(zip(g["lr"], g["batch"])) for a, g in runs.groupby("arm")}
+    common = set.intersection(*(cells_of[a] for a in base_arms)) if base_arms else set()
+    rows, replicates = [], {}
+    for arm, g in runs.groupby("arm", sort=True):
+        # the methods' own arms are measured on the cells they all share; other arms on their own cells
+        cells = sorted(common if arm in base_arms and len(common) >= 1 else cells_of[arm])
+        batches = sorted({b for _, b in cells})
+        for batch in [*(batches if len(batches) > 1 else []), "all"]:  # one batch size: its row is "all"
+            sub = [c for c in cells if batch == "all" or c[1] == batch]
+            grid = _grid(g, seeds, sub)
+            est, reps = _measures(grid, point, metric, factor), _measures(grid, draws, metric, factor)
+            replicates[(arm, batch)] = reps
+            n_seeds = int(np.isfinite(grid.final).any(axis=0).sum())
+            for name in MEASURES:
+                lo, hi = _interval(reps[name])
+                rows.append(dict(arm=arm, method=g["method"].iloc[0], batch=batch, measure=name, value=float(est[name][0]),
+                                 lo=lo, hi=hi, n_seeds=n_seeds, lrs=len({c[0] for c in sub}),
+                                 best_lr=float(est["best_lr"][0]), best_batch=int(est["best_batch"][0])))
+    measures = pd.DataFrame(rows)
+    return Analysis(suite, metric, factor, seeds, sorted(runs["batch"].unique().tolist()), measures,
+                    _pairwise(runs, seeds, draws),
+                    _claim(runs, seeds, draws, metric, factor), base_arms, replicates)
+
+
+def _pairwise(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray) -> pd.DataFrame:
+    rows = []
+    for (lr, batch), g in runs.groupby(["lr", "batch"], sort=True):
+        by_arm = {a: h.set_index("seed")["final"].reindex(seeds).to_numpy(float) for a, h in g.groupby("arm", sort=True)}
+        arms = sorted(by_arm)
+        for i, a in enumerate(arms):
+            for b in arms[i + 1:]:
+                diff = (by_arm[a] - by_arm[b])[None]  # [1, seeds], NaN where either is missing
+                reps = _seed_means(diff, draws)[0]
+                lo, hi = _interval(reps)
+                rows.append(dict(batch=int(batch), lr=float(lr), arm_a=a, arm_b=b, diff=float(np.nanmean(diff)) if
+                                 np.isfinite(diff).any() else math.nan, lo=lo, hi=hi,
+                                 n_seeds=int(np.isfinite(diff).sum())))
+    return pd.DataFrame(rows, columns=["batch", "lr", "arm_a", "arm_b", "diff", "lo", "hi", "n_seeds"])
+
+
+def _claim(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray, metric: str, factor: float) -> pd.DataFrame:
+    """Spread between the claim's learning rates at its batch size, per arm there, and SIM's paired differences."""
+    cells = [(lr, CLAIM["batch"]) for lr in CLAIM["lrs"]]
+    out, reps = [], {}
+    for arm, g in runs.groupby("arm", sort=True):
+        if not set(cells) <= set(zip(g["lr"], g["batch"])):
+            continue
+        grid = _grid(g, seeds, cells)
+        reps[arm] = _measures(grid, draws, metric, factor)["spread"]
+        point = _measures(grid, np.arange(len(seeds))[None], metric, factor)
+        lo, hi = _interval(reps[arm])
+        out.append(dict(arm=arm, method=g["method"].iloc[0], spread=float(point["spread"][0]), lo=lo, hi=hi,
+                        at_1e4=float(np.nanmean(grid.final[0])), at_1e5=float(np.nanmean(grid.final[1])),
+                        _point=float(point["spread"][0])))
+    claim = pd.DataFrame(out)
+    if claim.empty:
+        return claim
+    for other in ("sid", "di"):
+        diffs, lows, highs = [], [], []
+        for arm, point in zip(claim["arm"], claim["_point"]):
+            if other in reps and arm.split()[0] == "sim":
+                d = reps[arm] - reps[other]
+                lo, hi = _interval(d)
+                diffs.append(point - float(claim.loc[claim["arm"] == other, "_point"].iloc[0]))
+                lows.append(lo)
+                highs.append(hi)
+            else:
+                diffs.append(math.nan), lows.append(math.nan), highs.append(math.nan)
+        claim[f"vs_{other}"], claim[f"vs_{other}_lo"], claim[f"vs_{other}_hi"] = diffs, lows, highs
+    return claim.drop(columns="_point")
+
+
+# --- the verdict ----------------------------------------------------------------------------------
+
+BETTER_HIGHER = {"tolerance": True, "spread": False, "divergence": False}
+
+
+def _higher_is_better(measure: str, metric: str) -> bool:
+    return BETTER_HIGHER.get(measure, direction(metric) == "higher")
+
+
+def _unit(measure: str, metric: str) -> str:
+    return {"tolerance": " decades", "spread": " decades" if metric_registry.info(metric).positive else "",
+            "divergence": ""}.get(measure, "")
+
+
+def _ci(value, lo, hi, unit="") -> str:
+    return f"{fmt(value)}{unit} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def verdict(analysis: Analysis) -> str:
+    """The short paragraph a report opens with, every sentence generated from the numbers."""
+    a, label = analysis, metric_registry.info(analysis.metric).label
+    m = a.measures[(a.measures["batch"] == "all") & a.measures["arm"].isin(a.base_arms)]
+    lrs = int(m["lrs"].max()) if len(m) else 0
+    sentences = [f"{a.suite}, {label}, {len(a.base_arms)} methods over {lrs} learning rates and "
+                 f"{len(a.batches)} batch size{'s' if len(a.batches) > 1 else ''}, "
+                 f"{len(a.seeds)} seeds; 95% bootstrap intervals over seeds."]
+    names = {"tolerance": f"learning-rate tolerance (within {a.factor:g}x of its own best)", "best": f"best {label}",
+             "spread": "spread across the grid", "area": f"area under the {label}-vs-budget curve",
+             "divergence": "divergence rate"}
+    for measure in MEASURES:
+        g = m[m["measure"] == measure].dropna(subset=["value"])
+        if len(g) < 2:
+            continue
+        g = g.sort_values("value", ascending=not _higher_is_better(measure, a.metric), kind="stable")
+        first, second = g.iloc[0], g.iloc[1]
+        unit = _unit(measure, a.metric)
+        if first["value"] == second["value"]:
+            tied = ", ".join(g.loc[g["value"] == first["value"], "arm"])
+            sentences.append(f"On {names[measure]}, {tied} tie at {fmt(first['value'])}{unit}.")
+            continue
+        lo, hi = _interval(a.replicates[(first["arm"], "all")][measure] - a.replicates[(second["arm"], "all")][measure])
+        resolved = lo > 0 or hi < 0
+        overlap = not (first["lo"] > second["hi"] or first["hi"] < second["lo"])
+        extra = f" at lr {first['best_lr']:g}, batch {first['best_batch']}" if measure == "best" else ""
+        sentences.append(
+            f"On {names[measure]}, {first['arm']} leads with {_ci(first['value'], first['lo'], first['hi'], unit)}{extra}, "
+            f"ahead of {second['arm']} at {_ci(second['value'], second['lo'], second['hi'], unit)}; the paired difference "
+            f"is {_ci(first['value'] - second['value'], lo, hi, unit)} "
+            f"({'resolved' if resolved else 'not resolved: its interval includes 0'}; "
+            f"the two intervals {'overlap' if overlap else 'do not overlap'}).")
+    sentences.append(_claim_sentence(a))
+    return " ".join(s for s in sentences if s)
+
+
+def _claim_sentence(a: Analysis) -> str:
+    c = a.claim
+    lrs = " and ".join(f"{lr:g}" for lr in CLAIM["lrs"])
+    where = f"batch {CLAIM['batch']}, lr {lrs}"
+    if c.empty or not {"sim", "sid", "di"} <= set(c["arm"]):
+        return f"The SIM paper's claim (SIM more robust to the learning rate than SiD and DI at {where}) was not measured here."
+    row = {r["arm"]: r for r in c.to_dict("records")}
+    sim = row["sim"]
+    lower = [sim[f"vs_{o}_hi"] < 0 for o in ("sid", "di")]
+    points = [sim[f"vs_{o}"] < 0 for o in ("sid", "di")]
+    if all(lower):
+        outcome = "holds at this scale"
+    elif all(points):
+        outcome = "points the claimed way but is not resolved at this scale (a paired interval includes 0)"
+    else:
+        outcome = "does not hold at this scale"
+    spreads = ", ".join(f"{arm} {_ci(row[arm]['spread'], row[arm]['lo'], row[arm]['hi'])}" for arm in ("sim", "sid", "di"))
+    text = (f"The SIM paper's claim (SIM more robust to the learning rate than SiD and DI at {where}) {outcome}: "
+            f"spread between the two learning rates {spreads}{' decades' if metric_registry.info(a.metric).positive else ''}; "
+            f"SIM minus SiD {_ci(sim['vs_sid'], sim['vs_sid_lo'], sim['vs_sid_hi'])}, "
+            f"SIM minus DI {_ci(sim['vs_di'], sim['vs_di_lo'], sim['vs_di_hi'])}.")
+    variants = [r for arm, r in row.items() if arm.startswith("sim ")]
+    if variants:
+        parts = []
+        for r in variants:
+            against = "below" if r["spread"] < sim["spread"] else "above"
+            parts.append(f"{r['arm']} {_ci(r['spread'], r['lo'], r['hi'])} ({against} the exact form's)")
+        text += f" SIM's variants there: {'; '.join(parts)}."
+    return text
+
+
+# --- text and command line --------------------------------------------------------------------------
+
+def measures_view(analysis: Analysis) -> pd.DataFrame:
+    """The measures as a wide table of strings: one row per (arm, batch), a 'value [lo, hi]' column per measure."""
+    m = analysis.measures
+    rows = []
+    for (arm, batch), g in m.groupby(["arm", m["batch"].astype(str)], sort=False):
+        by = g.set_index("measure")
+        row = {"arm": arm, "batch": batch, "lrs": int(by["lrs"].iloc[0]), "seeds": int(by["n_seeds"].iloc[0])}
+        for name in MEASURES:
+            r = by.loc[name]
+            row[name] = _ci(r["value"], r["lo"], r["hi"])
+        row["best lr"] = f"{by.loc['best', 'best_lr']:g} (batch {by.loc['best', 'best_batch']})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cli_robustness(args) -> int:
+    """``bench robustness RESULTS_DIR [--metric M] [--factor F] [--pairwise]``: measures and the verdict."""
+    from .results import load
+
+    for a in analyse(load(args.results_dir), args.metric, factor=args.factor, n_boot=args.boot):
+        print(f"## {a.suite}: {metric_registry.info(a.metric).label} ({direction(a.metric)} is better), "
+              f"tolerance within {a.factor:g}x\n")
+        print(markdown(measures_view(a)))
+        if args.pairwise and len(a.pairwise):
+            p = a.pairwise
+            print("\n" + markdown(pd.DataFrame({
+                "batch": p["batch"], "lr": [f"{x:g}" for x in p["lr"]], "A": p["arm_a"], "B": p["arm_b"],
+                "A - B": [_ci(d, lo, hi) for d, lo, hi in zip(p["diff"], p["lo"], p["hi"])], "seeds": p["n_seeds"]})))
+        print("\n" + verdict(a) + "\n")
+    print("Definitions (bench/robustness.py):\n\n" + "\n".join(f"- {text}" for text in DEFINITIONS.values()))
+    return 0
