@@ -67,6 +67,7 @@ def _bench(*args, **kw):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, **kw)
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_of_one_configuration_never_duplicate_a_row(tmp_path):
     from bench_helpers import read_jsonl, tiny_run_args
 
