@@ -23,8 +23,6 @@ from collections import Counter
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-DIRECTIONS = ("forward", "backward")
-
 
 @contextlib.contextmanager
 def count_passes(networks: dict):
