@@ -334,7 +334,9 @@ def verdict(analysis: Analysis) -> str:
     lrs = int(m["lrs"].max()) if len(m) else 0
     sentences = [f"{a.suite}, {label}, {len(a.base_arms)} methods over {lrs} learning rates and "
                  f"{len(a.batches)} batch size{'s' if len(a.batches) > 1 else ''}, "
-                 f"{len(a.seeds)} seeds; 95% bootstrap intervals over seeds."]
+                 f"{len(a.seeds)} seed{'s' if len(a.seeds) > 1 else ''}; "
+                 + ("95% bootstrap intervals over seeds." if len(a.seeds) > 1 else
+                    "one seed gives no interval, so no difference below counts as resolved.")]
     names = {"tolerance": f"learning-rate tolerance (within {a.factor:g}x of its own best)", "best": f"best {label}",
              "spread": "spread across the grid", "area": f"area under the {label}-vs-budget curve",
              "divergence": "divergence rate"}
@@ -350,15 +352,16 @@ def verdict(analysis: Analysis) -> str:
             sentences.append(f"On {names[measure]}, {tied} tie at {fmt(first['value'])}{unit}.")
             continue
         lo, hi = _interval(a.replicates[(first["arm"], "all")][measure] - a.replicates[(second["arm"], "all")][measure])
-        resolved = lo > 0 or hi < 0
+        resolved = len(a.seeds) > 1 and (lo > 0 or hi < 0)  # one seed: a zero-width "interval" resolves nothing
         overlap = not (first["lo"] > second["hi"] or first["hi"] < second["lo"])
         extra = f" at lr {first['best_lr']:g}, batch {first['best_batch']}" if measure == "best" else ""
         sentences.append(
             f"On {names[measure]}, {first['arm']} leads with {_ci(first['value'], first['lo'], first['hi'], unit)}{extra}, "
             f"ahead of {second['arm']} at {_ci(second['value'], second['lo'], second['hi'], unit)}; the paired difference "
             f"is {_ci(first['value'] - second['value'], lo, hi, unit)} "
-            f"({'resolved' if resolved else 'not resolved: its interval includes 0'}; "
-            f"the two intervals {'overlap' if overlap else 'do not overlap'}).")
+            + (f"({'resolved' if resolved else 'not resolved: its interval includes 0'}; "
+               f"the two intervals {'overlap' if overlap else 'do not overlap'})." if len(a.seeds) > 1
+               else "(one seed: not resolved)."))
     sentences.append(_claim_sentence(a))
     return " ".join(s for s in sentences if s)
 
@@ -373,7 +376,7 @@ def _claim_sentence(a: Analysis) -> str:
     sim = row["sim"]
     lower = [sim[f"vs_{o}_hi"] < 0 for o in ("sid", "di")]
     points = [sim[f"vs_{o}"] < 0 for o in ("sid", "di")]
-    if all(lower):
+    if all(lower) and len(a.seeds) > 1:
         outcome = "holds at this scale"
     elif all(points):
         outcome = "points the claimed way but is not resolved at this scale (a paired interval includes 0)"

@@ -188,6 +188,18 @@ def test_claim_holds_or_not_from_the_spreads():
     assert "does not hold at this scale" in fails
 
 
+def test_one_seed_resolves_nothing():
+    """A single seed gives zero-width "intervals": the verdict must not call any difference resolved."""
+    def runs(sim_slope):
+        for method, slope in (("sim", sim_slope), ("sid", 0.6), ("di", 0.5)):
+            for lr in (1e-4, 1e-5):
+                yield method, lr, 256, 0, {}, "done", {0: 70.0, 1: 5 * 10 ** (slope * (math.log10(1e-4) - math.log10(lr)))}
+    text = verdict(analyse(table_of(runs(0.1)), n_boot=100)[0])
+    assert "1 seed; one seed gives no interval" in text
+    assert "(one seed: not resolved)" in text and "(resolved" not in text
+    assert "holds at this scale" not in text and "points the claimed way but is not resolved" in text
+
+
 # --- command line ----------------------------------------------------------------------------------
 
 def test_cli_prints_measures_and_verdict(tmp_path, capsys):
