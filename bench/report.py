@@ -20,7 +20,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from . import __version__, plots, results
+from . import __version__, plots, results, robustness
 from .errors import BadInput
 from .rundir import write_atomic
 
@@ -103,6 +103,19 @@ def _robustness_table(rob: pd.DataFrame) -> dict:
                   _num(r["worst_value"]), "num"),
         ] + [_cell(results.fmt(r[c]), _num(r[c]), "num") for c in lr_cols]})
     return {"head": head, "rows": rows, "cards": True}
+
+
+def _study(t: pd.DataFrame, metric: str) -> dict | None:
+    """The robustness measures with bootstrap intervals over seeds and the verdict they generate."""
+    try:
+        analysis = robustness.analyse(t, metric, n_boot=1000)[0]
+    except BadInput:  # only teacher rows, or a metric the measures are not defined for
+        return None
+    view = robustness.measures_view(analysis)
+    rows = [{"cls": "", "cells": [_cell(r["arm"], cls="method key"), _cell(str(r["batch"]))]
+             + [_cell(str(r[c]), cls="interval") for c in view.columns[2:]]} for r in view.to_dict("records")]
+    return {"verdict": robustness.verdict(analysis),
+            "measures": {"head": list(view.columns), "rows": rows, "cards": True}}
 
 
 def metric_name(metric: str) -> str:
@@ -324,6 +337,7 @@ def context(results_dir) -> dict:
             "samples": _sample_grid(table, runs, suite, metric),
             "side_by_side": _side_by_side(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
             "runs": int((runs["suite"] == suite).sum()), "cost": _cost_section(t, metric),
+            "study": _study(t, metric),
         })
     status = runs["status"].value_counts()
     return {
@@ -335,6 +349,7 @@ def context(results_dir) -> dict:
         "status_counts": [{"status": s, "n": int(status.get(s, 0))} for s in STATUS_ORDER if status.get(s, 0)],
         "suites": suites, "runs": _runs_table(runs), "provenance": _provenance(runs),
         "robustness_definition": results.ROBUSTNESS_DEFINITION,
+        "study_definitions": list(robustness.DEFINITIONS.values()),
         "kid_measured": "kid" in set(table["metric"]),
     }
 

@@ -114,6 +114,20 @@ def test_report_content(built):
     assert keys == pytest.approx(board["mean"].tolist())
 
 
+def test_verdict_and_measures_with_intervals(built):
+    """The suite opens with the verdict bench.robustness generates, and its measures table is there."""
+    from markupsafe import escape  # the template's own escaping
+
+    from bench import robustness
+
+    src, _, html = built
+    analysis = robustness.analyse(results.load(src), "fid", n_boot=1000)[0]
+    assert str(escape(robustness.verdict(analysis))) in html
+    tables = parse(html)
+    assert len(tables.tables["study-1"]) == len(robustness.measures_view(analysis))
+    assert str(escape(robustness.DEFINITIONS["tolerance"])) in html
+
+
 def test_hostile_strings_are_escaped(built):
     src, out, html = built
     assert HOSTILE not in html and "<img src=x" not in html
