@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("results_dir")
     cp.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     cp.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
-    cp.set_defaults(func=_handler("bench.plots:cli_plot_compute"))
+    cp.set_defaults(func=_handler("bench.plots:cli_plot_compute"), check=_output_check)
 
     rep = sub.add_parser("report", help="a self-contained HTML report")
     rep.add_argument("results_dir")

@@ -221,6 +221,8 @@ def analyse(table: pd.DataFrame, metric: str | None = None, factor: float = 2.0,
     """One Analysis per suite (its headline metric unless ``metric`` is given); BadInput if nothing to measure."""
     if not (isinstance(factor, (int, float)) and factor > 1):
         raise BadInput(f"--factor must be a number above 1, got {factor!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise BadInput(f"--boot must be a positive integer, got {n_boot!r}")
     out = []
     for suite, m in metric_per_suite(table, metric).items():
         runs = run_matrix(table, suite, m)

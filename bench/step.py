@@ -72,6 +72,28 @@ def set_phase_modes(run, phase: str | None) -> None:
     set_modes({"generator": run.generator, "fake": run.fake, "teacher": run.parts.teacher}, train)
 
 
+def generator_loss_on(run, batch: int, keep: list | None = None):
+    """The generator's loss on ``batch`` fresh latents (``keep`` collects its detached samples)."""
+    z, cond = draw_latents(run.suite, batch, run.device)
+    x_g = run.generator(z, cond)
+    if keep is not None:
+        keep.append((x_g.detach(), cond))
+    extra = inputs.supply(run.recipe.generator_inputs, run, batch)
+    return run.method.generator_loss(x_g, run.parts.teacher, run.fake, cond=cond, **extra)
+
+
+def fake_loss_on(run, batch: int, reused: list | None = None):
+    """The fake score's loss on the generator's kept samples when there are any, else on fresh ones."""
+    if reused:
+        x_g, cond = reused.pop(0)
+    else:
+        z, cond = draw_latents(run.suite, batch, run.device)
+        with torch.no_grad():
+            x_g = run.generator(z, cond)
+    extra = inputs.supply(run.recipe.fake_inputs, run, batch)
+    return run.method.fake_score_loss(x_g, run.fake, cond=cond, **extra)
+
+
 def training_step(run) -> dict:
     """One generator update and its fake-score updates, in the method's ratio and order.
 
@@ -87,22 +109,10 @@ def training_step(run) -> dict:
     first = run.step * ratio  # iterations before this step; the generator update comes with the first
 
     def generator_loss(i):
-        z, cond = draw_latents(run.suite, b, run.device)
-        x_g = run.generator(z, cond)
-        if not recipe.fresh_latents_per_phase:
-            reused.append((x_g.detach(), cond))
-        extra = inputs.supply(recipe.generator_inputs, run, b)
-        return run.method.generator_loss(x_g, run.parts.teacher, run.fake, cond=cond, **extra)
+        return generator_loss_on(run, b, None if recipe.fresh_latents_per_phase else reused)
 
     def fake_loss(i):
-        if reused:
-            x_g, cond = reused.pop(0)
-        else:
-            z, cond = draw_latents(run.suite, b, run.device)
-            with torch.no_grad():
-                x_g = run.generator(z, cond)
-        extra = inputs.supply(recipe.fake_inputs, run, b)
-        return run.method.fake_score_loss(x_g, run.fake, cond=cond, **extra)
+        return fake_loss_on(run, b, reused)
 
     def generator_phase():
         set_warmup_lr(run, first)
@@ -125,7 +135,7 @@ def training_step(run) -> dict:
         return out
 
     def accounted(name, phase):  # each phase shape's passes and FLOPs are measured once (bench.cost)
-        with run.cost.phase(name, b, rounds, recipe.fake_updates_per_generator_update):
+        with run.cost.phase(name, b, rounds, ratio):
             return phase()
 
     if recipe.fresh_latents_per_phase:  # SiD's order: fake score first, then generator
@@ -163,22 +173,16 @@ def loss_bytes_per_sample(run) -> float:
     """
     from .memory import bytes_per_sample
 
-    recipe = run.recipe
     for provider in run.inputs:  # fixed inputs (DMD's teacher pairs) exist before the first step anyway
         provider.prepare(run)
 
     def generator_loss(b):
-        z, cond = draw_latents(run.suite, b, run.device)
         with run.autocast:
-            return run.method.generator_loss(run.generator(z, cond), run.parts.teacher, run.fake, cond=cond,
-                                             **inputs.supply(recipe.generator_inputs, run, b))[0]
+            return generator_loss_on(run, b)[0]
 
     def fake_loss(b):
-        z, cond = draw_latents(run.suite, b, run.device)
-        with torch.no_grad():
-            x_g = run.generator(z, cond)
         with run.autocast:
-            return run.method.fake_score_loss(x_g, run.fake, cond=cond, **inputs.supply(recipe.fake_inputs, run, b))[0]
+            return fake_loss_on(run, b)[0]
 
     frozen = [p for p in run.fake_params if p.requires_grad]
     for p in frozen:

@@ -83,6 +83,10 @@ CASES = [
      "which is a file", False),
     ("report-o-read-only", ["report", "{world}/results", "-o", "{readonly}/r/index.html"], "cannot write", False),
     ("report-o-folder", ["report", "{world}/results", "-o", "{world}/results"], "is a folder", False),
+    ("plot-compute-o-read-only", ["plot", "compute", "{world}/results", "-o", "{readonly}/f.png"], "cannot write",
+     False),
+    ("robustness-boot-0", ["robustness", "{world}/results", "--boot", "0"], "--boot", False),
+    ("robustness-factor-1", ["robustness", "{world}/results", "--factor", "1"], "--factor", False),
 ]
 
 
