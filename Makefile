@@ -49,7 +49,7 @@ STUDY_DOCS := $(if $(QUICK),$(STUDY_RESULTS)/published,docs/results/digits)
 study: $(VENV)/.installed-core
 	$(BENCH) teacher train --suite digits
 	mkdir -p $(STUDY_RESULTS) $(STUDY_DOCS)
-	test -f $(STUDY_RESULTS)/.started || date +%s > $(STUDY_RESULTS)/.started
+	test -f $(STUDY_RESULTS)/.started || { date +%s > $(STUDY_RESULTS)/.started; git rev-parse HEAD > $(STUDY_RESULTS)/.commit 2>/dev/null || echo unknown > $(STUDY_RESULTS)/.commit; }
 	$(BENCH) sweep configs/digits-study.yaml --jobs 2 --results $(STUDY_RESULTS) $(if $(QUICK),--quick)
 	$(BENCH) sweep configs/digits-study-sim.yaml --jobs 2 --results $(STUDY_RESULTS) $(if $(QUICK),--quick)
 	test -f $(STUDY_RESULTS)/.finished || date +%s > $(STUDY_RESULTS)/.finished
@@ -60,7 +60,7 @@ study: $(VENV)/.installed-core
 	$(BENCH) report $(STUDY_RESULTS) -o $(STUDY_DOCS)/index.html
 	{ echo "# Provenance of these results"; echo; \
 	  echo "- command: \`make study\` (configs/digits-study.yaml, configs/digits-study-sim.yaml)"; \
-	  echo "- commit: $$(git rev-parse HEAD 2>/dev/null || echo unknown)"; \
+	  echo "- commit: runs trained at $$(cat $(STUDY_RESULTS)/.commit), published at $$(git rev-parse HEAD 2>/dev/null || echo unknown)"; \
 	  echo "- machine: $$(uname -srm), $$(nproc) cores, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"; \
 	  echo "- versions: $$($(PY) -c 'import sys, torch, numpy; print(f"python {sys.version.split()[0]}, torch {torch.__version__}, numpy {numpy.__version__}")')"; \
 	  $(BENCH) teacher train --suite digits 2>&1 >/dev/null | sed -n 's/^\[digits\] \(teacher\|classifier\) /- \1: /p'; \
