@@ -114,8 +114,12 @@ def _study(t: pd.DataFrame, metric: str) -> dict | None:
     view = robustness.measures_view(analysis)
     rows = [{"cls": "", "cells": [_cell(r["arm"], cls="method key"), _cell(str(r["batch"]))]
              + [_cell(str(r[c]), cls="interval") for c in view.columns[2:]]} for r in view.to_dict("records")]
+    flat = robustness.flatness_view(analysis)
+    flat_rows = [{"cls": "", "cells": [_cell(r["arm"], cls="method key"), _cell(r["batch"])]
+                  + [_cell(str(r[c]), cls="interval") for c in flat.columns[2:]]} for r in flat.to_dict("records")]
     return {"verdict": robustness.verdict(analysis),
-            "measures": {"head": list(view.columns), "rows": rows, "cards": True}}
+            "measures": {"head": list(view.columns), "rows": rows, "cards": True},
+            "flatness": {"head": list(flat.columns), "rows": flat_rows, "cards": True} if flat_rows else None}
 
 
 def metric_name(metric: str) -> str:

@@ -47,10 +47,16 @@ DEFINITIONS = {
                 "mean over seeds, with a paired bootstrap interval.",
     "claim": "the SIM paper's claim: at batch 256, between lr 1e-4 and 1e-5, SIM's spread is smaller "
              "than SiD's and DI's. It holds here when both paired differences of spread lie below 0.",
+    "flatness": "flatness at lr 1e-4: how much an arm's runs still changed over the last quarter of their "
+                "budget, the value at 75% of the budget (interpolated between evaluations) against the final "
+                "one, as a relative change (log-ratio averaged over seeds; positive: still improving). A curve "
+                "has flattened when that change is within 10%; a budget whose curves have not flattened "
+                "measures speed of convergence as much as robustness.",
 }
 __doc__ += "\n".join(f"- {text}" for text in DEFINITIONS.values()) + "\n"
 
 MEASURES = ("tolerance", "best", "spread", "area", "divergence")
+FLAT = {"lr": 1e-4, "at": 0.75, "within": 0.10}
 CLAIM = {"methods": ("sim", "sid", "di"), "batch": 256, "lrs": (1e-4, 1e-5)}
 
 
@@ -72,15 +78,16 @@ def _arm_labels(runs: pd.DataFrame) -> pd.Series:
 
 
 def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
-    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, final, area.
+    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, final, area, late.
 
     ``final`` is the last evaluation (the first one for a diverged run), ``area`` the metric's mean over
-    the evaluated budget (trapezoids; a diverged run's area is its start value). Failed runs are left out.
+    the evaluated budget (trapezoids; a diverged run's area is its start value), ``late`` the value at
+    ``FLAT["at"]`` of the evaluated budget (NaN for a diverged run). Failed runs are left out.
     """
     t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] != TEACHER)
               & (table["status"] != "failed")]
     c = curves(t).dropna(subset=["value"])
-    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area"])
+    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area", "late"])
     if not c.empty:
         by = c.groupby("run_id", sort=True)
         first, last = by.head(1).set_index("run_id"), by.tail(1).set_index("run_id")
@@ -89,11 +96,14 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
         span = last["kimg"] - first["kimg"]
         area = (trapezoids.reindex(first.index) / span).where(span > 0, last["value"])
         diverged = first["status"] == "diverged"
+        late = {run: np.interp(g["kimg"].iloc[0] + FLAT["at"] * (g["kimg"].iloc[-1] - g["kimg"].iloc[0]),
+                               g["kimg"], g["value"]) for run, g in by}
         runs = pd.DataFrame({
             "run_id": first.index, "method": first["method"].values, "lr": first["lr_g"].astype(float).values,
             "batch": first["batch"].astype(int).values, "seed": first["seed"].astype(int).values,
             "diverged": diverged.values, "final": first["value"].where(diverged, last["value"]).astype(float).values,
-            "area": first["value"].where(diverged, area).astype(float).values})
+            "area": first["value"].where(diverged, area).astype(float).values,
+            "late": pd.Series(late).reindex(first.index).where(~diverged).astype(float).values})
     if runs.empty:
         return runs.assign(arm=pd.Series(dtype=object))
     hp = table.drop_duplicates("run_id").set_index("run_id").filter(like="hp_").reindex(runs["run_id"])
@@ -204,6 +214,7 @@ class Analysis:
     measures: pd.DataFrame  # arm, method, batch, measure, value, lo, hi, n_seeds, lrs, best_lr, best_batch
     pairwise: pd.DataFrame  # batch, lr, arm_a, arm_b, diff, lo, hi, n_seeds
     claim: pd.DataFrame  # arm, spread/lo/hi at the claim's cells, vs_sid/vs_di differences with intervals
+    flatness: pd.DataFrame  # arm, batch, change, lo, hi, n_seeds, flat (at lr FLAT["lr"])
     base_arms: list[str] = field(default_factory=list)
     replicates: dict = field(default_factory=dict)  # (arm, batch) -> {measure: [B]} for paired differences
 
@@ -260,7 +271,8 @@ def _analyse_suite(runs: pd.DataFrame, suite: str, metric: str, factor: float, n
     measures = pd.DataFrame(rows)
     return Analysis(suite, metric, factor, seeds, sorted(runs["batch"].unique().tolist()), measures,
                     _pairwise(runs, seeds, draws),
-                    _claim(runs, seeds, draws, metric, factor), base_arms, replicates)
+                    _claim(runs, seeds, draws, metric, factor), _flatness(runs, seeds, draws, metric), base_arms,
+                    replicates)
 
 
 def _pairwise(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray) -> pd.DataFrame:
@@ -277,6 +289,26 @@ def _pairwise(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray) -> pd.Dat
                                  np.isfinite(diff).any() else math.nan, lo=lo, hi=hi,
                                  n_seeds=int(np.isfinite(diff).sum())))
     return pd.DataFrame(rows, columns=["batch", "lr", "arm_a", "arm_b", "diff", "lo", "hi", "n_seeds"])
+
+
+def _flatness(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray, metric: str) -> pd.DataFrame:
+    """Per (arm, batch) at lr ``FLAT["lr"]``: the relative change over the last part of the budget, with an interval."""
+    lower, positive = direction(metric) == "lower", metric_registry.info(metric).positive
+    rows = []
+    at_lr = runs[np.isclose(runs["lr"].astype(float), FLAT["lr"], rtol=1e-6)]
+    for (arm, batch), g in at_lr.groupby(["arm", "batch"], sort=True):
+        late, final = (g.set_index("seed")[c].reindex(seeds).to_numpy(float) for c in ("late", "final"))
+        # oriented: positive when the final value is better than the late one (still improving)
+        change = (_oriented_log(late, lower) - _oriented_log(final, lower)) if positive else \
+            (late - final) * (1 if lower else -1)
+        reps = _seed_means(change[None], draws)[0]
+        point = float(np.nanmean(change)) if np.isfinite(change).any() else math.nan
+        lo, hi = _interval(reps)
+        as_fraction = (lambda v: 10 ** v - 1) if positive else (lambda v: v)
+        rows.append(dict(arm=arm, batch=int(batch), change=as_fraction(point), lo=as_fraction(lo), hi=as_fraction(hi),
+                         n_seeds=int(np.isfinite(change).sum()), relative=positive,
+                         flat=bool(positive and abs(as_fraction(point)) <= FLAT["within"])))
+    return pd.DataFrame(rows, columns=["arm", "batch", "change", "lo", "hi", "n_seeds", "relative", "flat"])
 
 
 def _claim(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray, metric: str, factor: float) -> pd.DataFrame:
@@ -365,6 +397,7 @@ def verdict(analysis: Analysis) -> str:
                f"the two intervals {'overlap' if overlap else 'do not overlap'})." if len(a.seeds) > 1
                else "(one seed: not resolved)."))
     sentences.append(_claim_sentence(a))
+    sentences.append(_flatness_sentence(a))
     return " ".join(s for s in sentences if s)
 
 
@@ -399,6 +432,35 @@ def _claim_sentence(a: Analysis) -> str:
     return text
 
 
+def _flatness_sentence(a: Analysis) -> str:
+    f = a.flatness[a.flatness["arm"].isin(a.base_arms) & a.flatness["relative"]]
+    if f.empty:
+        return ""
+    def listing(rows):
+        return "; ".join(f"{arm} (batch {', '.join(str(b) for b in g['batch'])})" for arm, g in rows.groupby("arm", sort=True))
+    flat, moving = f[f["flat"]], f[~f["flat"]].sort_values("change", ascending=False)
+    text = (f"At lr {FLAT['lr']:g}, over the last {1 - FLAT['at']:.0%} of the budget, "
+            + (f"the curves had flattened (within {FLAT['within']:.0%}) for {listing(flat)}" if len(flat) else
+               "no curve had flattened")
+            + (f"; they were still changing for {', '.join(f'{r.arm} at batch {r.batch} ({_pct(r.change, r.lo, r.hi)})' for r in moving.itertuples())}"
+               if len(moving) else "") + ".")
+    return text
+
+
+def _pct(value, lo, hi) -> str:
+    return f"{value:+.0%} [{lo:+.0%}, {hi:+.0%}]" if np.isfinite(value) else "–"
+
+
+def flatness_view(analysis: Analysis) -> pd.DataFrame:
+    """The flatness table as strings: arm, batch, change over the last quarter [interval], flattened."""
+    f = analysis.flatness
+    return pd.DataFrame({
+        "arm": f["arm"], "batch": f["batch"].astype(str),
+        f"change over the last {1 - FLAT['at']:.0%} (lr {FLAT['lr']:g})": [
+            _pct(c, lo, hi) if rel else _ci(c, lo, hi) for c, lo, hi, rel in zip(f["change"], f["lo"], f["hi"], f["relative"])],
+        "flattened": ["yes" if x else "no" for x in f["flat"]], "seeds": f["n_seeds"]})
+
+
 # --- text and command line --------------------------------------------------------------------------
 
 def measures_view(analysis: Analysis) -> pd.DataFrame:
@@ -429,6 +491,8 @@ def cli_robustness(args) -> int:
             print("\n" + markdown(pd.DataFrame({
                 "batch": p["batch"], "lr": [f"{x:g}" for x in p["lr"]], "A": p["arm_a"], "B": p["arm_b"],
                 "A - B": [_ci(d, lo, hi) for d, lo, hi in zip(p["diff"], p["lo"], p["hi"])], "seeds": p["n_seeds"]})))
+        if len(a.flatness):
+            print("\n" + markdown(flatness_view(a)))
         print("\n" + verdict(a) + "\n")
     print("Definitions (bench/robustness.py):\n\n" + "\n".join(f"- {text}" for text in DEFINITIONS.values()))
     return 0

@@ -125,7 +125,10 @@ def test_verdict_and_measures_with_intervals(built):
     assert str(escape(robustness.verdict(analysis))) in html
     tables = parse(html)
     assert len(tables.tables["study-1"]) == len(robustness.measures_view(analysis))
+    flat = robustness.flatness_view(analysis)
+    assert len(flat) and len(tables.tables["flatness-1"]) == len(flat)
     assert str(escape(robustness.DEFINITIONS["tolerance"])) in html
+    assert str(escape(robustness.DEFINITIONS["flatness"])) in html
 
 
 def test_hostile_strings_are_escaped(built):

@@ -161,6 +161,21 @@ def test_variant_is_measured_on_its_own_cells(study):
     assert set(study.measures.loc[study.measures["arm"] == "sim d_term=False", "batch"]) == {"all"}
 
 
+def test_flatness_is_the_change_over_the_last_quarter(study):
+    f = study.flatness.set_index(["arm", "batch"])
+    # every base run falls 60 -> 2 end -> end at kimg 0, 1, 2: at 75% (kimg 1.5) it is 1.5 end, so +50%
+    for arm in ("sim", "sid"):
+        for batch in (64, 256):
+            row = f.loc[(arm, batch)]
+            assert row["change"] == pytest.approx(0.5) and row["lo"] == pytest.approx(0.5) and not row["flat"]
+            assert row["n_seeds"] == 3
+    assert f.loc[("sim d_term=False", 256), "change"] == 0 and f.loc[("sim d_term=False", 256), "flat"]
+    assert set(study.flatness["arm"]) == {"sim", "sid", "sim d_term=False"}  # lr 1e-4 only: one row per batch
+    assert len(study.flatness) == 5
+    assert ("no curve had flattened; they were still changing for sid at batch 64 (+50% [+50%, +50%])"
+            in verdict(study))
+
+
 def test_verdict_is_generated_from_the_numbers(study):
     text = verdict(study)
     assert text.startswith("digits, FID, 2 methods over 5 learning rates and 2 batch sizes, 3 seeds")
