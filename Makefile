@@ -56,7 +56,8 @@ study: $(VENV)/.installed-core
 	$(BENCH) results $(STUDY_RESULTS) -o $(STUDY_DOCS)/table.parquet
 	$(BENCH) leaderboard $(STUDY_RESULTS) > $(STUDY_DOCS)/leaderboard.md
 	$(BENCH) robustness $(STUDY_RESULTS) --pairwise > $(STUDY_DOCS)/robustness.md
-	$(BENCH) plot robustness $(STUDY_RESULTS) -o $(STUDY_DOCS)/robustness.png
+	$(BENCH) plot robustness $(STUDY_RESULTS) --by-batch -o $(STUDY_DOCS)/robustness.png
+	$(BENCH) plot robustness $(STUDY_RESULTS) --by-batch --x gflop -o $(STUDY_DOCS)/robustness-gflop.png
 	$(BENCH) report $(STUDY_RESULTS) -o $(STUDY_DOCS)/index.html
 	{ echo "# Provenance of these results"; echo; \
 	  echo "- command: \`make study\` (configs/digits-study.yaml, configs/digits-study-sim.yaml)"; \

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     rb.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
     rb.add_argument("--x", default="kimg", choices=["kimg", "gflop", "wall"], help="the curves' x axis")
+    rb.add_argument("--by-batch", action="store_true",
+                    help="a row of panels per batch size (default: each method's best batch size)")
     rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"), check=_output_check)
 
     cp = plsub.add_parser("compute", help="final metric against total training GFLOP, one point per run")

@@ -239,18 +239,24 @@ class _Row:
     cap: float
     log: bool
     lrs: list
+    batch: int | None = None  # the row's batch size when rows are split by batch size
 
 
-def _plan(table: pd.DataFrame, metric: str | None) -> list[_Row]:
+def _plan(table: pd.DataFrame, metric: str | None, by_batch: bool = False) -> list[_Row]:
+    """One row per suite and metric, or with ``by_batch`` one per batch size too (teacher rows in each)."""
     plan = []
     for suite, m in _rows(table, metric):
-        sel = _selected(table[table["suite"] == suite], m)
-        n = sel["n_samples"].min() if len(sel) else None
-        cap = _cap(sel, m)
-        lrs = sorted(table.loc[(table["suite"] == suite) & (table["method"] != results.TEACHER), "lr_g"]
-                     .dropna().unique())
-        plan.append(_Row(suite, m, results.metric_label(m, None if n is pd.NA else n), sel, cap,
-                         _log_helps(sel["value"].clip(upper=cap), m), [float(lr) for lr in lrs]))
+        part = table[table["suite"] == suite]
+        one_step = part["method"] != results.TEACHER
+        batches = sorted(int(b) for b in part.loc[one_step, "batch"].dropna().unique()) if by_batch else [None]
+        for batch in batches:
+            rows = part if batch is None else part[~one_step | (part["batch"] == batch)]
+            sel = _selected(rows, m)
+            n = sel["n_samples"].min() if len(sel) else None
+            cap = _cap(sel, m)
+            lrs = sorted(rows.loc[rows["method"] != results.TEACHER, "lr_g"].dropna().unique())
+            plan.append(_Row(suite, m, results.metric_label(m, None if n is pd.NA else n), sel, cap,
+                             _log_helps(sel["value"].clip(upper=cap), m), [float(lr) for lr in lrs], batch))
     return plan
 
 
@@ -258,7 +264,8 @@ def _draw_row(axes: list, row: _Row, table: pd.DataFrame, styles: dict, x: str =
     """Draw one row's panels into ``axes`` (one per learning rate, then the summary), wherever they live."""
     for ax, lr in zip(axes, row.lrs):
         _curves_panel(ax, row.sel[row.sel["lr_g"] == lr], styles, row.metric, x)
-        ax.set_title(f"{_text(row.suite)} · lr = {results.lr_text(lr)}")
+        batch = "" if row.batch is None else f" · batch {row.batch}"
+        ax.set_title(f"{_text(row.suite)}{batch} · lr = {results.lr_text(lr)}")
         ax.set_xlabel(results.AXIS_LABELS[x])
     _summary_panel(axes[-1], row.sel, styles, row.lrs)
     for i, ax in enumerate(axes):
@@ -294,13 +301,15 @@ def _legend(fig: Figure, styles: dict, width_in: float):
                       columnspacing=1.2)
 
 
-def robustness_figure(table: pd.DataFrame, metric: str | None = None, x: str = "kimg") -> Figure:
+def robustness_figure(table: pd.DataFrame, metric: str | None = None, x: str = "kimg",
+                      by_batch: bool = False) -> Figure:
     """The robustness figure (see the module docstring): every panel, one legend above; BadInput when
     there is nothing to draw. ``x`` is the curves' axis: "kimg" (generator images), "gflop" (training
-    FLOPs, one-off costs included) or "wall" (seconds in the update phases)."""
+    FLOPs, one-off costs included) or "wall" (seconds in the update phases). ``by_batch``: a row of
+    panels per batch size (otherwise each method's best configuration over batch sizes)."""
     if x not in results.AXES:
         raise BadInput(f"unknown x axis {x!r} (known: {', '.join(results.AXES)})")
-    plan = _plan(table, metric)
+    plan = _plan(table, metric, by_batch)
     styles = method_styles(table["method"].unique())
     ncols = max(len(r.lrs) for r in plan) + 1
     width = PANEL_SIZE[0] * ncols
@@ -316,17 +325,19 @@ def robustness_figure(table: pd.DataFrame, metric: str | None = None, x: str = "
     return fig
 
 
-def robustness_panels(table: pd.DataFrame, metric: str | None = None) -> list[dict]:
+def robustness_panels(table: pd.DataFrame, metric: str | None = None, by_batch: bool = False) -> list[dict]:
     """The same panels as separate figures, for a page that wraps them: per row ``{"suite", "metric",
-    "label", "panels": [Figure, ...]}`` (the learning rates, then the summary). Legend: ``legend_figure``."""
-    plan = _plan(table, metric)
+    "label", "batch", "panels": [Figure, ...]}`` (the learning rates, then the summary). Legend:
+    ``legend_figure``."""
+    plan = _plan(table, metric, by_batch)
     styles = method_styles(table["method"].unique())
     out = []
     with matplotlib.rc_context(STYLE):
         for row in plan:
             figs = [Figure(figsize=PANEL_SIZE, layout="constrained") for _ in range(len(row.lrs) + 1)]
             _draw_row([f.add_subplot() for f in figs], row, table, styles)
-            out.append({"suite": row.suite, "metric": row.metric, "label": row.label, "panels": figs})
+            out.append({"suite": row.suite, "metric": row.metric, "label": row.label, "batch": row.batch,
+                        "panels": figs})
     return out
 
 
@@ -416,9 +427,10 @@ def cli_plot_compute(args) -> int:
 
 
 def cli_plot_robustness(args) -> int:
-    """``bench plot robustness DIR -o figure.png|.svg [--metric M] [--x kimg|gflop|wall]``."""
+    """``bench plot robustness DIR -o figure.png|.svg [--metric M] [--x kimg|gflop|wall] [--by-batch]``."""
     out, fmt = Path(args.output), _figure_format(args.output)
-    data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric, x=args.x), fmt)
+    data = figure_bytes(robustness_figure(results.load(args.results_dir), args.metric, x=args.x,
+                                          by_batch=args.by_batch), fmt)
     write_atomic(out, lambda p: Path(p).write_bytes(data))
     print(out)
     return 0

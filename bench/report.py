@@ -233,9 +233,11 @@ def _svg(fig) -> str:
 
 def _figures(table: pd.DataFrame, metric: str) -> dict:
     """The robustness panels as SVGs, row by row, and their shared legend."""
-    rows = plots.robustness_panels(table, metric)
+    one_step = table[table["method"] != results.TEACHER]
+    rows = plots.robustness_panels(table, metric, by_batch=one_step["batch"].nunique() > 1)
     return {"legend": _svg(plots.legend_figure(table["method"].unique())),
-            "rows": [{"label": r["label"], "panels": [_svg(f) for f in r["panels"]]} for r in rows]}
+            "rows": [{"label": r["label"] + ("" if r["batch"] is None else f", batch {r['batch']}"),
+                      "panels": [_svg(f) for f in r["panels"]]} for r in rows]}
 
 
 def _compute_table(runs: pd.DataFrame, stats: pd.DataFrame, suite: str) -> dict:

@@ -2,6 +2,7 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection
 
@@ -134,6 +135,8 @@ def test_compute_scatter_one_point_per_run(costed, table):
 def test_cli_plot_x_and_compute(tmp_path, capsys):
     root = rundirs.costed_results(tmp_path / "results")
     assert main(["plot", "robustness", str(root), "-o", str(tmp_path / "g.png"), "--x", "gflop"]) == 0
+    assert main(["plot", "robustness", str(root), "-o", str(tmp_path / "b.svg"), "--by-batch"]) == 0
+    assert "batch 64 · lr = " in (tmp_path / "b.svg").read_text()
     assert main(["plot", "compute", str(root), "-o", str(tmp_path / "c.svg")]) == 0
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "c.svg").exists()
     assert main(["plot", "robustness", str(root), "-o", str(tmp_path / "g.png"), "--x", "flops"]) == 2
@@ -200,3 +203,29 @@ def test_svg_names_the_text_to_check(table):
     svg = plots.figure_bytes(plots.robustness_figure(table, "fid"), "svg").decode()
     assert 'id="legend-0"' in svg and 'id="label-0-title"' in svg and 'id="label-7-y"' in svg
     assert re.search(r'id="ticklabel-0-y\d+"', svg) and re.search(r'id="ticklabel-3-x\d+"', svg)
+
+
+def test_rows_by_batch_size(table):
+    """``by_batch``: a row of panels per batch size, each drawing only that batch's runs; the teacher in each."""
+    one_step = table["method"] != results.TEACHER
+    (batch,) = table.loc[one_step, "batch"].unique()
+    wide = table[one_step].assign(batch=4 * batch, run_id=table.loc[one_step, "run_id"] + "-wide",
+                                  value=table.loc[one_step, "value"] * 1.5)
+    both = pd.concat([table, wide], ignore_index=True)
+    rows = plots.robustness_panels(both, "fid", by_batch=True)
+    assert [(r["metric"], r["batch"]) for r in rows] == [("fid", batch), ("fid", 4 * batch), ("is", batch),
+                                                         ("is", 4 * batch)]
+    assert rows[1]["panels"][0].axes[0].get_title() == f"digits · batch {4 * batch} · lr = 1e-5"
+    curves = []
+    for row in rows[:2]:
+        ax = row["panels"][1].axes[0]  # lr 1e-4: sim, sid, dmd and the teacher's line
+        lines = ax.get_lines()
+        assert sum(line.get_color() == plots.TEACHER_STYLE.color for line in lines) == 1
+        curves.append([np.asarray(line.get_ydata(), float) for line in lines
+                       if line.get_color() != plots.TEACHER_STYLE.color])
+    assert len(curves[0]) == len(curves[1]) == 3
+    for narrow, wide_curve in zip(*curves):  # the wide row draws the wide runs: every value 1.5x
+        np.testing.assert_allclose(wide_curve, 1.5 * narrow, rtol=1e-9)
+    whole = visible_axes(plots.robustness_figure(both, "fid", by_batch=True))
+    assert len(whole) == 16 and whole[4].get_title() == f"digits · batch {4 * batch} · lr = 1e-5"
+    assert len(visible_axes(plots.robustness_figure(both, "fid"))) == 8  # best batch per lr: one row per metric
