@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--factor", type=float, default=2.0, help="tolerance: within this factor of the best")
     rob.add_argument("--boot", type=int, default=2000, help="bootstrap resamples of the seeds")
     rob.add_argument("--pairwise", action="store_true", help="also print every pairwise difference")
+    rob.add_argument("--upto-gflop", type=float, default=None,
+                     help="read every run only up to this training compute (its evaluations at or before it)")
+    rob.add_argument("--flatness", action="store_true", help="only the flatness table: was the budget long enough?")
     rob.set_defaults(func=_handler("bench.robustness:cli_robustness"))
 
     pl = sub.add_parser("plot", help="figures")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import BadInput
 from .metrics import registry as metric_registry
-from .results import curves, direction, fmt, markdown, metric_per_suite
+from .results import curves, direction, fmt, lr_text, markdown, metric_per_suite
 from .rundir import TEACHER
 
 DEFINITIONS = {
@@ -388,7 +388,7 @@ def verdict(analysis: Analysis) -> str:
         lo, hi = _interval(a.replicates[(first["arm"], "all")][measure] - a.replicates[(second["arm"], "all")][measure])
         resolved = len(a.seeds) > 1 and (lo > 0 or hi < 0)  # one seed: a zero-width "interval" resolves nothing
         overlap = not (first["lo"] > second["hi"] or first["hi"] < second["lo"])
-        extra = f" at lr {first['best_lr']:g}, batch {first['best_batch']}" if measure == "best" else ""
+        extra = f" at lr {lr_text(first['best_lr'])}, batch {first['best_batch']}" if measure == "best" else ""
         sentences.append(
             f"On {names[measure]}, {first['arm']} leads with {_ci(first['value'], first['lo'], first['hi'], unit)}{extra}, "
             f"ahead of {second['arm']} at {_ci(second['value'], second['lo'], second['hi'], unit)}; the paired difference "
@@ -403,7 +403,7 @@ def verdict(analysis: Analysis) -> str:
 
 def _claim_sentence(a: Analysis) -> str:
     c = a.claim
-    lrs = " and ".join(f"{lr:g}" for lr in CLAIM["lrs"])
+    lrs = " and ".join(lr_text(lr) for lr in CLAIM["lrs"])
     where = f"batch {CLAIM['batch']}, lr {lrs}"
     if c.empty or not {"sim", "sid", "di"} <= set(c["arm"]):
         return f"The SIM paper's claim (SIM more robust to the learning rate than SiD and DI at {where}) was not measured here."
@@ -439,7 +439,7 @@ def _flatness_sentence(a: Analysis) -> str:
     def listing(rows):
         return "; ".join(f"{arm} (batch {', '.join(str(b) for b in g['batch'])})" for arm, g in rows.groupby("arm", sort=True))
     flat, moving = f[f["flat"]], f[~f["flat"]].sort_values("change", ascending=False)
-    text = (f"At lr {FLAT['lr']:g}, over the last {1 - FLAT['at']:.0%} of the budget, "
+    text = (f"At lr {lr_text(FLAT['lr'])}, over the last {1 - FLAT['at']:.0%} of the budget, "
             + (f"the curves had flattened (within {FLAT['within']:.0%}) for {listing(flat)}" if len(flat) else
                "no curve had flattened")
             + (f"; they were still changing for {', '.join(f'{r.arm} at batch {r.batch} ({_pct(r.change, r.lo, r.hi)})' for r in moving.itertuples())}"
@@ -456,7 +456,7 @@ def flatness_view(analysis: Analysis) -> pd.DataFrame:
     f = analysis.flatness
     return pd.DataFrame({
         "arm": f["arm"], "batch": f["batch"].astype(str),
-        f"change over the last {1 - FLAT['at']:.0%} (lr {FLAT['lr']:g})": [
+        f"change over the last {1 - FLAT['at']:.0%} (lr {lr_text(FLAT['lr'])})": [
             _pct(c, lo, hi) if rel else _ci(c, lo, hi) for c, lo, hi, rel in zip(f["change"], f["lo"], f["hi"], f["relative"])],
         "flattened": ["yes" if x else "no" for x in f["flat"]], "seeds": f["n_seeds"]})
 
@@ -473,26 +473,47 @@ def measures_view(analysis: Analysis) -> pd.DataFrame:
         for name in MEASURES:
             r = by.loc[name]
             row[name] = _ci(r["value"], r["lo"], r["hi"])
-        row["best lr"] = f"{by.loc['best', 'best_lr']:g} (batch {by.loc['best', 'best_batch']})"
+        row["best lr"] = f"{lr_text(by.loc['best', 'best_lr'])} (batch {by.loc['best', 'best_batch']})"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def up_to_gflop(table: pd.DataFrame, gflop: float) -> pd.DataFrame:
+    """The table as if every run had stopped at ``gflop`` training GFLOP: its evaluations at or before it
+    (teacher rows kept). The study's question "would the verdict change at a smaller budget?" in one line."""
+    if isinstance(gflop, bool) or not isinstance(gflop, (int, float)) or not gflop > 0:
+        raise BadInput(f"--upto-gflop must be a positive number of GFLOP, got {gflop!r}")
+    if "gflop" not in table or table["gflop"].isna().all():
+        raise BadInput("--upto-gflop needs runs with cost accounting (a gflop column); these have none")
+    keep = (table["method"] == TEACHER) | (table["gflop"] <= gflop * (1 + 1e-9))
+    return table[keep]
+
+
 def cli_robustness(args) -> int:
-    """``bench robustness RESULTS_DIR [--metric M] [--factor F] [--pairwise]``: measures and the verdict."""
+    """``bench robustness RESULTS_DIR [--metric M] [--factor F] [--pairwise] [--upto-gflop G] [--flatness]``:
+    measures and the verdict, or with ``--flatness`` only whether the budget was long enough."""
     from .results import load
 
-    for a in analyse(load(args.results_dir), args.metric, factor=args.factor, n_boot=args.boot):
+    table = load(args.results_dir)
+    if args.upto_gflop is not None:
+        table = up_to_gflop(table, args.upto_gflop)
+        print(f"(every run read up to its last evaluation at or before {args.upto_gflop:g} GFLOP)\n")
+    for a in analyse(table, args.metric, factor=args.factor, n_boot=args.boot):
+        if args.flatness:  # only whether the budget was long enough
+            print(f"## {a.suite}: {metric_registry.info(a.metric).label}, flatness\n")
+            print(markdown(flatness_view(a)) + "\n\n" + _flatness_sentence(a) + "\n")
+            continue
         print(f"## {a.suite}: {metric_registry.info(a.metric).label} ({direction(a.metric)} is better), "
               f"tolerance within {a.factor:g}x\n")
         print(markdown(measures_view(a)))
         if args.pairwise and len(a.pairwise):
             p = a.pairwise
             print("\n" + markdown(pd.DataFrame({
-                "batch": p["batch"], "lr": [f"{x:g}" for x in p["lr"]], "A": p["arm_a"], "B": p["arm_b"],
+                "batch": p["batch"], "lr": [lr_text(x) for x in p["lr"]], "A": p["arm_a"], "B": p["arm_b"],
                 "A - B": [_ci(d, lo, hi) for d, lo, hi in zip(p["diff"], p["lo"], p["hi"])], "seeds": p["n_seeds"]})))
         if len(a.flatness):
             print("\n" + markdown(flatness_view(a)))
         print("\n" + verdict(a) + "\n")
-    print("Definitions (bench/robustness.py):\n\n" + "\n".join(f"- {text}" for text in DEFINITIONS.values()))
+    shown = [DEFINITIONS["flatness"]] if args.flatness else DEFINITIONS.values()
+    print("Definitions (bench/robustness.py):\n\n" + "\n".join(f"- {text}" for text in shown))
     return 0

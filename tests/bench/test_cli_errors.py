@@ -87,6 +87,7 @@ CASES = [
      False),
     ("robustness-boot-0", ["robustness", "{world}/results", "--boot", "0"], "--boot", False),
     ("robustness-factor-1", ["robustness", "{world}/results", "--factor", "1"], "--factor", False),
+    ("robustness-upto-negative", ["robustness", "{world}/results", "--upto-gflop", "-5"], "--upto-gflop", False),
 ]
 
 

@@ -198,7 +198,7 @@ def test_claim_holds_or_not_from_the_spreads():
                     fid = 5 * 10 ** (slope * (math.log10(1e-4) - math.log10(lr))) + 0.1 * seed
                     yield method, lr, 256, seed, {}, "done", {0: 70.0, 1: fid}
     holds = verdict(analyse(table_of(runs(0.1)), n_boot=300)[0])
-    assert "(SIM more robust to the learning rate than SiD and DI at batch 256, lr 0.0001 and 1e-05) holds" in holds
+    assert "(SIM more robust to the learning rate than SiD and DI at batch 256, lr 1e-4 and 1e-5) holds" in holds
     fails = verdict(analyse(table_of(runs(0.55)), n_boot=300)[0])
     assert "does not hold at this scale" in fails
 
@@ -228,6 +228,21 @@ def test_cli_prints_measures_and_verdict(tmp_path, capsys):
     assert robustness.DEFINITIONS["tolerance"] in out
 
 
+def test_cli_flatness_up_to_a_budget(tmp_path, capsys):
+    """``--flatness --upto-gflop``: only the flatness table, of the runs read up to that compute."""
+    for seed in (0, 1):  # FID 60 -> 2 end -> end at kimg 0, 1, 2 (write_run's default curve shape here)
+        write_run(tmp_path, method="sim", seed=seed, samples=False, evals=(0.0, 1.0, 2.0), gflop_per_kimg=10.0,
+                  values=lambda k: {"fid": {0.0: 60.0, 1.0: 20.0, 2.0: 10.0}[k]})
+    assert main(["robustness", str(tmp_path), "--flatness", "--boot", "100"]) == 0
+    whole = capsys.readouterr().out
+    assert "+50% [+50%, +50%]" in whole  # at 75% of 0..2 kimg: 15 against 10
+    assert "On learning-rate tolerance" not in whole and robustness.DEFINITIONS["flatness"] in whole
+    assert robustness.DEFINITIONS["tolerance"] not in whole
+    assert main(["robustness", str(tmp_path), "--flatness", "--boot", "100", "--upto-gflop", "10"]) == 0
+    cut = capsys.readouterr().out  # up to kimg 1: 60 -> 20, at 75% 30 against 20
+    assert "at or before 10 GFLOP" in cut and "+50% [+50%, +50%]" in cut
+
+
 def test_cli_bad_factor_is_bad_input(tmp_path, capsys):
     write_run(tmp_path, method="sim", samples=False)
     assert main(["robustness", str(tmp_path), "--factor", "0.5"]) == 2
@@ -236,3 +251,25 @@ def test_cli_bad_factor_is_bad_input(tmp_path, capsys):
 
 def test_definitions_are_in_the_module_docstring():
     assert all(text in robustness.__doc__ for text in robustness.DEFINITIONS.values())
+
+
+def test_up_to_gflop_reads_runs_as_if_they_had_stopped_there():
+    """A run evaluated at 0, 100, 200, 300 GFLOP, read up to 250: its final value is the one at 200."""
+    rows = []
+    for seed in (0, 1):
+        for gflop, fid in ((0, 400.0), (100, 50.0), (200, 20.0), (300, 10.0)):
+            rows.append(dict(method="sim", lr=1e-4, batch=64, seed=seed, gflop=float(gflop), fid=fid + seed))
+    table = pd.DataFrame([dict(suite="digits", run_id=f"sim-s{r['seed']}", method="sim", lr_g=1e-4, lr_fake=1e-4,
+                               batch=64, seed=r["seed"], kimg=r["gflop"] / 50, gflop=r["gflop"], metric="fid",
+                               value=r["fid"], n_samples=1000, ema=True, status="done") for r in rows])
+    teacher = table.iloc[:1].assign(method="teacher", run_id="teacher-s0", gflop=math.nan, value=3.0)
+    cut = robustness.up_to_gflop(pd.concat([table, teacher], ignore_index=True), 250)
+    assert "teacher-s0" in set(cut["run_id"]) and cut.loc[cut["method"] == "sim", "gflop"].max() == 200
+    runs = robustness.run_matrix(cut, "digits", "fid")
+    assert sorted(runs["final"]) == [20.0, 21.0]
+    # flatness at the cut: the value at 75% of its 0..4 kimg (3 kimg, halfway from 50 to 20) against 20
+    assert sorted(runs["late"]) == [pytest.approx(35.0), pytest.approx(36.0)]
+    with pytest.raises(robustness.BadInput, match="--upto-gflop"):
+        robustness.up_to_gflop(table, 0)
+    with pytest.raises(robustness.BadInput, match="cost accounting"):
+        robustness.up_to_gflop(table.assign(gflop=math.nan), 100)
