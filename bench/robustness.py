@@ -47,16 +47,18 @@ DEFINITIONS = {
                 "mean over seeds, with a paired bootstrap interval.",
     "claim": "the SIM paper's claim: at batch 256, between lr 1e-4 and 1e-5, SIM's spread is smaller "
              "than SiD's and DI's. It holds here when both paired differences of spread lie below 0.",
-    "flatness": "flatness at lr 1e-4: how much an arm's runs still changed over the last quarter of their "
-                "budget, the value at 75% of the budget (interpolated between evaluations) against the final "
-                "one, as a relative change (log-ratio averaged over seeds; positive: still improving). A curve "
-                "has flattened when that change is within 10%; a budget whose curves have not flattened "
-                "measures speed of convergence as much as robustness.",
+    "flatness": "flatness at lr 1e-4: the change over the last quarter of the budget that each run's trend "
+                "implies: the least-squares slope of log10 of the metric against the fraction of the budget, "
+                "fitted to the evaluations of the run's second half (at least its last two), times 0.25; "
+                "averaged over seeds and shown as a relative change (positive: still improving). A trend, "
+                "since one FID-1k evaluation moves by 10-30% from the next. A curve has flattened when that "
+                "change is within 10%; a budget whose curves have not flattened measures speed of "
+                "convergence as much as robustness.",
 }
 __doc__ += "\n".join(f"- {text}" for text in DEFINITIONS.values()) + "\n"
 
 MEASURES = ("tolerance", "best", "spread", "area", "divergence")
-FLAT = {"lr": 1e-4, "at": 0.75, "within": 0.10}
+FLAT = {"lr": 1e-4, "fit_from": 0.5, "last": 0.25, "within": 0.10}
 CLAIM = {"methods": ("sim", "sid", "di"), "batch": 256, "lrs": (1e-4, 1e-5)}
 
 
@@ -78,16 +80,17 @@ def _arm_labels(runs: pd.DataFrame) -> pd.Series:
 
 
 def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
-    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, final, area, late.
+    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, final, area, trend.
 
     ``final`` is the last evaluation (the first one for a diverged run), ``area`` the metric's mean over
-    the evaluated budget (trapezoids; a diverged run's area is its start value), ``late`` the value at
-    ``FLAT["at"]`` of the evaluated budget (NaN for a diverged run). Failed runs are left out.
+    the evaluated budget (trapezoids; a diverged run's area is its start value), ``trend`` the change
+    over the last ``FLAT["last"]`` of the budget its late slope implies (``late_trend``; NaN for a
+    diverged run). Failed runs are left out.
     """
     t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] != TEACHER)
               & (table["status"] != "failed")]
     c = curves(t).dropna(subset=["value"])
-    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area", "late"])
+    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area", "trend"])
     if not c.empty:
         by = c.groupby("run_id", sort=True)
         first, last = by.head(1).set_index("run_id"), by.tail(1).set_index("run_id")
@@ -96,14 +99,14 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
         span = last["kimg"] - first["kimg"]
         area = (trapezoids.reindex(first.index) / span).where(span > 0, last["value"])
         diverged = first["status"] == "diverged"
-        late = {run: np.interp(g["kimg"].iloc[0] + FLAT["at"] * (g["kimg"].iloc[-1] - g["kimg"].iloc[0]),
-                               g["kimg"], g["value"]) for run, g in by}
+        positive = metric_registry.info(metric).positive
+        trend = {run: late_trend(g["kimg"].to_numpy(float), g["value"].to_numpy(float), positive) for run, g in by}
         runs = pd.DataFrame({
             "run_id": first.index, "method": first["method"].values, "lr": first["lr_g"].astype(float).values,
             "batch": first["batch"].astype(int).values, "seed": first["seed"].astype(int).values,
             "diverged": diverged.values, "final": first["value"].where(diverged, last["value"]).astype(float).values,
             "area": first["value"].where(diverged, area).astype(float).values,
-            "late": pd.Series(late).reindex(first.index).where(~diverged).astype(float).values})
+            "trend": pd.Series(trend).reindex(first.index).where(~diverged).astype(float).values})
     if runs.empty:
         return runs.assign(arm=pd.Series(dtype=object))
     hp = table.drop_duplicates("run_id").set_index("run_id").filter(like="hp_").reindex(runs["run_id"])
@@ -114,6 +117,23 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
 
 
 # --- measures on a (cell, seed) matrix, vectorised over bootstrap replicates -----------------------
+
+def late_trend(kimg: np.ndarray, value: np.ndarray, positive: bool) -> float:
+    """The change over the last ``FLAT["last"]`` of a run's budget that its late slope implies: least squares
+    of log10(value) (value itself for metrics that may be negative) against the budget fraction, over the
+    evaluations from ``FLAT["fit_from"]`` on (at least the last two). NaN with fewer than two evaluations."""
+    if len(kimg) < 2 or kimg[-1] <= kimg[0]:
+        return math.nan
+    x = (kimg - kimg[0]) / (kimg[-1] - kimg[0])
+    use = x >= FLAT["fit_from"]
+    if use.sum() < 2:
+        use = np.arange(len(x)) >= len(x) - 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log10(value[use]) if positive else value[use]
+    if not np.isfinite(y).all():
+        return math.nan
+    return float(np.polyfit(x[use], y, 1)[0] * FLAT["last"])
+
 
 def _oriented_log(values: np.ndarray, lower: bool) -> np.ndarray:
     """log10 of a positive metric, sign-flipped for higher-is-better metrics: lower is always better."""
@@ -297,10 +317,8 @@ def _flatness(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray, metric: s
     rows = []
     at_lr = runs[np.isclose(runs["lr"].astype(float), FLAT["lr"], rtol=1e-6)]
     for (arm, batch), g in at_lr.groupby(["arm", "batch"], sort=True):
-        late, final = (g.set_index("seed")[c].reindex(seeds).to_numpy(float) for c in ("late", "final"))
-        # oriented: positive when the final value is better than the late one (still improving)
-        change = (_oriented_log(late, lower) - _oriented_log(final, lower)) if positive else \
-            (late - final) * (1 if lower else -1)
+        trend = g.set_index("seed")["trend"].reindex(seeds).to_numpy(float)
+        change = -trend if lower else trend  # oriented: positive while still improving
         reps = _seed_means(change[None], draws)[0]
         point = float(np.nanmean(change)) if np.isfinite(change).any() else math.nan
         lo, hi = _interval(reps)
@@ -439,7 +457,7 @@ def _flatness_sentence(a: Analysis) -> str:
     def listing(rows):
         return "; ".join(f"{arm} (batch {', '.join(str(b) for b in g['batch'])})" for arm, g in rows.groupby("arm", sort=True))
     flat, moving = f[f["flat"]], f[~f["flat"]].sort_values("change", ascending=False)
-    text = (f"At lr {lr_text(FLAT['lr'])}, over the last {1 - FLAT['at']:.0%} of the budget, "
+    text = (f"At lr {lr_text(FLAT['lr'])}, over the last {FLAT['last']:.0%} of the budget (by each run's late trend), "
             + (f"the curves had flattened (within {FLAT['within']:.0%}) for {listing(flat)}" if len(flat) else
                "no curve had flattened")
             + (f"; they were still changing for {', '.join(f'{r.arm} at batch {r.batch} ({_pct(r.change, r.lo, r.hi)})' for r in moving.itertuples())}"
@@ -456,7 +474,7 @@ def flatness_view(analysis: Analysis) -> pd.DataFrame:
     f = analysis.flatness
     return pd.DataFrame({
         "arm": f["arm"], "batch": f["batch"].astype(str),
-        f"change over the last {1 - FLAT['at']:.0%} (lr {lr_text(FLAT['lr'])})": [
+        f"trend over the last {FLAT['last']:.0%} (lr {lr_text(FLAT['lr'])})": [
             _pct(c, lo, hi) if rel else _ci(c, lo, hi) for c, lo, hi, rel in zip(f["change"], f["lo"], f["hi"], f["relative"])],
         "flattened": ["yes" if x else "no" for x in f["flat"]], "seeds": f["n_seeds"]})
 

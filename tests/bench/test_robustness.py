@@ -161,19 +161,31 @@ def test_variant_is_measured_on_its_own_cells(study):
     assert set(study.measures.loc[study.measures["arm"] == "sim d_term=False", "batch"]) == {"all"}
 
 
+def test_late_trend_is_the_slope_of_the_second_half():
+    x = np.linspace(0, 20, 11)  # kimg
+    line = 10 ** (2 - x / 20)  # log10 falls by 1 over the budget: 0.25 over its last quarter
+    assert robustness.late_trend(x, line, positive=True) == pytest.approx(-0.25)
+    bent = np.where(x < 10, 500.0, line)  # only the second half is fitted
+    assert robustness.late_trend(x, bent, positive=True) == pytest.approx(-0.25)
+    assert robustness.late_trend(x, 3 - x, positive=False) == pytest.approx(-5.0)  # not logged: 20 kimg x 0.25
+    assert math.isnan(robustness.late_trend(x[:1], line[:1], positive=True))
+
+
 def test_flatness_is_the_change_over_the_last_quarter(study):
     f = study.flatness.set_index(["arm", "batch"])
-    # every base run falls 60 -> 2 end -> end at kimg 0, 1, 2: at 75% (kimg 1.5) it is 1.5 end, so +50%
+    # every base run falls 60 -> 2 end -> end at kimg 0, 1, 2: its second half halves over half the budget,
+    # so the trend over the last quarter is a factor sqrt(2): +41%
     for arm in ("sim", "sid"):
         for batch in (64, 256):
             row = f.loc[(arm, batch)]
-            assert row["change"] == pytest.approx(0.5) and row["lo"] == pytest.approx(0.5) and not row["flat"]
-            assert row["n_seeds"] == 3
-    assert f.loc[("sim d_term=False", 256), "change"] == 0 and f.loc[("sim d_term=False", 256), "flat"]
+            assert row["change"] == pytest.approx(math.sqrt(2) - 1) and row["lo"] == pytest.approx(math.sqrt(2) - 1)
+            assert row["n_seeds"] == 3 and not row["flat"]
+    assert f.loc[("sim d_term=False", 256), "change"] == pytest.approx(0, abs=1e-12) and f.loc[("sim d_term=False", 256), "flat"]
     assert set(study.flatness["arm"]) == {"sim", "sid", "sim d_term=False"}  # lr 1e-4 only: one row per batch
     assert len(study.flatness) == 5
-    assert ("no curve had flattened; they were still changing for sid at batch 64 (+50% [+50%, +50%])"
-            in verdict(study))
+    text = verdict(study)
+    assert "(by each run's late trend), no curve had flattened; they were still changing for " in text
+    assert "sid at batch 64 (+41% [+41%, +41%])" in text
 
 
 def test_verdict_is_generated_from_the_numbers(study):
@@ -235,12 +247,12 @@ def test_cli_flatness_up_to_a_budget(tmp_path, capsys):
                   values=lambda k: {"fid": {0.0: 60.0, 1.0: 20.0, 2.0: 10.0}[k]})
     assert main(["robustness", str(tmp_path), "--flatness", "--boot", "100"]) == 0
     whole = capsys.readouterr().out
-    assert "+50% [+50%, +50%]" in whole  # at 75% of 0..2 kimg: 15 against 10
+    assert "+41% [+41%, +41%]" in whole  # 20 -> 10 over the second half: sqrt(2) over a quarter
     assert "On learning-rate tolerance" not in whole and robustness.DEFINITIONS["flatness"] in whole
     assert robustness.DEFINITIONS["tolerance"] not in whole
     assert main(["robustness", str(tmp_path), "--flatness", "--boot", "100", "--upto-gflop", "10"]) == 0
-    cut = capsys.readouterr().out  # up to kimg 1: 60 -> 20, at 75% 30 against 20
-    assert "at or before 10 GFLOP" in cut and "+50% [+50%, +50%]" in cut
+    cut = capsys.readouterr().out  # up to kimg 1: the last two evaluations, 60 -> 20: 3 ** 0.25 a quarter
+    assert "at or before 10 GFLOP" in cut and "+32% [+32%, +32%]" in cut
 
 
 def test_cli_bad_factor_is_bad_input(tmp_path, capsys):
@@ -267,8 +279,8 @@ def test_up_to_gflop_reads_runs_as_if_they_had_stopped_there():
     assert "teacher-s0" in set(cut["run_id"]) and cut.loc[cut["method"] == "sim", "gflop"].max() == 200
     runs = robustness.run_matrix(cut, "digits", "fid")
     assert sorted(runs["final"]) == [20.0, 21.0]
-    # flatness at the cut: the value at 75% of its 0..4 kimg (3 kimg, halfway from 50 to 20) against 20
-    assert sorted(runs["late"]) == [pytest.approx(35.0), pytest.approx(36.0)]
+    # the trend at the cut: over its second half (kimg 2 and 4) 50 -> 20, times a quarter over a half
+    assert sorted(runs["trend"]) == [pytest.approx(math.log10(20 / 50) / 2), pytest.approx(math.log10(21 / 51) / 2)]
     with pytest.raises(robustness.BadInput, match="--upto-gflop"):
         robustness.up_to_gflop(table, 0)
     with pytest.raises(robustness.BadInput, match="cost accounting"):
