@@ -456,12 +456,15 @@ def _flatness_sentence(a: Analysis) -> str:
         return ""
     def listing(rows):
         return "; ".join(f"{arm} (batch {', '.join(str(b) for b in g['batch'])})" for arm, g in rows.groupby("arm", sort=True))
-    flat, moving = f[f["flat"]], f[~f["flat"]].sort_values("change", ascending=False)
+    known = f[np.isfinite(f["change"].astype(float))]
+    flat, moving = known[known["flat"]], known[~known["flat"]].sort_values("change", ascending=False)
+    unknown = f[~f.index.isin(known.index)]
     text = (f"At lr {lr_text(FLAT['lr'])}, over the last {FLAT['last']:.0%} of the budget (by each run's late trend), "
             + (f"the curves had flattened (within {FLAT['within']:.0%}) for {listing(flat)}" if len(flat) else
                "no curve had flattened")
             + (f"; they were still changing for {', '.join(f'{r.arm} at batch {r.batch} ({_pct(r.change, r.lo, r.hi)})' for r in moving.itertuples())}"
-               if len(moving) else "") + ".")
+               if len(moving) else "")
+            + (f"; too few evaluations to tell for {listing(unknown)}" if len(unknown) else "") + ".")
     return text
 
 

@@ -253,6 +253,9 @@ def test_cli_flatness_up_to_a_budget(tmp_path, capsys):
     assert main(["robustness", str(tmp_path), "--flatness", "--boot", "100", "--upto-gflop", "10"]) == 0
     cut = capsys.readouterr().out  # up to kimg 1: the last two evaluations, 60 -> 20: 3 ** 0.25 a quarter
     assert "at or before 10 GFLOP" in cut and "+32% [+32%, +32%]" in cut
+    assert main(["robustness", str(tmp_path), "--flatness", "--boot", "100", "--upto-gflop", "5"]) == 0
+    start = capsys.readouterr().out  # one evaluation each: no trend, and no claim either way
+    assert "no curve had flattened; too few evaluations to tell for sim (batch 64)." in start
 
 
 def test_cli_bad_factor_is_bad_input(tmp_path, capsys):
