@@ -185,7 +185,8 @@ class Run:
         total = to_nimg(cfg["kimg"]) if gflop_budget is None else None
         eval_every, ckpt_every = to_nimg(cfg["eval_every"]), to_nimg(cfg["checkpoint_every"])
         tick_kimg = self.train_opts["tick_kimg"] or max(cfg["batch"] / 1000, (cfg["kimg"] or 0) / 50)
-        tick_every = max(1, to_nimg(tick_kimg))
+        # a GFLOP budget has no kimg to divide: its tick is set after the first step (see below)
+        tick_every = max(1, to_nimg(tick_kimg)) if gflop_budget is None or self.train_opts["tick_kimg"] else None
         for provider in self.inputs:
             provider.prepare(self)
         bar = None
@@ -210,8 +211,13 @@ class Run:
             if stop_flag():
                 self.save()
                 return "interrupted"
+            flops_before, nimg_before = self.cost.flops, self.nimg
             row = training_step(self)
             check_finite(self)
+            if tick_every is None and self.nimg > nimg_before:  # about 50 stats rows over the budget, as with kimg
+                per_image = (self.cost.flops - flops_before) / (self.nimg - nimg_before)
+                tick_every = max(cfg["batch"], round(gflop_budget * 1e9 / per_image / 50)) if per_image > 0 \
+                    else cfg["batch"]
             if bar is not None:
                 bar.n = min(*self.progress())  # exact progress, not a sum of float increments
                 bar.set_postfix(loss_g=f"{row['loss_g']:.3g}", loss_fake=f"{row['loss_fake']:.3g}")

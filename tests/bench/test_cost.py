@@ -198,5 +198,19 @@ def test_gflop_budget_stops_at_the_first_step_that_reaches_it(tmp_path, cli):
     assert manifest["kimg_done"] == pytest.approx(4 * 64 / 1000)
     last = read_jsonl(run_dir / "metrics.jsonl")[-1]
     assert last["gflop"] == pytest.approx(4 * per_step)  # the final evaluation is at the budget
+
+
+def test_gflop_budget_writes_about_fifty_stats_rows(tmp_path, cli):
+    """Without a kimg to divide, the tick is a fiftieth of the budget in images, set after the first step."""
+    code, out, _ = cli(*tiny_run_args(tmp_path, method="di"))
+    per_step = read_jsonl(Path(out.strip().splitlines()[-1]) / "stats.jsonl")[0]["gflop"]
+    args = tiny_run_args(tmp_path / "g", method="di")
+    at = args.index("--kimg")
+    code, out, _ = cli(*args[:at], *args[at + 2:], "--gflop", repr(200 * per_step))
+    assert code == 0
+    stats = read_jsonl(Path(out.strip().splitlines()[-1]) / "stats.jsonl")
+    steps = [r["step"] for r in stats]
+    assert 45 <= len(stats) <= 52 and steps[0] == 1 and steps[-1] >= 196  # not one row per step (200)
+    assert all(b - a == 4 for a, b in zip(steps[1:], steps[2:]))  # 200 steps / 50 rows
     code, _, err = cli(*args, "--gflop", "10")
     assert code == 2 and "alternative budgets" in err
