@@ -111,15 +111,16 @@ def _study(t: pd.DataFrame, metric: str) -> dict | None:
         analysis = robustness.analyse(t, metric, n_boot=1000)[0]
     except BadInput:  # only teacher rows, or a metric the measures are not defined for
         return None
-    view = robustness.measures_view(analysis)
+    flat = robustness.flatness_view(analysis)
+    return {"verdict": robustness.verdict(analysis), "measures": _arm_table(robustness.measures_view(analysis)),
+            "flatness": _arm_table(flat) if len(flat) else None}
+
+
+def _arm_table(view: pd.DataFrame) -> dict:
+    """A robustness view (arm, batch, then interval strings) as a card table."""
     rows = [{"cls": "", "cells": [_cell(r["arm"], cls="method key"), _cell(str(r["batch"]))]
              + [_cell(str(r[c]), cls="interval") for c in view.columns[2:]]} for r in view.to_dict("records")]
-    flat = robustness.flatness_view(analysis)
-    flat_rows = [{"cls": "", "cells": [_cell(r["arm"], cls="method key"), _cell(r["batch"])]
-                  + [_cell(str(r[c]), cls="interval") for c in flat.columns[2:]]} for r in flat.to_dict("records")]
-    return {"verdict": robustness.verdict(analysis),
-            "measures": {"head": list(view.columns), "rows": rows, "cards": True},
-            "flatness": {"head": list(flat.columns), "rows": flat_rows, "cards": True} if flat_rows else None}
+    return {"head": list(view.columns), "rows": rows, "cards": True}
 
 
 def metric_name(metric: str) -> str:

@@ -1,18 +1,15 @@
 """f-distill: with a perfect discriminator, sigma^2 times the gradient of D_f(p_sigma || q_sigma) = E_q f(p/q).
 
-Sigmas 1.5 and 3 (Neyman 2 and 3): the reweighted estimator averages ``h(p/q)`` under q, whose variance
-grows without bound as sigma falls and q_sigma gets narrower than p_sigma in some direction (``r``
-for forward KL and Jeffreys, ``1/r`` for Neyman); at these sigmas 200k samples pin the direction.
+The (divergence, sigma) cases and why those sigmas: tests/divergence_cases.py.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 import methods
+from divergence_cases import CASES, SIGMAS
 from methods import divergences
 
-SIGMAS = {name: (1.5, 3.0) for name in divergences.DIVERGENCES} | {"neyman": (2.0, 3.0)}
-CASES = [(name, sigma) for name, sigmas in SIGMAS.items() for sigma in sigmas]
 
 
 def gradients(case, closed_forms, method, name, sigma, seeds=(0, 1)):

@@ -1,17 +1,16 @@
 """Uni-Instruct: at alpha = 0.5 with a perfect discriminator, sigma^4 / 2 times the gradient of the expanded
 f-divergence's integrand ``E_q h(p/q) |s_q - s_p|^2`` (h = r^2 f''(r)); the base loss without the weighting.
 
-Sigmas as in the f-distill tests, for the same reason (the variance of ``h(r)`` under q at small sigma).
+The (divergence, sigma) cases and why those sigmas: tests/divergence_cases.py.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 import methods
+from divergence_cases import CASES, SIGMAS
 from methods import divergences
 
-SIGMAS = {name: (1.5, 3.0) for name in divergences.DIVERGENCES} | {"neyman": (2.0, 3.0)}
-CASES = [(name, sigma) for name, sigmas in SIGMAS.items() for sigma in sigmas]
 
 
 def gradients(case, closed_forms, method, name, sigma, seeds=(0, 1)):
