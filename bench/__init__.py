@@ -1,2 +1,2 @@
-"""distill-bench: suites, networks, runner, launchers, metrics, results, plots, report and CLI."""
+"""distill-bench: training (train/), evaluation (metrics/), analysis (analysis/), suites, networks and CLI."""
 __version__ = "0.1.0"

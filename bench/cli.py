@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", default=None, choices=["fp32", "bf16", "tf32"])
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
-    r.set_defaults(func=_handler("bench.runner:cli_run"), check=_handler("bench.runconfig:check_run_args"))
+    r.set_defaults(func=_handler("bench.train.runner:cli_run"), check=_handler("bench.train.runconfig:check_run_args"))
 
     s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")
     s.add_argument("config")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default=None)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
-    s.set_defaults(func=_handler("bench.launch:cli_sweep"))
+    s.set_defaults(func=_handler("bench.train.launch:cli_sweep"))
 
     t = sub.add_parser("teacher", help="teacher networks")
     tsub = t.add_subparsers(dest="teacher_command", required=True, parser_class=_Parser)
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="number of samples")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
-    e.set_defaults(func=_handler("bench.runner:cli_eval"), check=_handler("bench.runconfig:check_eval_args"))
+    e.set_defaults(func=_handler("bench.train.runner:cli_eval"), check=_handler("bench.train.runconfig:check_eval_args"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")
     f.add_argument("images_a")
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="collect run directories into one table")
     res.add_argument("results_dir")
     res.add_argument("-o", "--output", default=None, help="table.parquet or table.csv (default: print)")
-    res.set_defaults(func=_handler("bench.results:cli_results"), check=_output_check)
+    res.set_defaults(func=_handler("bench.analysis.table:cli_results"), check=_output_check)
 
     lb = sub.add_parser("leaderboard", help="per-method leaderboard with the teacher's row")
     lb.add_argument("results_dir")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--at", default=None, choices=["kimg", "gflop", "wall"],
                     help="compare at the largest budget on this axis that every method reached (default: final)")
     lb.add_argument("--format", default="md", choices=["md", "csv"])
-    lb.set_defaults(func=_handler("bench.results:cli_leaderboard"))
+    lb.set_defaults(func=_handler("bench.analysis.leaderboard:cli_leaderboard"))
 
     rob = sub.add_parser("robustness", help="robustness measures with bootstrap intervals, and the verdict")
     rob.add_argument("results_dir")
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rob.add_argument("--upto-gflop", type=float, default=None,
                      help="read every run only up to this training compute (its evaluations at or before it)")
     rob.add_argument("--flatness", action="store_true", help="only the flatness table: was the budget long enough?")
-    rob.set_defaults(func=_handler("bench.robustness:cli_robustness"))
+    rob.set_defaults(func=_handler("bench.analysis.verdict:cli_robustness"))
 
     pl = sub.add_parser("plot", help="figures")
     plsub = pl.add_subparsers(dest="plot_command", required=True, parser_class=_Parser)
@@ -122,18 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--x", default="kimg", choices=["kimg", "gflop", "wall"], help="the curves' x axis")
     rb.add_argument("--by-batch", action="store_true",
                     help="a row of panels per batch size (default: each method's best batch size)")
-    rb.set_defaults(func=_handler("bench.plots:cli_plot_robustness"), check=_output_check)
+    rb.set_defaults(func=_handler("bench.analysis.plots:cli_plot_robustness"), check=_output_check)
 
     cp = plsub.add_parser("compute", help="final metric against total training GFLOP, one point per run")
     cp.add_argument("results_dir")
     cp.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     cp.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
-    cp.set_defaults(func=_handler("bench.plots:cli_plot_compute"), check=_output_check)
+    cp.set_defaults(func=_handler("bench.analysis.plots:cli_plot_compute"), check=_output_check)
 
     rep = sub.add_parser("report", help="a self-contained HTML report")
     rep.add_argument("results_dir")
     rep.add_argument("-o", "--output", required=True)
-    rep.set_defaults(func=_handler("bench.report:cli_report"), check=_output_check)
+    rep.set_defaults(func=_handler("bench.analysis.report:cli_report"), check=_output_check)
 
     w = sub.add_parser("weights", help="model weights: list, check, fetch")
     w.add_argument("action", choices=["list", "check", "fetch"])

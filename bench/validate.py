@@ -1,7 +1,7 @@
 """One place where option values are checked: every bad value is a one-line BadInput naming the option.
 
 Suites, run configs and the CLI call these; methods check their own hyperparameters (they know
-nothing of ``bench``) and their ValueError becomes BadInput in ``bench.runconfig``.
+nothing of ``bench``) and their ValueError becomes BadInput in ``bench.train.runconfig``.
 """
 from __future__ import annotations
 

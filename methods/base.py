@@ -107,7 +107,7 @@ class Recipe:
     fake_updates_per_generator_update: int = 1
     fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
     # Extra inputs of each loss, by name; the harness supplies every name it knows (see
-    # bench/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
+    # bench/train/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
     # "real_data" (real images and their conditioning), "discriminator" (the GAN / density-ratio
     # head on the fake network), "kimg" (training progress, for scheduled losses), "augment"
     # (EDM's augmentation at augment_p, for a fake score that takes augment labels).

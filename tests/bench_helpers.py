@@ -52,7 +52,7 @@ def gloo_gradient_worker(rank, port, out):
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    from bench.distributed import average_gradients, gather_objects
+    from bench.train.distributed import average_gradients, gather_objects
 
     p = torch.nn.Parameter(torch.zeros(3))
     q = torch.nn.Parameter(torch.zeros(2, 2))

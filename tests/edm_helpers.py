@@ -18,15 +18,15 @@ import types
 import numpy as np
 import torch
 
-from bench.nets import edm
+from bench.nets import edm, edm_layers
 from bench.nets.precond import EDMPrecond
 
 TINY_SONG = dict(img_resolution=8, img_channels=3, model_type="SongUNet", model_channels=16, channel_mult=[1, 2],
                  num_blocks=1, attn_resolutions=[4], augment_dim=9, dropout=0.13, channel_mult_emb=2)
 TINY_ADM = dict(img_resolution=8, img_channels=3, label_dim=10, model_type="DhariwalUNet", model_channels=32,
                 channel_mult=[1, 2], num_blocks=1, attn_resolutions=[4], dropout=0.1, use_fp16=True, channel_mult_emb=2)
-NETWORK_TYPES = (EDMPrecond, edm.SongUNet, edm.DhariwalUNet, edm.UNetBlock, edm.Conv2d, edm.GroupNorm, edm.Linear,
-                 edm.PositionalEmbedding, edm.FourierEmbedding)
+NETWORK_TYPES = (EDMPrecond, edm.SongUNet, edm.DhariwalUNet, edm_layers.UNetBlock, edm_layers.Conv2d, edm_layers.GroupNorm, edm_layers.Linear,
+                 edm_layers.PositionalEmbedding, edm_layers.FourierEmbedding)
 
 
 

@@ -1,7 +1,7 @@
 """Fake results folders for the results/plots/report tests (importable as ``rundirs``).
 
 Run directories are written exactly as the run directory contract describes them, with curves from a
-closed form, so tests can compute every expected number independently of ``bench.results``.
+closed form, so tests can compute every expected number independently of ``bench.analysis.results``.
 """
 from __future__ import annotations
 

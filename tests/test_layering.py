@@ -1,9 +1,10 @@
 """The import graph: imports flow one way (DESIGN.md).
 
-``methods`` knows nothing of ``bench``; ``bench.metrics`` knows nothing of ``bench.suites``; the
-results side (results, plots, report, the run directory and the registries) never imports torch,
-not even through the package's own modules. Every import statement counts, including the lazy
-ones inside functions.
+``methods`` knows nothing of ``bench``; ``bench.metrics`` knows nothing of ``bench.suites``;
+training (``bench.train``) and evaluation (``bench.metrics``) never import the analysis of finished
+runs (``bench.analysis``); the analysis side (every module of ``bench.analysis``, the run directory,
+the registries, the CLI) never imports torch, not even through the package's own modules. Every
+import statement counts, including the lazy ones inside functions.
 """
 import ast
 import subprocess
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TORCH_FREE = ("bench.results", "bench.plots", "bench.report", "bench.rundir", "bench.registry",
-              "bench.metrics.registry", "bench.errors", "bench.cli")
+TORCH_FREE = ("bench.analysis", "bench.rundir", "bench.runlock", "bench.registry", "bench.metrics.registry",
+              "bench.errors", "bench.cli", "bench.results")  # packages: every module inside them
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -53,7 +54,9 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
                 out.append(f"{module} -> {name} (methods must not import bench)")
             if _within(module, "bench.metrics") and _within(name, "bench.suites"):
                 out.append(f"{module} -> {name} (metrics must not import suites)")
-    for start in TORCH_FREE:
+            if (_within(module, "bench.train") or _within(module, "bench.metrics")) and _within(name, "bench.analysis"):
+                out.append(f"{module} -> {name} (training and evaluation must not import analysis)")
+    for start in sorted(m for m in graph if any(_within(m, free) for free in TORCH_FREE)):
         seen, stack = set(), [start]
         while stack:  # every module reachable from a torch-free one, through the package's own imports
             module = stack.pop()
@@ -85,8 +88,10 @@ def _rooted(repo: Path) -> dict[str, set[str]]:
     ({"methods/__init__.py": "", "methods/sim.py": "from bench import results\n"}, "methods must not import bench"),
     ({"bench/__init__.py": "", "bench/metrics/__init__.py": "", "bench/suites/__init__.py": "",
       "bench/metrics/fid.py": "def f():\n    from ..suites import base\n"}, "metrics must not import suites"),
-    ({"bench/__init__.py": "", "bench/results.py": "from . import helpers\n",
+    ({"bench/__init__.py": "", "bench/analysis/__init__.py": "", "bench/analysis/table.py": "from .. import helpers\n",
       "bench/helpers.py": "import torch.nn\n"}, "never imports torch"),
+    ({"bench/__init__.py": "", "bench/train/__init__.py": "", "bench/analysis/__init__.py": "",
+      "bench/train/loop.py": "def f():\n    from ..analysis import table\n"}, "must not import analysis"),
 ])
 def test_each_rule_catches_a_violation(tmp_path, files, rule):
     for name, text in files.items():
@@ -101,6 +106,7 @@ def test_each_rule_catches_a_violation(tmp_path, files, rule):
 @pytest.mark.slow
 def test_the_results_side_runs_without_torch():
     """At run time too: importing results, plots, report and the CLI loads no torch."""
-    code = ("import sys, bench.results, bench.plots, bench.report, bench.cli, bench.metrics.registry; "
+    code = ("import sys, bench.results, bench.analysis.leaderboard, bench.analysis.verdict, bench.analysis.plots, "
+            "bench.analysis.report, bench.cli, bench.metrics.registry; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

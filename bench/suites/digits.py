@@ -32,6 +32,7 @@ from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
 from .base import Parts, Suite, heun_sampler
 
+EXTRACTOR = "digits"  # the classifier's torch-fidelity extractor (bench.suites.digits_features)
 DATA_SPEC = {"dataset": "sklearn.load_digits", "held_out": 360, "split_seed": 0, "scale": "x/8-1"}
 CACHE_FORMAT = 2  # bump when the training code changes what a configuration produces
 
@@ -344,11 +345,10 @@ class DigitsSuite(Suite):
     def evaluator(self, device):
         """FID, IS, KID and precision/recall against the held-out digits, with the classifier's features."""
         from ..metrics.fidelity import FidelityEvaluator
-        from .digits_features import NAME
 
         n = int(self.options["n_eval"])
         return FidelityEvaluator(
-            reference=to_uint8(self.data["x_held"]), reference_key="digits-heldout", extractor=NAME,
+            reference=to_uint8(self.data["x_held"]), reference_key="digits-heldout", extractor=EXTRACTOR,
             extractor_options={"path": self.train_classifier()},  # this suite's classifier (its cache_dir)
             metrics=("fid", "is", "kid", "prc"), device=device, n_samples=n,
             kid_subset_size=min(int(self.options["kid_subset_size"]), n, DATA_SPEC["held_out"]))

@@ -14,8 +14,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from ..errors import BadInput
 from ..metrics.images import from_uint8
+from .digits import EXTRACTOR as NAME, DigitsSuite, load_cached, load_classifier
 
-NAME = "digits"
 
 
 class DigitsFeatureExtractor(FeatureExtractorBase):
@@ -23,7 +23,6 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
-        from .digits import load_classifier
 
         if feature_extractor_weights_path is None:
             raise BadInput("the digits extractor needs feature_extractor_weights_path (the classifier's cache file; "
@@ -61,7 +60,6 @@ def extractor_spec(path: Path | None = None):
     """The ``digits`` extractor for the evaluation layer: registered with torch-fidelity, reading the
     classifier at ``path`` (default: the digits suite's default classifier, trained if absent)."""
     from ..metrics.fidelity import ExtractorSpec, register_extractor
-    from .digits import DigitsSuite, load_cached
 
     path = Path(path) if path is not None else DigitsSuite().train_classifier()
     register_extractor(NAME, DigitsFeatureExtractor)

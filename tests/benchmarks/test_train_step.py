@@ -15,9 +15,9 @@ import torch
 import methods
 from bench.nets.mlp import ResidualMLP
 from bench.nets.precond import EDMPrecond
-from bench.runconfig import resolve
-from bench.loop import Run
-from bench.step import training_step
+from bench.train.runconfig import resolve
+from bench.train.loop import Run
+from bench.train.step import training_step
 
 DIM, WIDTH, DEPTH, BATCH = 64, 512, 4, 256
 THROUGH_INPUTS = {"sid": True, "sim": True, "di": False, "dmd": False, "dmd2": False}
@@ -101,8 +101,8 @@ def step_memory_mb(method, kind):
 import json, sys, torch
 sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})
 from test_train_step import make_run, raw_step, THROUGH_INPUTS
-from bench.loop import peak_memory_mb, reset_peak_memory
-from bench.step import training_step
+from bench.train.loop import peak_memory_mb, reset_peak_memory
+from bench.train.step import training_step
 run = make_run({method!r})
 cpu = torch.device('cpu')
 reset_peak_memory(cpu)

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from edm_helpers import TINY_ADM, TINY_SONG, perturbed
-from tolerances import assert_close_to_scale
 
 from bench.nets import edm
 
@@ -92,32 +91,6 @@ def test_dropout_acts_only_in_training_mode():
         assert torch.equal(net(x, sigma), net(x, sigma))
         net.train()
         assert not torch.equal(net(x, sigma), net(x, sigma))
-
-
-def test_resampling_with_box_filter_is_average_pooling_and_nearest_upsampling():
-    x = torch.randn(2, 4, 8, 8)
-    down = edm.Conv2d(4, 4, kernel=0, down=True)
-    up = edm.Conv2d(4, 4, kernel=0, up=True)
-    assert_close_to_scale(down(x), F.avg_pool2d(x, 2))
-    assert_close_to_scale(up(x), F.interpolate(x, scale_factor=2, mode="nearest"))
-    smooth = edm.Conv2d(4, 4, kernel=0, down=True, resample_filter=[1, 3, 3, 1])
-    assert smooth(torch.ones(1, 4, 8, 8))[0, :, 1:-1, 1:-1].allclose(torch.ones(1)), "unit DC gain"
-
-
-def test_attention_is_softmax_of_scaled_dot_products_with_head_channel_qkv_layout():
-    block = edm.UNetBlock(64, 64, emb_channels=8, attention=True, num_heads=2, skip_scale=1.0, init_zero={})
-    h = torch.randn(2, 64, 4, 4)
-    qkv = block.qkv(h).reshape(2 * 2, 32, 3, 16)  # [batch*head, channel, (q, k, v), token]
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    weights = torch.softmax(torch.einsum("ncq,nck->nqk", q, k) / math.sqrt(32), dim=2)
-    expected = torch.einsum("nqk,nck->ncq", weights, v).reshape(2, 64, 4, 4)
-    assert_close_to_scale(block._attention(h), expected)
-
-
-def test_positional_embedding_frequencies():
-    emb = edm.PositionalEmbedding(8, endpoint=True)(torch.tensor([1.0]))
-    freqs = torch.tensor([1.0, 10000 ** (-1 / 3), 10000 ** (-2 / 3), 1e-4])
-    assert torch.allclose(emb, torch.cat([freqs.cos(), freqs.sin()])[None], atol=1e-6)
 
 
 def test_modules_keep_their_constructor_arguments():

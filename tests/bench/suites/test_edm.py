@@ -190,7 +190,7 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def _runs(name, quick=False):
-    from bench import launch
+    from bench.train import launch
 
     runs = launch.expand(launch.load_sweep(CONFIGS / name, quick=quick))
     return [r for r in runs if r["method"] != "teacher"], [r for r in runs if r["method"] == "teacher"]

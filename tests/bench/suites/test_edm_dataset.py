@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import runconfig
+from bench.train import runconfig
 from bench.errors import BadInput
 from bench.suites.edm import Cifar10Suite
 from bench.suites.edm_dataset import EDMDataset

@@ -12,11 +12,12 @@ import torch
 
 import methods
 from tolerances import assert_close_to_scale
-from bench import runconfig
 from bench.errors import BadInput
-from bench.loop import Run
-from bench.step import check_finite, training_step
+from bench.nets import vp
 from bench.suites import t2i
+from bench.train import runconfig
+from bench.train.loop import Run
+from bench.train.step import check_finite, training_step
 
 MISSING = [m for m in ("diffusers", "transformers", "sentencepiece") if importlib.util.find_spec(m) is None]
 needs_t2i = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed: "
@@ -122,8 +123,8 @@ def test_denoiser_matches_vp_parameterisation(tiny):
         x_vp = x / (1 + sigma**2).sqrt()
         emb, mask = cond["prompt_embeds"], cond["prompt_attention_mask"]
         null = suite.encode_cond([""] * 3)
-        null_e = t2i._pad(null["prompt_embeds"], emb.shape[1])
-        null_m = t2i._pad(null["prompt_attention_mask"], emb.shape[1])
+        null_e = vp.pad_sequence(null["prompt_embeds"], emb.shape[1])
+        null_m = vp.pad_sequence(null["prompt_attention_mask"], emb.shape[1])
         tt = torch.full((3,), float(t))
         no_micro = {"resolution": None, "aspect_ratio": None}
         with torch.no_grad():
@@ -281,7 +282,7 @@ def test_presets_expand(configs_only, tmp_path, preset):
     """Every t2i preset resolves to valid runs once its pipeline exists; without it, one clear error."""
     import yaml
 
-    from bench import launch
+    from bench.train import launch
 
     spec = yaml.safe_load(preset.read_text())
     if not (Path(spec["suite_options"]["pipeline"]).expanduser() / "model_index.json").exists():
@@ -469,7 +470,7 @@ def test_runner_end_to_end_with_teacher_row(tiny, tmp_path, monkeypatch):
     the run directory and the teacher's baseline row."""
     _metrics_t2i()
     from bench.rundir import read_json, read_jsonl
-    from bench.runner import execute
+    from bench.train.runner import execute
 
     weights = tmp_path / "weights"
     tiny_pickscore(weights / "PickScore_v1", weights / "CLIP-ViT-H-14-laion2B-s32B-b79K")

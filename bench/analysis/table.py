@@ -1,0 +1,348 @@
+"""The results table (Contract 3): every run directory under a folder as one tidy long DataFrame.
+
+``load(dir)`` reads every run directory under ``dir`` (any depth; a run directory is one holding
+``config.json``) into one tidy long DataFrame, one row per measurement in ``metrics.jsonl``:
+
+    suite, run_id, method, lr_g, lr_fake, batch, seed, kimg, metric, value, n_samples, ema, status,
+    impl, images_seen, eval_time_s, wall_time_s, kimg_done, kimg_budget, diverged_kimg,
+    config_id, config, gflop, train_s, budget, gflop_budget, gflop_done, oneoff_gflop, train_s_done,
+    gflop_per_kimg, train_s_per_kimg, sample_gflop_per_image, sample_nfe,
+    hp_<name> for every method hyperparameter (the teacher's sampler and steps too)
+
+``images_seen`` is ``kimg * 1000`` generator images at that evaluation; ``wall_time_s``, ``kimg_done``
+and ``diverged_kimg`` are the run's totals from ``manifest.json``; ``config_id`` names a configuration
+(suite options, method hyperparameters, learning rates, batch; every seed shares it) and ``config``
+spells it for readers. The cost columns: ``gflop`` and ``train_s`` are the cumulative training GFLOP
+(one-off costs such as DMD's regression pairs included) and seconds in the update phases at that
+evaluation; ``budget`` says which budget the run had (``kimg`` or ``gflop``); the ``*_done`` columns are the
+run's totals, ``gflop_per_kimg`` and ``train_s_per_kimg`` its rates per 1k generator images (one-off costs
+left out); ``sample_gflop_per_image`` and ``sample_nfe`` what drawing one image costs (the teacher's
+multi-step sampler, or the generator's single pass). A run directory written before cost accounting
+has NaN there. Runs still in progress (status ``running``), diverged runs and a torn last JSONL
+line are all fine; a run without ``metrics.jsonl`` simply has no rows (``load_runs`` still lists it).
+
+Everything here is pandas on that table: no training code, no torch, so a copied results folder can be
+summarised anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import runlock
+from ..errors import BadInput
+from ..metrics import registry as metric_registry
+from ..rundir import read_json_or_none, read_jsonl, write_atomic
+from .text import is_missing, lr_text, markdown, samples_label
+
+
+HP_PREFIX = "hp_"
+
+
+STATUSES = ("done", "running", "diverged", "failed")
+
+
+# The cost of a run (all optional: older run directories have none of them and load with NaN).
+COST_RUN_COLUMNS = ["budget", "gflop_budget", "gflop_done", "oneoff_gflop", "train_s_done", "gflop_per_kimg",
+                    "train_s_per_kimg", "sample_gflop_per_image", "sample_nfe"]
+
+
+RUN_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed", "status", "kimg_budget",
+               "kimg_done", "wall_time_s", "diverged_kimg", "diverged_step", "diverged_reason", "started",
+               "ended", "git_hash", "config_id", "config", "path", *COST_RUN_COLUMNS]
+
+
+TABLE_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed", "kimg", "metric", "value",
+                 "n_samples", "ema", "status", "impl", "images_seen", "eval_time_s", "wall_time_s", "kimg_done",
+                 "kimg_budget", "diverged_kimg", "config_id", "config", "gflop", "train_s", *COST_RUN_COLUMNS]
+
+
+# The axes a run's progress is measured on: name -> column of the table.
+AXES = {"kimg": "kimg", "gflop": "gflop", "wall": "train_s"}
+
+
+AXIS_LABELS = {"kimg": "training kimg", "gflop": "training GFLOP", "wall": "training seconds"}
+
+
+def find_runs(results_dir) -> list[Path]:
+    """Every run directory (holding ``config.json``) under ``results_dir``, hidden folders skipped."""
+    root = Path(results_dir)
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"results folder {str(results_dir)!r} is a file, not a folder")
+    if not root.is_dir():
+        raise BadInput(f"results folder {str(results_dir)!r} does not exist")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if "config.json" in filenames:
+            found.append(Path(dirpath))
+            dirnames[:] = []  # a run directory's subfolders (samples/) hold no runs
+    return found
+
+
+def _number(value):
+    """A finite float, or NaN for None and anything that is not a number."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def config_label(hparams: dict, lr_g, lr_fake, batch) -> str:
+    """A configuration spelt out for readers: hyperparameters, learning rates, batch."""
+    parts = [f"{k}={v}" for k, v in sorted(hparams.items())]
+    if not is_missing(lr_g):
+        parts.append(f"lr={lr_text(lr_g)}" if lr_fake == lr_g or is_missing(lr_fake)
+                     else f"lr={lr_text(lr_g)}/{lr_text(lr_fake)}")
+    if not is_missing(batch):
+        parts.append(f"batch={int(batch)}")
+    return ", ".join(parts)
+
+
+def _run_record(directory: Path) -> dict | None:
+    config = read_json_or_none(directory / "config.json")
+    if config is None:
+        return None
+    manifest = read_json_or_none(directory / "manifest.json") or {}
+    hparams = config.get("hparams") or {}
+    if not isinstance(hparams, dict):
+        hparams = {}
+    in_use = config.get("hparams_in_use")  # defaults resolved for the data (SIM's huber_c), for readers
+    shown = {**hparams, **in_use} if isinstance(in_use, dict) else hparams
+    diverged = manifest.get("diverged") or {}
+    if not isinstance(diverged, dict):
+        diverged = {}
+    lr_g, lr_fake, batch = _number(config.get("lr_g")), _number(config.get("lr_fake")), _number(config.get("batch"))
+    key = json.dumps([config.get("suite"), config.get("suite_options"), config.get("method"), hparams,
+                      config.get("lr_g"), config.get("lr_fake"), config.get("batch")], sort_keys=True, default=str)
+    status = manifest.get("status")
+    record = dict(
+        suite=str(config.get("suite", directory.parent.name)), run_id=str(config.get("run_id", directory.name)),
+        method=str(config.get("method", "?")), lr_g=lr_g, lr_fake=lr_fake, batch=batch,
+        seed=_number(config.get("seed")), status=str(status) if status else "unknown",
+        kimg_budget=_number(config.get("kimg")), kimg_done=_number(manifest.get("kimg_done")),
+        wall_time_s=_number(manifest.get("wall_time_s")), diverged_kimg=_number(diverged.get("kimg")),
+        diverged_step=_number(diverged.get("step")), diverged_reason=diverged.get("reason"),
+        started=manifest.get("started"), ended=manifest.get("ended"), git_hash=manifest.get("git_hash"),
+        config_id=hashlib.sha1(key.encode()).hexdigest()[:8],
+        config=config_label(shown, lr_g, lr_fake, batch), path=str(directory),
+    )
+    record.update(_cost_record(config, manifest, record["kimg_done"]))
+    record.update({HP_PREFIX + str(k): v for k, v in shown.items()})
+    record["_config"], record["_manifest"] = config, manifest
+    return record
+
+
+def _cost_record(config: dict, manifest: dict, kimg_done: float) -> dict:
+    """A run's budget and cost columns from its config and the manifest's ``cost`` entry."""
+    cost = manifest.get("cost") if isinstance(manifest.get("cost"), dict) else {}
+    sample = cost.get("sample") if isinstance(cost.get("sample"), dict) else {}
+    oneoff = cost.get("oneoff_gflop") if isinstance(cost.get("oneoff_gflop"), dict) else {}
+    gflop, train_s = _number(cost.get("gflop")), _number(cost.get("train_s"))
+    oneoff_gflop = float(sum(_number(v) for v in oneoff.values())) if cost else math.nan
+    per_kimg = kimg_done if kimg_done > 0 else math.nan
+    return dict(budget="gflop" if config.get("gflop") is not None else "kimg", gflop_budget=_number(config.get("gflop")),
+                gflop_done=gflop, oneoff_gflop=oneoff_gflop, train_s_done=train_s,
+                gflop_per_kimg=(gflop - oneoff_gflop) / per_kimg, train_s_per_kimg=train_s / per_kimg,
+                sample_gflop_per_image=_number(sample.get("gflop_per_image")), sample_nfe=_number(sample.get("nfe")))
+
+
+def _runs_frame(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(records)
+    hp = sorted(c for c in frame.columns if c.startswith(HP_PREFIX))
+    frame = frame[RUN_COLUMNS + hp + ["_config", "_manifest"]]
+    for col in ("batch", "seed", "diverged_step"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def load_runs(results_dir, *, full: bool = False) -> pd.DataFrame:
+    """One row per run directory (config and manifest summary, ``hp_`` columns).
+
+    With ``full=True`` the parsed ``config.json`` and ``manifest.json`` ride along in the columns
+    ``_config`` and ``_manifest`` (dicts), for the report's configuration and provenance sections.
+    BadInput when the folder is missing or holds no run directory.
+    """
+    records = [r for r in map(_run_record, find_runs(results_dir)) if r is not None]
+    if not records:
+        raise BadInput(f"no run directories (folders with config.json) under {str(results_dir)!r}")
+    frame = _runs_frame(records)
+    return frame if full else frame.drop(columns=["_config", "_manifest"])
+
+
+def load(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The long results table of Contract 3 (see the module docstring for its columns).
+
+    ``runs``, a ``load_runs`` table of the same folder, saves reading the run directories again.
+    """
+    runs = load_runs(results_dir) if runs is None else runs
+    hp = [c for c in runs.columns if c.startswith(HP_PREFIX)]
+    rows = []
+    for base in runs.drop(columns=["_config", "_manifest"], errors="ignore").to_dict("records"):
+        for m in read_jsonl(Path(base["path"]) / "metrics.jsonl"):
+            if "metric" not in m or "kimg" not in m:
+                continue
+            kimg = _number(m.get("kimg"))
+            rows.append({**base, "kimg": kimg, "metric": str(m["metric"]), "value": _number(m.get("value")),
+                         "n_samples": _number(m.get("n_samples")), "ema": bool(m.get("ema", False)),
+                         "impl": m.get("impl"), "images_seen": kimg * 1000, "eval_time_s": _number(m.get("time_s")),
+                         "gflop": _number(m.get("gflop")), "train_s": _number(m.get("train_s"))})
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS + hp)
+    table["n_samples"] = table["n_samples"].astype("Int64")
+    table["batch"] = table["batch"].astype("Int64")
+    table["seed"] = table["seed"].astype("Int64")
+    table["ema"] = table["ema"].astype(bool)
+    for col in ("kimg", "value", "lr_g", "lr_fake", "images_seen", "eval_time_s", "wall_time_s", "gflop", "train_s",
+                *(c for c in COST_RUN_COLUMNS if c != "budget")):
+        table[col] = table[col].astype(float)
+    return table
+
+
+def load_stats(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every run's ``stats.jsonl`` as one table: suite, run_id, method, lr_g, seed, status + logged columns."""
+    runs = load_runs(results_dir) if runs is None else runs
+    frames = []
+    for run in runs.to_dict("records"):
+        rows = read_jsonl(Path(run["path"]) / "stats.jsonl")
+        if rows:
+            frame = pd.DataFrame(rows)
+            for col in ("status", "seed", "lr_g", "method", "run_id", "suite"):
+                frame.insert(0, col, run[col])
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["suite", "run_id", "method", "lr_g", "seed", "status"])
+
+
+def _prefer_ema(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run and metric, the EMA rows where the run has any, otherwise its raw rows."""
+    has_ema = table.groupby(["run_id", "metric"])["ema"].transform("any")
+    return table[table["ema"] == has_ema]
+
+
+def curves(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, metric, kimg): the scheduled evaluation (EMA preferred; the first row written)."""
+    t = _prefer_ema(table.dropna(subset=["kimg"]))
+    return t.groupby(["run_id", "metric", "kimg"], sort=False).head(1).sort_values(["run_id", "metric", "kimg"])
+
+
+def final_values(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, metric): the last evaluation (EMA preferred; the latest row written).
+
+    Values of different sample counts are never compared: per (suite, metric) every run is taken at
+    one count, the largest that every run has at its final evaluation (``bench eval --n`` can add
+    others). ``attrs["notes"]`` says which count was taken when there was a choice.
+    """
+    t = _prefer_ema(table.dropna(subset=["kimg"])).copy()
+    t["_order"] = np.arange(len(t))
+    t = t[t["kimg"] == t.groupby(["run_id", "metric"])["kimg"].transform("max")]
+    notes, parts = [], []
+    for (suite, metric), g in t.groupby(["suite", "metric"], sort=False):
+        g, note = _one_sample_count(g, suite, metric)
+        parts.append(g)
+        notes += note
+    if parts:
+        t = pd.concat(parts)
+    t = t.sort_values(["run_id", "metric", "_order"])
+    out = t.groupby(["run_id", "metric"], sort=False).tail(1).drop(columns="_order")
+    out.attrs["notes"] = notes
+    return out
+
+
+def _one_sample_count(finals: pd.DataFrame, suite: str, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of one sample count (see ``final_values``) and a note when other counts were left aside."""
+    counted = finals.dropna(subset=["n_samples"])
+    per_run = [set(int(n) for n in g["n_samples"]) for _, g in counted.groupby("run_id")]
+    every = set().union(*per_run) if per_run else set()
+    if len(every) <= 1:
+        return finals, []
+    common = set.intersection(*per_run)
+    if common:
+        chosen = max(common)
+    else:  # no count shared by all: the one most runs have (the larger on a tie)
+        chosen = max(every, key=lambda n: (sum(n in r for r in per_run), n))
+    missing = sum(chosen not in r for r in per_run)
+    others = sorted(every - {chosen})
+    note = (f"{suite}: {metric_label(metric, chosen)} compared, the largest sample count "
+            f"{'every run has' if not missing else 'most runs have'} at its final evaluation "
+            f"(also measured for some runs: {', '.join(samples_label(n) for n in others)})")
+    if missing:
+        note += f"; {missing} run(s) without it left out"
+    return finals[finals["n_samples"].isna() | (finals["n_samples"] == chosen)], [note]
+
+
+def direction(metric: str) -> str:
+    """"lower" or "higher" is better, or "unregistered" (then values are listed smallest first)."""
+    return metric_registry.info(metric).direction
+
+
+def direction_text(metric: str) -> str:
+    """"lower is better", "higher is better", or that the metric is unregistered."""
+    d = direction(metric)
+    return f"{d} is better" if d != metric_registry.UNREGISTERED else "unregistered metric: no direction known"
+
+
+def ascending(metric: str) -> bool:
+    """Whether smaller values of ``metric`` rank first."""
+    return direction(metric) != "higher"
+
+
+def metric_label(metric: str, n_samples=None) -> str:
+    """A metric's display name with its sample count, e.g. "FID-1k"."""
+    name = metric_registry.info(metric).label
+    return name if n_samples is None or n_samples is pd.NA else f"{name}-{samples_label(n_samples)}"
+
+
+def headline_metrics(table: pd.DataFrame) -> dict[str, str]:
+    """Each suite's headline metric: the best-ranked headline metric it measures, else its first
+    registered metric, else its first metric (unregistered: shown, never dropped)."""
+    out = {}
+    for suite, t in table.groupby("suite", sort=True):
+        infos = [metric_registry.info(m) for m in sorted(set(t["metric"]))]
+        out[suite] = min(infos, key=lambda i: (i.headline is None, i.headline or 0, not i.registered, i.name)).name
+    return out
+
+
+def _parquet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing types (a hyperparameter that is None here, 0.1 there) as strings."""
+    table = table.copy()
+    for col in table.columns[table.dtypes == object]:
+        kinds = {type(v) for v in table[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        if len(kinds) > 1 or (kinds and not kinds <= {str}):
+            table[col] = [None if v is None else str(v) for v in table[col]]
+    return table
+
+
+def cli_results(args) -> int:
+    """``bench results DIR [-o table.parquet|table.csv]``: write the table, or print a summary."""
+    out = Path(args.output) if args.output else None
+    if out is not None and out.suffix not in (".parquet", ".csv"):
+        raise BadInput(f"-o {args.output}: use a .parquet or .csv file name")
+    table = load(args.results_dir)
+    if out is not None:
+        if out.suffix == ".parquet":
+            write_atomic(out, lambda p: _parquet_safe(table).to_parquet(p, index=False))
+        else:
+            write_atomic(out, lambda p: table.to_csv(p, index=False))
+        print(f"{len(table)} measurements from {table['run_id'].nunique()} runs -> {out}")
+        return 0
+    runs = load_runs(args.results_dir)
+    counts = runs.groupby(["suite", "method"])["status"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=[s for s in (*STATUSES, "unknown") if s in counts.columns])
+    metrics = table.groupby(["suite", "method"])["metric"].agg(lambda s: ", ".join(sorted(set(s))))
+    summary = counts.join(metrics.rename("metrics")).fillna({"metrics": "–"}).reset_index()
+    print(f"{args.results_dir}: {len(runs)} runs, {len(table)} measurements\n")
+    print(markdown(summary))
+    dead = [Path(p).name for p in runs.loc[runs["status"] == "running", "path"] if runlock.owner(p)[0] == "dead"]
+    if dead:
+        print(f"\n{len(dead)} run(s) marked running have no live process (killed, perhaps for memory): "
+              f"{', '.join(dead)}; the same command resumes them from their last checkpoint")
+    return 0

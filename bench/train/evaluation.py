@@ -1,0 +1,140 @@
+"""Evaluation: the fixed latent bank, sample generation, the teacher's baseline row, metric rows.
+
+Every method and the teacher are scored on the same latents of a seed, through one row writer.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from . import distributed as dist_utils
+from .. import suites
+from .cost import sampling_cost
+from ..rundir import JsonlLog, record_metric_impls
+from .step import Diverged
+from ..suites.base import slice_cond, to_device
+
+EVAL_SEED_OFFSET = 1_000_003  # the latent bank of seed s is drawn from s + this, apart from training noise
+
+
+def latent_bank(suite, seed: int, n: int):
+    """The fixed evaluation latents (and conditioning) of a seed: the same for every method."""
+    gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
+    z = torch.randn(n, *suite.latent_shape, generator=gen)
+    return z, suite.sample_cond(n, gen)
+
+
+@torch.no_grad()
+def generate(sample, z, cond, device, batch: int = 256) -> torch.Tensor:
+    """``sample(z, cond)`` in chunks of ``batch`` on ``device``; float32 samples on the CPU."""
+    out = []
+    for i in range(0, z.shape[0], batch):
+        out.append(sample(z[i:i + batch].to(device), to_device(slice_cond(cond, i, i + batch), device)).float().cpu())
+    return torch.cat(out)
+
+
+ROW_KEY = ("kimg", "metric", "n_samples", "ema")  # a metrics.jsonl row is unique on these
+
+
+def measurement_rows(measurements, kimg: float, ema: bool, started: float, cost: dict | None = None) -> list[dict]:
+    """One metrics.jsonl row per measurement (Contract 2), with the run's cumulative ``cost``."""
+    return [{"kimg": round(kimg, 6), "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
+             "ema": ema, "impl": m.impl, "time_s": time.time() - started, **(cost or {})} for m in measurements]
+
+
+def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float,
+                     cost: dict | None = None) -> None:
+    """Append one metrics.jsonl row per measurement."""
+    for row in measurement_rows(measurements, kimg, ema, started, cost):
+        log.append(row)
+
+
+def save_samples(samples: torch.Tensor, path: Path, n: int = 64) -> None:
+    """A PNG grid of the first ``n`` samples (image suites only)."""
+    if samples.ndim != 4:
+        return
+    from ..metrics.images import save_grid, to_uint8
+
+    path.parent.mkdir(exist_ok=True)
+    save_grid(to_uint8(samples[:n]), path)
+
+
+def _grid_path(directory: Path, kimg: float) -> Path:
+    return directory / "samples" / f"kimg{kimg:010.3f}.png"
+
+
+def evaluate(run, rescore: bool = False) -> list[dict]:
+    """Evaluate a run's EMA generator (and the raw one if asked) on the latent bank; log and grid.
+
+    Returns the rows logged. With ``rescore`` (``bench eval``) they replace earlier rows of the same
+    (kimg, metric, n_samples, ema) instead of being appended beside them.
+    """
+    evaluator = run.evaluator()
+    z, cond = latent_bank(run.suite, run.config["seed"], run.train_opts["n_eval"] or evaluator.n_samples)
+    if run.sample_cost is None:  # one generator image's cost, beside the teacher's multi-step one
+        n = min(64, z.shape[0])
+        run.sample_cost = sampling_cost({"generator": run.ema}, lambda: generate(run.ema, z[:n], slice_cond(cond, 0, n),
+                                                                                  run.device), n, "generator")
+        run.sample_cost.pop("samples")
+    nets = [(True, run.ema)] + ([(False, run.generator)] if run.train_opts["eval_raw"] else [])
+    rows = []
+    for ema, net in nets:
+        started = time.time()
+        samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256))
+        if not torch.isfinite(samples).all():
+            raise Diverged("non-finite generator sample")
+        new = measurement_rows(evaluator.evaluate(samples, cond), run.kimg, ema, started, run.cost.row())
+        if not rescore:
+            for row in new:
+                run.metrics.append(row)
+        rows += new
+        if ema:
+            save_samples(run.suite.to_images(samples[:64]), _grid_path(run.dir, run.kimg))
+    if rescore:
+        run.metrics.replace(rows, ROW_KEY)
+    record_metric_impls(run.dir)
+    return rows
+
+
+class TeacherRun:
+    """The teacher's own multi-step sampler on the seed's latent bank, logged at kimg 0."""
+
+    kimg, step = 0.0, 0
+
+    def __init__(self, config: dict, device: torch.device):
+        self.config, self.device = config, device
+        self.suite = suites.create(config["suite"], **config["suite_options"])
+        self.teacher = self.suite.load_teacher(device).eval().requires_grad_(False)
+        self.evaluator = self.suite.evaluator(device)
+        self.started = time.time()
+        self.sample_cost = None  # the multi-step sampler's cost per image: NFE x forward GFLOP
+
+    @property
+    def wall_time(self) -> float:
+        return time.time() - self.started
+
+    def attach(self, directory: Path) -> None:
+        self.dir = Path(directory)
+
+    def cost_summary(self) -> dict:
+        """The manifest's ``cost`` entry: what one sample of the teacher's sampler costs."""
+        return {"sample": self.sample_cost}
+
+    def train(self, stop_flag) -> str:
+        if dist_utils.rank() != 0:
+            return "done"
+        z, cond = latent_bank(self.suite, self.config["seed"], self.evaluator.n_samples)
+        started = time.time()
+        self.sample_cost = sampling_cost(
+            {"teacher": self.teacher},
+            lambda: generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_), z, cond, self.device),
+            z.shape[0], "teacher")
+        samples = self.sample_cost.pop("samples")
+        log = JsonlLog(self.dir / "metrics.jsonl")
+        log.truncate(0)  # a teacher row is evaluated in one go: an interrupted attempt starts over
+        log_measurements(log, self.evaluator.evaluate(samples, cond), 0.0, False, started)
+        save_samples(self.suite.to_images(samples[:64]), _grid_path(self.dir, 0.0))
+        record_metric_impls(self.dir)
+        return "done"

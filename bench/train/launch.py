@@ -1,0 +1,309 @@
+"""Run many configurations: a sweep YAML expanded into runs, launched locally or on Slurm.
+
+Sweep file::
+
+    suite: digits
+    suite_options: {}
+    grid: {method: [sim, sid], lr: [1.0e-4, 1.0e-5], batch: [128], seed: [0, 1]}   # crossed
+    fixed: {kimg: 40, eval_every: 5, checkpoint_every: 10}   # or gflop: N, the same compute for every method
+    method_hparams: {sim: {distance: [pseudo_huber, l2]}}   # per method, lists crossed
+    train: {ema_halflife_kimg: 2}                          # train.* options of every run
+    optim: {}                                              # optim.* options of every run
+    teacher: true                                          # add the teacher's row per seed
+    quick: {grid: {seed: [0]}, fixed: {kimg: 2}}           # what --quick overrides
+    slurm: {partition: gpu, timeout_min: 720, gpus_per_node: 1}
+
+Finished runs are skipped and unfinished ones resumed, because a config always maps to the same
+run directory.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import itertools
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from . import runconfig
+from ..errors import BadInput
+from ..rundir import check_writable
+from ..runlock import RunBusy
+
+GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed")
+FIXED_KEYS = ("kimg", "gflop", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
+TOP_KEYS = ("suite", "suite_options", "grid", "fixed", "method_hparams", "train", "optim", "teacher", "quick",
+            "slurm", "results")
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def _cross(mapping: dict) -> list[dict]:
+    keys = list(mapping)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(_as_list(mapping[k]) for k in keys))]
+
+
+def load_sweep(path: str | Path, quick: bool = False) -> dict:
+    """Read and check a sweep file; BadInput naming the problem."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path} is a folder; give the sweep's YAML file (e.g. configs/digits-robustness.yaml)")
+    if not path.is_file():
+        raise BadInput(f"sweep file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not a UTF-8 text file (byte {exc.start}); a sweep file is YAML") from None
+    except yaml.YAMLError as exc:
+        raise BadInput(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(spec, dict) or "suite" not in spec:
+        raise BadInput(f"{path}: a sweep file is a mapping with at least 'suite' and 'grid'")
+    unknown = sorted(set(spec) - set(TOP_KEYS))
+    if unknown:
+        raise BadInput(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})")
+    for key in ("suite_options", "grid", "fixed", "method_hparams", "train", "optim", "quick", "slurm"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise BadInput(f"{path}: {key!r} must be a mapping")
+    grid = dict(spec.get("grid") or {})
+    fixed = dict(spec.get("fixed") or {})
+    if quick:
+        q = spec.get("quick") or {}
+        grid.update(q.get("grid") or {})
+        quick_fixed = q.get("fixed") or {}
+        for budget, other in (("kimg", "gflop"), ("gflop", "kimg")):  # the quick budget replaces the full one
+            if budget in quick_fixed:
+                fixed.pop(other, None)
+        fixed.update(quick_fixed)
+    if "method" not in grid:
+        raise BadInput(f"{path}: grid must list at least one method")
+    for key in grid:
+        if key not in GRID_KEYS:
+            raise BadInput(f"{path}: unknown grid key {key!r} (known: {', '.join(GRID_KEYS)})")
+    for key in fixed:
+        if key not in FIXED_KEYS:
+            raise BadInput(f"{path}: unknown fixed key {key!r} (known: {', '.join(FIXED_KEYS)})")
+    empty = [key for key, values in grid.items() if values == []]
+    if empty:
+        raise BadInput(f"{path}: grid {empty[0]!r} is an empty list, so the sweep has no runs")
+    for method, hparams in (spec.get("method_hparams") or {}).items():
+        empty = [key for key, values in (hparams or {}).items() if values == []]
+        if empty:
+            raise BadInput(f"{path}: method_hparams {method}.{empty[0]} is an empty list, so {method} has no runs")
+    if "kimg" in fixed and "gflop" in fixed:
+        raise BadInput(f"{path}: fixed gives both kimg and gflop; they are alternative budgets")
+    return {**spec, "grid": grid, "fixed": fixed}
+
+
+def expand(spec: dict, world_size: int = 1) -> list[dict]:
+    """Every resolved run config of a sweep (teacher rows first); validates all before any runs."""
+    prefixed = {f"suite.{k}": v for k, v in (spec.get("suite_options") or {}).items()}
+    common = {**prefixed, **{f"train.{k}": v for k, v in (spec.get("train") or {}).items()},
+              **{f"optim.{k}": v for k, v in (spec.get("optim") or {}).items()}}
+    configs, seeds = [], []
+    for point in _cross(spec["grid"]):
+        method = point["method"]
+        per_method = (spec.get("method_hparams") or {}).get(method) or {}
+        for hparams in _cross(per_method):
+            args = {**spec["fixed"], **point}
+            configs.append(runconfig.resolve(
+                spec["suite"], method, lr=args.get("lr"), lr_fake=args.get("lr_fake"), batch=args.get("batch"),
+                batch_gpu=args.get("batch_gpu"), seed=args.get("seed"), kimg=args.get("kimg"), gflop=args.get("gflop"),
+                eval_every=args.get("eval_every"), checkpoint_every=args.get("checkpoint_every"),
+                sets={**common, **hparams}, precision=args.get("precision"), world_size=world_size))
+            seeds.append(configs[-1]["seed"])
+    if spec.get("teacher", True):
+        teacher_sets = prefixed
+        teachers = [runconfig.resolve(spec["suite"], runconfig.TEACHER, seed=s, sets=teacher_sets)
+                    for s in sorted(set(seeds))]
+        configs = teachers + configs
+    ids = [c["run_id"] for c in configs]
+    if len(set(ids)) != len(ids):
+        configs = list({c["run_id"]: c for c in configs}.values())
+    return configs
+
+
+def _run_one(config: dict, results: str, device: str, threads: int | None):
+    """Worker: one run in its own process (local --jobs N)."""
+    import torch
+
+    from ..config import pick_device
+    from .runner import execute
+
+    if threads:
+        torch.set_num_threads(threads)
+    config = {**config, "device": pick_device(device).type}
+    directory, status = execute(config, results, pick_device(device), quiet=True)
+    return str(directory), status
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    """Set environment variables for the duration of the block (spawned workers inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) -> list[tuple[str, str]]:
+    """Run configs one after another, or ``jobs`` at a time in separate processes sharing the cores."""
+    if jobs <= 1:
+        return [_run_one_safely(c, results, device, None) for c in configs]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    outcome = {}
+    # BLAS libraries read their thread counts when numpy loads, before any worker code runs, so the
+    # limit goes into the environment the workers inherit (torch-fidelity's KID runs on numpy).
+    limits = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with _environment(**limits), futures.ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        pending = {pool.submit(_run_one, c, results, device, threads): c for c in configs}
+        for done in futures.as_completed(pending):
+            config = pending[done]
+            try:
+                outcome[config["run_id"]] = done.result()
+            except RunBusy as exc:
+                outcome[config["run_id"]] = (config["run_id"], f"busy: {exc}")
+            except Exception as exc:  # one failed run does not stop the sweep
+                outcome[config["run_id"]] = (config["run_id"], f"failed: {type(exc).__name__}: {exc}")
+            _print_outcome(*outcome[config["run_id"]])
+    return [outcome[c["run_id"]] for c in configs]
+
+
+def _run_one_safely(config, results, device, threads):
+    try:
+        out = _run_one(config, results, device, threads)
+    except RunBusy as exc:  # another process is running it: not this sweep's failure
+        out = (config["run_id"], f"busy: {exc}")
+    except BadInput:
+        raise
+    except Exception as exc:
+        out = (config["run_id"], f"failed: {type(exc).__name__}: {exc}")
+    _print_outcome(*out)
+    return out
+
+
+def _print_outcome(directory, status):
+    print(f"{status:10s} {directory}", flush=True)
+
+
+class SlurmRun:
+    """A submitit job: one run, resumable; requeued from its latest checkpoint on preemption."""
+
+    def __init__(self, config: dict, results: str, device: str):
+        self.config, self.results, self.device = config, results, device
+
+    def __call__(self):
+        import submitit
+
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        from . import distributed
+
+        distributed.init_from_env()
+        from ..config import pick_device
+        from .runner import execute
+
+        device = distributed.local_device(pick_device(self.device))
+        # A requeued job may start while its previous attempt still holds the run: it waits for it.
+        directory, status = execute({**self.config, "device": device.type}, self.results, device, quiet=True,
+                                    wait=True)
+        distributed.shutdown()
+        return str(directory), status
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmRun(self.config, self.results, self.device))
+
+
+def slurm_cluster(slurm: dict, local_test: bool) -> str:
+    """The submitit cluster to use: Slurm when ``sbatch`` is here, "local" only when asked for."""
+    cluster = os.environ.get("BENCH_SUBMITIT_CLUSTER", (slurm or {}).get("cluster"))
+    if local_test:
+        return "local"
+    if cluster in (None, "slurm") and shutil.which("sbatch") is None:
+        raise BadInput("--launcher slurm: no Slurm here (sbatch not found); use --launcher local, or add "
+                       "--local-test to try the Slurm path with local processes")
+    return cluster or "slurm"
+
+
+def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cluster: str = "slurm",
+                 jobs: int | None = None) -> list[tuple[str, str]]:
+    """Submit the configs as submitit job arrays and wait for them.
+
+    On Slurm one array runs ``array_parallelism`` jobs at a time (``slurm:`` in the YAML); the local
+    executor (``--local-test``) has no such limit, so the configs go in arrays of ``jobs``, one after
+    another.
+    """
+    try:
+        import submitit
+    except ImportError:
+        raise BadInput("the slurm launcher needs submitit: pip install 'distill-bench[slurm]'") from None
+    slurm = dict(slurm or {})
+    slurm.pop("cluster", None)
+    gpus = int(slurm.pop("gpus_per_node", 0))
+    executor = submitit.AutoExecutor(folder=Path(results) / ".submitit" / "%j", cluster=cluster)
+    params = {"timeout_min": slurm.pop("timeout_min", 60), "slurm_array_parallelism": slurm.pop("array_parallelism", 64)}
+    if gpus:
+        params.update(gpus_per_node=gpus, tasks_per_node=gpus)
+    if executor.cluster == "slurm":
+        params.update({f"slurm_{k}": v for k, v in slurm.items()})
+    executor.update_parameters(**params)
+    size = jobs if jobs and executor.cluster != "slurm" else len(configs)
+    out = []
+    for start in range(0, len(configs), size):
+        chunk = configs[start:start + size]
+        submitted = executor.submit_array([SlurmRun(c, results, device) for c in chunk])
+        print(f"submitted {len(submitted)} jobs ({executor.cluster}): "
+              f"{', '.join(j.job_id for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}", flush=True)
+        for config, job in zip(chunk, submitted):
+            try:
+                result = job.result()
+                out.append(result[0] if isinstance(result, list) else result)
+            except Exception as exc:
+                out.append((config["run_id"], f"failed: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"))
+            _print_outcome(*out[-1])
+    return out
+
+
+def cli_sweep(args) -> int:
+    """``bench sweep CONFIG.yaml``: expand, validate everything, then launch."""
+    spec = load_sweep(args.config, quick=args.quick)
+    if args.jobs < 1:
+        raise BadInput(f"--jobs must be at least 1, got {args.jobs}")
+    cluster = slurm_cluster(spec.get("slurm") or {}, args.local_test) if args.launcher == "slurm" else None
+    if args.local_test and args.launcher != "slurm":
+        raise BadInput("--local-test goes with --launcher slurm")
+    results = args.results or spec.get("results") or "results"
+    configs = expand(spec)
+    if not configs:
+        raise BadInput(f"{args.config}: the grid expands to no runs")
+    if args.dry_run:
+        for c in configs:
+            print(runconfig.run_dir(results, c))
+        return 0
+    if spec["fixed"].get("precision") in ("bf16", "tf32"):  # asked for, not a recipe's default
+        runconfig.check_precision(spec["fixed"]["precision"], runconfig.device_type(args.device))
+    check_writable(results, "results folder")
+    print(f"sweep: {len(configs)} runs -> {Path(results) / spec['suite']}", flush=True)
+    if args.launcher == "slurm":
+        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster, jobs=args.jobs)
+    else:
+        outcome = launch_local(configs, results, args.device, jobs=args.jobs)
+    failed = [d for d, s in outcome if s.startswith("failed")]
+    counts = {}
+    for _, status in outcome:
+        counts[status.split(":")[0]] = counts.get(status.split(":")[0], 0) + 1
+    print("sweep finished: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), flush=True)
+    return 1 if failed else 0

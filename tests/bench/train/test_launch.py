@@ -1,0 +1,98 @@
+import json
+from pathlib import Path
+
+import pytest
+
+SWEEP = """
+suite: gaussian
+suite_options: {width: 32, depth: 1, dim: 4, n_eval: 128}
+grid: {method: [sid, di], lr: [1.0e-3, 1.0e-4], batch: [32], seed: [0]}
+fixed: {kimg: 0.2, eval_every: 0.1, checkpoint_every: 0.1}
+method_hparams: {sid: {alpha: [1.2, 0.5]}}
+quick: {grid: {method: [di], lr: [1.0e-3]}, fixed: {kimg: 0.1}}
+"""
+
+
+def write(tmp_path, text, name="sweep.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def statuses(results):
+    return {p.parent.name: json.loads(p.read_text())["status"] for p in Path(results).rglob("manifest.json")}
+
+
+def test_expand_crosses_grid_and_method_hparams(tmp_path):
+    from bench.train.launch import expand, load_sweep
+
+    configs = expand(load_sweep(write(tmp_path, SWEEP)))
+    methods = [c["method"] for c in configs]
+    assert methods.count("teacher") == 1 and methods.count("sid") == 4 and methods.count("di") == 2
+    assert {c["hparams"]["alpha"] for c in configs if c["method"] == "sid"} == {1.2, 0.5}
+    assert len({c["run_id"] for c in configs}) == len(configs)
+    quick = expand(load_sweep(write(tmp_path, SWEEP), quick=True))
+    assert [c["method"] for c in quick] == ["teacher", "di"] and quick[1]["kimg"] == 0.1
+
+
+def test_gflop_budget_in_fixed(tmp_path):
+    from bench.train.launch import expand, load_sweep
+
+    text = SWEEP.replace("fixed: {kimg: 0.2,", "fixed: {gflop: 5.0,")
+    configs = [c for c in expand(load_sweep(write(tmp_path, text))) if c["method"] != "teacher"]
+    assert all(c["gflop"] == 5.0 and c["kimg"] is None for c in configs)
+    quick = expand(load_sweep(write(tmp_path, text), quick=True))[1]  # the quick kimg replaces the gflop budget
+    assert quick["kimg"] == 0.1 and "gflop" not in quick
+    both = SWEEP.replace("fixed: {kimg: 0.2,", "fixed: {kimg: 0.2, gflop: 5.0,")
+    with pytest.raises(Exception, match="alternative budgets"):
+        load_sweep(write(tmp_path, both))
+
+
+@pytest.mark.slow
+def test_local_sweep_with_two_jobs_then_skips_finished_runs(tmp_path, cli):
+    path = write(tmp_path, SWEEP)
+    code, out, _ = cli("sweep", path, "--jobs", "2", "--results", str(tmp_path / "r"), "--quick")
+    assert code == 0, out
+    assert set(statuses(tmp_path / "r").values()) == {"done"} and len(statuses(tmp_path / "r")) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("metrics.jsonl")}
+    code, out, _ = cli("sweep", path, "--results", str(tmp_path / "r"), "--quick")
+    assert code == 0 and "2 done" in out
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("metrics.jsonl")} == mtimes
+
+
+@pytest.mark.slow
+def test_full_sweep_runs_every_config(tmp_path, cli):
+    code, out, _ = cli("sweep", write(tmp_path, SWEEP), "--results", str(tmp_path / "r"))
+    assert code == 0, out
+    assert list(statuses(tmp_path / "r").values()).count("done") == 7
+
+
+@pytest.mark.parametrize("text, word", [
+    ("suite: gaussian\ngrid: {method: [sid]\n", "malformed YAML"),
+    ("- a\n- b\n", "mapping"),
+    ("suite: gaussian\ngrid: {method: [sid]}\nbogus: 1\n", "bogus"),
+    ("suite: gaussian\ngrid: {lr: [1.0e-4]}\n", "method"),
+    ("suite: gaussian\ngrid: {method: [sid], lrr: [1]}\n", "lrr"),
+    ("suite: gaussian\ngrid: {method: [sid, nope]}\n", "nope"),
+    ("suite: gaussian\ngrid: {method: [sid], lr: [-1.0]}\n", "--lr"),
+])
+def test_bad_sweeps_exit_2_and_run_nothing(tmp_path, cli, text, word):
+    code, _, err = cli("sweep", write(tmp_path, text), "--results", str(tmp_path / "r"))
+    assert code == 2 and word in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_sweep_file(tmp_path, cli):
+    code, _, err = cli("sweep", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.slow
+def test_submitit_local_executor(tmp_path, cli, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.delenv("BENCH_SUBMITIT_CLUSTER", raising=False)
+    code, out, _ = cli("sweep", write(tmp_path, SWEEP), "--launcher", "slurm", "--local-test", "--quick",
+                       "--results", str(tmp_path / "r"))
+    assert code == 0, out
+    assert out.count("submitted 1 jobs (local)") == 2  # --jobs 1: one process at a time
+    assert set(statuses(tmp_path / "r").values()) == {"done"}
