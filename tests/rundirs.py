@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 EVAL_KIMG = (0.0, 1.0, 2.0, 3.0, 4.0)
@@ -146,3 +147,21 @@ def costed_results(root: Path) -> Path:
     write_run(root, method="teacher", seed=0, hparams={"sampler": "heun", "steps": 18}, evals=(0.0,),
               values=lambda k: {"fid": 3.0, "is": 9.5}, sample_cost={"gflop_per_image": 0.07, "nfe": 35})
     return root
+
+
+def table_of(runs) -> pd.DataFrame:
+    """A Contract-3 table in memory: ``runs`` yields (method, lr, batch, seed, hparams, status, {kimg: fid})."""
+    rows = []
+    for i, (method, lr, batch, seed, hparams, status, curve) in enumerate(runs):
+        for kimg, value in curve.items():
+            rows.append(dict(suite="digits", run_id=f"r{i}", method=method, lr_g=lr, lr_fake=lr, batch=batch, seed=seed,
+                             kimg=float(kimg), metric="fid", value=float(value), n_samples=1000, ema=True,
+                             status=status, **{f"hp_{k}": v for k, v in hparams.items()}))
+    return pd.DataFrame(rows)
+
+
+def measure(a, arm, batch, name):
+    """The one row of an Analysis's measures for (arm, batch, measure)."""
+    row = a.measures[(a.measures["arm"] == arm) & (a.measures["batch"] == batch) & (a.measures["measure"] == name)]
+    assert len(row) == 1
+    return row.iloc[0]

@@ -22,7 +22,7 @@ from ..errors import BadInput
 from ..metrics import registry as metric_registry
 from ..rundir import TEACHER
 from .leaderboard import metric_per_suite
-from .table import curves, direction
+from .table import curves, direction, final_values
 
 
 DEFINITIONS = {
@@ -37,38 +37,45 @@ DEFINITIONS = {
     "area": "area: the area under the quality-vs-budget curve divided by the budget, i.e. the metric's "
             "mean over training (trapezoids in kimg), averaged over the grid. Lower is better for "
             "lower-is-better metrics: it rewards converging fast and staying there.",
-    "divergence": "divergence rate: the fraction of runs that diverged. A diverged run counts with its "
-                  "value at the start of training (divergence bought nothing).",
+    "failure": "failure rate: the fraction of runs that failed. A run has failed when its metric became "
+               "non-finite (it diverged; it then counts with its value at the start of training), when it "
+               "ends worse than it started, or when it ends more than 2x worse than the best value it "
+               "reached (a run that improved and then collapsed). Start, best and end are read on the "
+               "training-time sample count, on the same latents, so sampling noise does not enter the "
+               "comparison.",
+    "edge": "stable edge: the largest learning rate of the grid at which, and at every smaller one, no seed "
+            "of the arm failed (per batch size; 'all' takes the smallest over batch sizes). Shown as '>= "
+            "top' when nothing failed (the grid, not the method, bounds it) and '< bottom' when the smallest "
+            "learning rate already failed. Its interval is the bootstrap over seeds: a resample that leaves "
+            "out a failed seed moves the edge up.",
     "batch": "per batch size, or 'all': tolerance and area averaged over batch sizes, best, spread and "
-             "divergence over every (lr, batch) cell.",
+             "failure over every (lr, batch) cell.",
     "interval": "95% interval: percentile bootstrap over seeds (2000 resamples of the seed list, the "
                 "same resample for every arm and cell, since seeds share their latents), so "
                 "differences between arms are paired. With three seeds an interval is coarse: read "
                 "overlap as 'not resolved', not as 'equal'.",
     "pairwise": "pairwise difference at one (lr, batch): arm A's final value minus arm B's, per seed, "
                 "mean over seeds, with a paired bootstrap interval.",
-    "claim": "the SIM paper's claim: at batch 256, between lr 1e-4 and 1e-5, SIM's spread is smaller "
-             "than SiD's and DI's. It holds here when both paired differences of spread lie below 0.",
-    "flatness": "flatness at lr 1e-4: the change over the last quarter of the budget that each run's trend "
-                "implies: the least-squares slope of log10 of the metric against the fraction of the budget, "
-                "fitted to the evaluations of the run's second half (at least its last two), times 0.25; "
-                "averaged over seeds and shown as a relative change (positive: still improving). A trend, "
-                "since one FID-1k evaluation moves by 10-30% from the next. A curve has flattened when that "
-                "change is within 10%; a budget whose curves have not flattened measures speed of "
-                "convergence as much as robustness.",
+    "flatness": "flatness at each arm's best learning rate (per batch size): the change over the last "
+                "quarter of the budget that each run's trend implies: the least-squares slope of log10 of the "
+                "metric against the fraction of the budget, fitted to the evaluations of the run's second half "
+                "(at least its last two), times 0.25; averaged over seeds and shown as a relative change "
+                "(positive: still improving). A trend, since one evaluation moves from the next by more than "
+                "the curve does late in training. A curve has flattened when that change is within 10%; a "
+                "budget whose curves have not flattened measures speed of convergence as much as robustness.",
 }
 
 
 __doc__ += "\n".join(f"- {text}" for text in DEFINITIONS.values()) + "\n"
 
 
-MEASURES = ("tolerance", "best", "spread", "area", "divergence")
+MEASURES = ("tolerance", "best", "spread", "area", "failure", "edge")
 
 
-FLAT = {"lr": 1e-4, "fit_from": 0.5, "last": 0.25, "within": 0.10}
+FLAT = {"fit_from": 0.5, "last": 0.25, "within": 0.10}
 
 
-CLAIM = {"methods": ("sim", "sid", "di"), "batch": 256, "lrs": (1e-4, 1e-5)}
+COLLAPSE = 2.0  # a run ending more than this factor worse than its own best has failed (see "failure")
 
 
 def _arm_labels(runs: pd.DataFrame) -> pd.Series:
@@ -87,17 +94,19 @@ def _arm_labels(runs: pd.DataFrame) -> pd.Series:
 
 
 def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
-    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, final, area, trend.
+    """One row per one-step run of ``suite``: arm, method, lr, batch, seed, diverged, failed, final, area, trend.
 
-    ``final`` is the last evaluation (the first one for a diverged run), ``area`` the metric's mean over
-    the evaluated budget (trapezoids; a diverged run's area is its start value), ``trend`` the change
-    over the last ``FLAT["last"]`` of the budget its late slope implies (``late_trend``; NaN for a
-    diverged run). Failed runs are left out.
+    ``final`` is the final evaluation at the largest sample count every run has there
+    (``final_values``; the start value for a diverged run); ``area`` the metric's mean over the
+    evaluated budget and ``trend`` the change over the last ``FLAT["last"]`` of the budget its late
+    slope implies (``late_trend``; NaN for a diverged run), both on the training-time count, as is
+    the failure rule (``failed``, see DEFINITIONS["failure"]). Runs whose process failed are left out.
     """
     t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] != TEACHER)
               & (table["status"] != "failed")]
-    c = curves(t).dropna(subset=["value"])
-    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "final", "area", "trend"])
+    c = curves(on_training_count(t)).dropna(subset=["value"])
+    runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "failed", "final", "area",
+                                 "trend"])
     if not c.empty:
         by = c.groupby("run_id", sort=True)
         first, last = by.head(1).set_index("run_id"), by.tail(1).set_index("run_id")
@@ -106,12 +115,17 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
         span = last["kimg"] - first["kimg"]
         area = (trapezoids.reindex(first.index) / span).where(span > 0, last["value"])
         diverged = first["status"] == "diverged"
-        positive = metric_registry.info(metric).positive
-        trend = {run: late_trend(g["kimg"].to_numpy(float), g["value"].to_numpy(float), positive) for run, g in by}
+        info = metric_registry.info(metric)
+        lower = direction(metric) == "lower"
+        best = by["value"].min() if lower else by["value"].max()
+        failed = diverged | _failed(first["value"], best.reindex(first.index), last["value"], lower, info.positive)
+        final = final_values(t).set_index("run_id")["value"].reindex(first.index).fillna(last["value"])
+        trend = {run: late_trend(g["kimg"].to_numpy(float), g["value"].to_numpy(float), info.positive) for run, g in by}
         runs = pd.DataFrame({
             "run_id": first.index, "method": first["method"].values, "lr": first["lr_g"].astype(float).values,
             "batch": first["batch"].astype(int).values, "seed": first["seed"].astype(int).values,
-            "diverged": diverged.values, "final": first["value"].where(diverged, last["value"]).astype(float).values,
+            "diverged": diverged.values, "failed": failed.values,
+            "final": first["value"].where(diverged, final).astype(float).values,
             "area": first["value"].where(diverged, area).astype(float).values,
             "trend": pd.Series(trend).reindex(first.index).where(~diverged).astype(float).values})
     if runs.empty:
@@ -121,6 +135,24 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     with_hp = pd.concat([runs.reset_index(drop=True), hp.reset_index(drop=True)], axis=1)
     runs["arm"] = _arm_labels(with_hp).values
     return runs
+
+
+def on_training_count(t: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rows at its training-time sample count (its most evaluated one): a curve on one count."""
+    if t.empty or t["n_samples"].isna().all():
+        return t
+    counts = t.groupby(["run_id", "n_samples"]).size().rename("_evals").reset_index()
+    usual = counts.sort_values(["run_id", "_evals", "n_samples"]).groupby("run_id").tail(1)
+    keep = t.set_index(["run_id", "n_samples"]).index.isin(usual.set_index(["run_id", "n_samples"]).index)
+    return t[keep | t["n_samples"].isna()]
+
+
+def _failed(start: pd.Series, best: pd.Series, end: pd.Series, lower: bool, positive: bool) -> pd.Series:
+    """The failure rule (DEFINITIONS["failure"]) on finite values: worse than the start, or collapsed."""
+    worse = end > start if lower else end < start
+    if positive:
+        worse |= end > COLLAPSE * best if lower else end < best / COLLAPSE
+    return worse
 
 
 def late_trend(kimg: np.ndarray, value: np.ndarray, positive: bool) -> float:
@@ -166,7 +198,7 @@ def tolerance_width(log_lr: np.ndarray, y: np.ndarray, log_factor: float) -> np.
     return np.where(np.isfinite(best), width, np.nan)
 
 
-def _seed_means(matrix: np.ndarray, draws: np.ndarray) -> np.ndarray:
+def seed_means(matrix: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """``matrix`` ``[cells, seeds]`` (NaN missing) -> ``[cells, B]`` means over each draw's seeds."""
     with warnings.catch_warnings():  # a draw without any value of a cell: NaN, on purpose
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -175,53 +207,68 @@ def _seed_means(matrix: np.ndarray, draws: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Grid:
-    """An arm's cells: learning rates and batch sizes, with per-seed final, area and diverged matrices."""
+    """An arm's cells: learning rates and batch sizes, with per-seed final, area and failed matrices."""
 
     lrs: np.ndarray
     batches: np.ndarray
     final: np.ndarray
     area: np.ndarray
-    diverged: np.ndarray
+    failed: np.ndarray
 
 
 def _grid(runs: pd.DataFrame, seeds: list[int], cells: list[tuple[float, int]]) -> _Grid:
     index = {s: j for j, s in enumerate(seeds)}
     shape = (len(cells), len(seeds))
-    final, area, diverged = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    final, area, failed = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     where = {cell: i for i, cell in enumerate(cells)}
     for r in runs.itertuples():
         i = where.get((r.lr, r.batch))
         if i is not None:
             final[i, index[r.seed]], area[i, index[r.seed]] = r.final, r.area
-            diverged[i, index[r.seed]] = float(r.diverged)
-    return _Grid(np.array([c[0] for c in cells]), np.array([c[1] for c in cells]), final, area, diverged)
+            failed[i, index[r.seed]] = float(r.failed)
+    return _Grid(np.array([c[0] for c in cells]), np.array([c[1] for c in cells]), final, area, failed)
+
+
+def stable_edge(lrs: np.ndarray, failed: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The stable edge (DEFINITIONS["edge"]) of one batch size for each draw of seeds.
+
+    ``lrs`` ascending ``[cells]``, ``failed`` ``[cells, seeds]`` (1 failed, 0 not, NaN not run), ``draws``
+    ``[B, seeds]``. Returns ``[B]`` learning rates: ``inf`` when nothing failed, 0 when the smallest did.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        any_failed = np.nanmax(failed[:, draws], axis=2) > 0  # [cells, B]
+    first = np.where(any_failed.any(axis=0), any_failed.argmax(axis=0), len(lrs))
+    edge = np.where(first == 0, 0.0, lrs[np.maximum(first - 1, 0)])
+    return np.where(first == len(lrs), np.inf, edge)
 
 
 def _measures(grid: _Grid, draws: np.ndarray, metric: str, factor: float) -> dict[str, np.ndarray]:
     """Every measure for each draw of seeds (``draws`` ``[B, seeds]``): name -> ``[B]``; best_lr too."""
     lower = direction(metric) == "lower"
     positive = metric_registry.info(metric).positive
-    m = _seed_means(grid.final, draws)  # [cells, B]
+    m = seed_means(grid.final, draws)  # [cells, B]
     best_i = np.where(np.isnan(m), np.inf, m if lower else -m).argmin(axis=0)
     best = np.take_along_axis(m, best_i[None], 0)[0]
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         top, bottom = np.nanmax(m, axis=0), np.nanmin(m, axis=0)
         spread = np.log10(top / bottom) if positive else top - bottom
-    widths = []
+    widths, edges = [], []
     for b in np.unique(grid.batches):
         sel = np.flatnonzero(grid.batches == b)
         order = sel[np.argsort(grid.lrs[sel])]
+        edges.append(stable_edge(grid.lrs[order], grid.failed[order], draws))
         if positive:
             widths.append(tolerance_width(np.log10(grid.lrs[order]), _oriented_log(m[order], lower), math.log10(factor)))
         else:
             widths.append(np.full(m.shape[1], np.nan))
-    area = _seed_means(grid.area, draws)
-    div = _seed_means(grid.diverged, draws)
+    area = seed_means(grid.area, draws)
+    failed = seed_means(grid.failed, draws)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return {"tolerance": np.mean(widths, axis=0), "best": best, "spread": np.where(np.isfinite(spread), spread, np.nan),
-                "area": np.nanmean(area, axis=0), "divergence": np.nanmean(div, axis=0),
+                "area": np.nanmean(area, axis=0), "failure": np.nanmean(failed, axis=0), "edge": np.min(edges, axis=0),
                 "best_lr": grid.lrs[best_i], "best_batch": grid.batches[best_i]}
 
 
@@ -236,10 +283,12 @@ class Analysis:
     batches: list[int]
     measures: pd.DataFrame  # arm, method, batch, measure, value, lo, hi, n_seeds, lrs, best_lr, best_batch
     pairwise: pd.DataFrame  # batch, lr, arm_a, arm_b, diff, lo, hi, n_seeds
-    claim: pd.DataFrame  # arm, spread/lo/hi at the claim's cells, vs_sid/vs_di differences with intervals
     flatness: pd.DataFrame  # arm, batch, change, lo, hi, n_seeds, flat (at lr FLAT["lr"])
     base_arms: list[str] = field(default_factory=list)
     replicates: dict = field(default_factory=dict)  # (arm, batch) -> {measure: [B]} for paired differences
+    runs: pd.DataFrame | None = None  # run_matrix: what the claims (bench.analysis.claims) read
+    draws: np.ndarray | None = None  # the bootstrap's seed resamples, shared by every measure
+    table: pd.DataFrame | None = None  # the suite's rows of this metric (the claims read its curves)
 
 
 def interval(samples: np.ndarray) -> tuple[float, float]:
@@ -248,6 +297,12 @@ def interval(samples: np.ndarray) -> tuple[float, float]:
     if not len(samples):
         return math.nan, math.nan
     lo, hi = np.percentile(samples, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def edge_interval(samples: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of stable-edge samples, which may be ``inf`` (nothing failed): no interpolation."""
+    lo, hi = np.percentile(samples, [2.5, 97.5], method="nearest")
     return float(lo), float(hi)
 
 
@@ -263,6 +318,7 @@ def analyse(table: pd.DataFrame, metric: str | None = None, factor: float = 2.0,
         runs = run_matrix(table, suite, m)
         if not runs.empty:
             out.append(_analyse_suite(runs, suite, m, float(factor), n_boot, rng_seed))
+            out[-1].table = table[(table["suite"] == suite) & (table["metric"] == m)]
     if not out:
         raise BadInput("no finished one-step method runs to measure (only teacher rows, or no evaluations)")
     return out
@@ -288,15 +344,14 @@ def _analyse_suite(runs: pd.DataFrame, suite: str, metric: str, factor: float, n
             replicates[(arm, batch)] = reps
             n_seeds = int(np.isfinite(grid.final).any(axis=0).sum())
             for name in MEASURES:
-                lo, hi = interval(reps[name])
+                lo, hi = interval(reps[name]) if name != "edge" else edge_interval(reps[name])
                 rows.append(dict(arm=arm, method=g["method"].iloc[0], batch=batch, measure=name, value=float(est[name][0]),
                                  lo=lo, hi=hi, n_seeds=n_seeds, lrs=len({c[0] for c in sub}),
                                  best_lr=float(est["best_lr"][0]), best_batch=int(est["best_batch"][0])))
     measures = pd.DataFrame(rows)
     return Analysis(suite, metric, factor, seeds, sorted(runs["batch"].unique().tolist()), measures,
-                    _pairwise(runs, seeds, draws),
-                    _claim(runs, seeds, draws, metric, factor), _flatness(runs, seeds, draws, metric), base_arms,
-                    replicates)
+                    _pairwise(runs, seeds, draws), _flatness(runs, seeds, draws, metric), base_arms, replicates,
+                    runs, draws)
 
 
 def _pairwise(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray) -> pd.DataFrame:
@@ -307,7 +362,7 @@ def _pairwise(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray) -> pd.Dat
         for i, a in enumerate(arms):
             for b in arms[i + 1:]:
                 diff = (by_arm[a] - by_arm[b])[None]  # [1, seeds], NaN where either is missing
-                reps = _seed_means(diff, draws)[0]
+                reps = seed_means(diff, draws)[0]
                 lo, hi = interval(reps)
                 rows.append(dict(batch=int(batch), lr=float(lr), arm_a=a, arm_b=b, diff=float(np.nanmean(diff)) if
                                  np.isfinite(diff).any() else math.nan, lo=lo, hi=hi,
@@ -316,61 +371,22 @@ def _pairwise(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray) -> pd.Dat
 
 
 def _flatness(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray, metric: str) -> pd.DataFrame:
-    """Per (arm, batch) at lr ``FLAT["lr"]``: the relative change over the last part of the budget, with an interval."""
+    """Per (arm, batch) at its best lr: the relative change over the last part of the budget, with an interval."""
     lower, positive = direction(metric) == "lower", metric_registry.info(metric).positive
     rows = []
-    at_lr = runs[np.isclose(runs["lr"].astype(float), FLAT["lr"], rtol=1e-6)]
-    for (arm, batch), g in at_lr.groupby(["arm", "batch"], sort=True):
+    for (arm, batch), cell in runs.groupby(["arm", "batch"], sort=True):
+        means = cell.groupby("lr")["final"].mean().dropna()
+        if means.empty:
+            continue
+        lr = float(means.idxmin() if lower else means.idxmax())
+        g = cell[cell["lr"] == lr]
         trend = g.set_index("seed")["trend"].reindex(seeds).to_numpy(float)
         change = -trend if lower else trend  # oriented: positive while still improving
-        reps = _seed_means(change[None], draws)[0]
+        reps = seed_means(change[None], draws)[0]
         point = float(np.nanmean(change)) if np.isfinite(change).any() else math.nan
         lo, hi = interval(reps)
         as_fraction = (lambda v: 10 ** v - 1) if positive else (lambda v: v)
-        rows.append(dict(arm=arm, batch=int(batch), change=as_fraction(point), lo=as_fraction(lo), hi=as_fraction(hi),
+        rows.append(dict(arm=arm, batch=int(batch), lr=lr, change=as_fraction(point), lo=as_fraction(lo), hi=as_fraction(hi),
                          n_seeds=int(np.isfinite(change).sum()), relative=positive,
                          flat=bool(positive and abs(as_fraction(point)) <= FLAT["within"])))
-    return pd.DataFrame(rows, columns=["arm", "batch", "change", "lo", "hi", "n_seeds", "relative", "flat"])
-
-
-def _claim(runs: pd.DataFrame, seeds: list[int], draws: np.ndarray, metric: str, factor: float) -> pd.DataFrame:
-    """Spread between the claim's learning rates at its batch size, per arm there, and SIM's paired differences."""
-    cells = [(lr, CLAIM["batch"]) for lr in CLAIM["lrs"]]
-    out, reps = [], {}
-    for arm, g in runs.groupby("arm", sort=True):
-        if not set(cells) <= set(zip(g["lr"], g["batch"])):
-            continue
-        grid = _grid(g, seeds, cells)
-        reps[arm] = _measures(grid, draws, metric, factor)["spread"]
-        point = _measures(grid, np.arange(len(seeds))[None], metric, factor)
-        lo, hi = interval(reps[arm])
-        out.append(dict(arm=arm, method=g["method"].iloc[0], spread=float(point["spread"][0]), lo=lo, hi=hi,
-                        at_1e4=float(np.nanmean(grid.final[0])), at_1e5=float(np.nanmean(grid.final[1])),
-                        _point=float(point["spread"][0])))
-    claim = pd.DataFrame(out)
-    if claim.empty:
-        return claim
-    for other in ("sid", "di"):
-        diffs, lows, highs = [], [], []
-        for arm, point in zip(claim["arm"], claim["_point"]):
-            if other in reps and arm.split()[0] == "sim":
-                d = reps[arm] - reps[other]
-                lo, hi = interval(d)
-                diffs.append(point - float(claim.loc[claim["arm"] == other, "_point"].iloc[0]))
-                lows.append(lo)
-                highs.append(hi)
-            else:
-                diffs.append(math.nan), lows.append(math.nan), highs.append(math.nan)
-        claim[f"vs_{other}"], claim[f"vs_{other}_lo"], claim[f"vs_{other}_hi"] = diffs, lows, highs
-    return claim.drop(columns="_point")
-
-
-def up_to_gflop(table: pd.DataFrame, gflop: float) -> pd.DataFrame:
-    """The table as if every run had stopped at ``gflop`` training GFLOP: its evaluations at or before it
-    (teacher rows kept). The study's question "would the verdict change at a smaller budget?" in one line."""
-    if isinstance(gflop, bool) or not isinstance(gflop, (int, float)) or not gflop > 0:
-        raise BadInput(f"--upto-gflop must be a positive number of GFLOP, got {gflop!r}")
-    if "gflop" not in table or table["gflop"].isna().all():
-        raise BadInput("--upto-gflop needs runs with cost accounting (a gflop column); these have none")
-    keep = (table["method"] == TEACHER) | (table["gflop"] <= gflop * (1 + 1e-9))
-    return table[keep]
+    return pd.DataFrame(rows, columns=["arm", "batch", "lr", "change", "lo", "hi", "n_seeds", "relative", "flat"])

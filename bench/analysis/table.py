@@ -39,7 +39,7 @@ import pandas as pd
 from .. import runlock
 from ..errors import BadInput
 from ..metrics import registry as metric_registry
-from ..rundir import read_json_or_none, read_jsonl, write_atomic
+from ..rundir import TEACHER, read_json_or_none, read_jsonl, write_atomic
 from .text import is_missing, lr_text, markdown, samples_label
 
 
@@ -258,10 +258,15 @@ def final_values(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _one_sample_count(finals: pd.DataFrame, suite: str, metric: str) -> tuple[pd.DataFrame, list[str]]:
-    """The rows of one sample count (see ``final_values``) and a note when other counts were left aside."""
+    """The rows of one sample count (see ``final_values``) and a note when other counts were left aside.
+
+    The count is chosen among finished runs (a diverged or unfinished run never had its final
+    evaluation); such a run without that count keeps its largest one.
+    """
     counted = finals.dropna(subset=["n_samples"])
-    per_run = [set(int(n) for n in g["n_samples"]) for _, g in counted.groupby("run_id")]
-    every = set().union(*per_run) if per_run else set()
+    done = counted[counted["status"] == "done"] if (counted["status"] == "done").any() else counted
+    per_run = [set(int(n) for n in g["n_samples"]) for _, g in done.groupby("run_id")]
+    every = set(int(n) for n in counted["n_samples"])
     if len(every) <= 1:
         return finals, []
     common = set.intersection(*per_run)
@@ -272,11 +277,15 @@ def _one_sample_count(finals: pd.DataFrame, suite: str, metric: str) -> tuple[pd
     missing = sum(chosen not in r for r in per_run)
     others = sorted(every - {chosen})
     note = (f"{suite}: {metric_label(metric, chosen)} compared, the largest sample count "
-            f"{'every run has' if not missing else 'most runs have'} at its final evaluation "
+            f"{'every finished run has' if not missing else 'most runs have'} at its final evaluation "
             f"(also measured for some runs: {', '.join(samples_label(n) for n in others)})")
     if missing:
         note += f"; {missing} run(s) without it left out"
-    return finals[finals["n_samples"].isna() | (finals["n_samples"] == chosen)], [note]
+    has_chosen = counted.loc[counted["n_samples"] == chosen, "run_id"].unique()
+    unfinished = counted[~counted["run_id"].isin(has_chosen) & (counted["status"] != "done")]
+    largest = unfinished[unfinished["n_samples"] == unfinished.groupby("run_id")["n_samples"].transform("max")]
+    keep = finals["n_samples"].isna() | (finals["n_samples"] == chosen) | finals.index.isin(largest.index)
+    return finals[keep], [note]
 
 
 def direction(metric: str) -> str:
@@ -346,3 +355,14 @@ def cli_results(args) -> int:
         print(f"\n{len(dead)} run(s) marked running have no live process (killed, perhaps for memory): "
               f"{', '.join(dead)}; the same command resumes them from their last checkpoint")
     return 0
+
+
+def up_to_gflop(table: pd.DataFrame, gflop: float) -> pd.DataFrame:
+    """The table as if every run had stopped at ``gflop`` training GFLOP: its evaluations at or before it
+    (teacher rows kept). The study's question "would the verdict change at a smaller budget?" in one line."""
+    if isinstance(gflop, bool) or not isinstance(gflop, (int, float)) or not gflop > 0:
+        raise BadInput(f"--upto-gflop must be a positive number of GFLOP, got {gflop!r}")
+    if "gflop" not in table or table["gflop"].isna().all():
+        raise BadInput("--upto-gflop needs runs with cost accounting (a gflop column); these have none")
+    keep = (table["method"] == TEACHER) | (table["gflop"] <= gflop * (1 + 1e-9))
+    return table[keep]

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import registry as metric_registry
-from .robustness import CLAIM, DEFINITIONS, FLAT, MEASURES, Analysis, analyse, interval, up_to_gflop
-from .table import direction, load
+from . import claims
+from .robustness import DEFINITIONS, FLAT, MEASURES, Analysis, analyse, interval
+from .table import direction, load, up_to_gflop
 from .text import fmt, lr_text, markdown
 
 
-BETTER_HIGHER = {"tolerance": True, "spread": False, "divergence": False}
+BETTER_HIGHER = {"tolerance": True, "spread": False, "failure": False, "edge": True}
 
 
 def _higher_is_better(measure: str, metric: str) -> bool:
@@ -22,7 +23,7 @@ def _higher_is_better(measure: str, metric: str) -> bool:
 
 def _unit(measure: str, metric: str) -> str:
     return {"tolerance": " decades", "spread": " decades" if metric_registry.info(metric).positive else "",
-            "divergence": ""}.get(measure, "")
+            "failure": ""}.get(measure, "")
 
 
 def _ci(value, lo, hi, unit="") -> str:
@@ -41,8 +42,10 @@ def verdict(analysis: Analysis) -> str:
                     "one seed gives no interval, so no difference below counts as resolved.")]
     names = {"tolerance": f"learning-rate tolerance (within {a.factor:g}x of its own best)", "best": f"best {label}",
              "spread": "spread across the grid", "area": f"area under the {label}-vs-budget curve",
-             "divergence": "divergence rate"}
+             "failure": "failure rate"}
     for measure in MEASURES:
+        if measure == "edge":  # a grid position, not a score: the robustness claim and the edge sentence read it
+            continue
         g = m[m["measure"] == measure].dropna(subset=["value"])
         if len(g) < 2:
             continue
@@ -64,40 +67,27 @@ def verdict(analysis: Analysis) -> str:
             + (f"({'resolved' if resolved else 'not resolved: its interval includes 0'}; "
                f"the two intervals {'overlap' if overlap else 'do not overlap'})." if len(a.seeds) > 1
                else "(one seed: not resolved)."))
-    sentences.append(_claim_sentence(a))
+    sentences.append(_edge_sentence(a))
+    sentences.append(claims.convergence_sentence(a))
+    sentences.append(claims.higher_lr_sentence(a))
     sentences.append(_flatness_sentence(a))
     return " ".join(s for s in sentences if s)
 
 
-def _claim_sentence(a: Analysis) -> str:
-    c = a.claim
-    lrs = " and ".join(lr_text(lr) for lr in CLAIM["lrs"])
-    where = f"batch {CLAIM['batch']}, lr {lrs}"
-    if c.empty or not {"sim", "sid", "di"} <= set(c["arm"]):
-        return f"The SIM paper's claim (SIM more robust to the learning rate than SiD and DI at {where}) was not measured here."
-    row = {r["arm"]: r for r in c.to_dict("records")}
-    sim = row["sim"]
-    lower = [sim[f"vs_{o}_hi"] < 0 for o in ("sid", "di")]
-    points = [sim[f"vs_{o}"] < 0 for o in ("sid", "di")]
-    if all(lower) and len(a.seeds) > 1:
-        outcome = "holds at this scale"
-    elif all(points):
-        outcome = "points the claimed way but is not resolved at this scale (a paired interval includes 0)"
-    else:
-        outcome = "does not hold at this scale"
-    spreads = ", ".join(f"{arm} {_ci(row[arm]['spread'], row[arm]['lo'], row[arm]['hi'])}" for arm in ("sim", "sid", "di"))
-    text = (f"The SIM paper's claim (SIM more robust to the learning rate than SiD and DI at {where}) {outcome}: "
-            f"spread between the two learning rates {spreads}{' decades' if metric_registry.info(a.metric).positive else ''}; "
-            f"SIM minus SiD {_ci(sim['vs_sid'], sim['vs_sid_lo'], sim['vs_sid_hi'])}, "
-            f"SIM minus DI {_ci(sim['vs_di'], sim['vs_di_lo'], sim['vs_di_hi'])}.")
-    variants = [r for arm, r in row.items() if arm.startswith("sim ")]
-    if variants:
-        parts = []
-        for r in variants:
-            against = "below" if r["spread"] < sim["spread"] else "above"
-            parts.append(f"{r['arm']} {_ci(r['spread'], r['lo'], r['hi'])} ({against} the exact form's)")
-        text += f" SIM's variants there: {'; '.join(parts)}."
-    return text
+def _edge_sentence(a: Analysis) -> str:
+    """Each method's stable edge per batch size, with its interval, and the failure rule's count."""
+    m = a.measures[(a.measures["measure"] == "edge") & a.measures["arm"].isin(a.base_arms)]
+    if m.empty:
+        return ""
+    per_batch = m[m["batch"] != "all"] if (m["batch"] != "all").any() else m
+    parts = []
+    for batch, g in per_batch.groupby(per_batch["batch"].astype(str), sort=True):
+        edges = ", ".join(f"{r.arm} {claims.edge_text(r.value)} [{claims.edge_text(r.lo)}, {claims.edge_text(r.hi)}]"
+                          for r in g.sort_values(["value", "arm"], ascending=[False, True]).itertuples())
+        parts.append(f"{'' if batch == 'all' else f'at batch {batch}, '}{edges}")
+    failed = int(a.runs["failed"].sum()) if a.runs is not None else 0
+    return (f"Stable edge (the largest learning rate at which no seed failed): {'; '.join(parts)}. "
+            f"{failed} of {len(a.runs)} runs failed.")
 
 
 def _flatness_sentence(a: Analysis) -> str:
@@ -109,7 +99,8 @@ def _flatness_sentence(a: Analysis) -> str:
     known = f[np.isfinite(f["change"].astype(float))]
     flat, moving = known[known["flat"]], known[~known["flat"]].sort_values("change", ascending=False)
     unknown = f[~f.index.isin(known.index)]
-    text = (f"At lr {lr_text(FLAT['lr'])}, over the last {FLAT['last']:.0%} of the budget (by each run's late trend), "
+    text = (f"At each method's best learning rate, over the last {FLAT['last']:.0%} of the budget (by each run's late "
+            "trend), "
             + (f"the curves had flattened (within {FLAT['within']:.0%}) for {listing(flat)}" if len(flat) else
                "no curve had flattened")
             + (f"; they were still changing for {', '.join(f'{r.arm} at batch {r.batch} ({_pct(r.change, r.lo, r.hi)})' for r in moving.itertuples())}"
@@ -127,7 +118,8 @@ def flatness_view(analysis: Analysis) -> pd.DataFrame:
     f = analysis.flatness
     return pd.DataFrame({
         "arm": f["arm"], "batch": f["batch"].astype(str),
-        f"trend over the last {FLAT['last']:.0%} (lr {lr_text(FLAT['lr'])})": [
+        "best lr": [lr_text(x) for x in f["lr"]],
+        f"trend over the last {FLAT['last']:.0%}": [
             _pct(c, lo, hi) if rel else _ci(c, lo, hi) for c, lo, hi, rel in zip(f["change"], f["lo"], f["hi"], f["relative"])],
         "flattened": ["yes" if x else "no" for x in f["flat"]], "seeds": f["n_seeds"]})
 
@@ -141,7 +133,8 @@ def measures_view(analysis: Analysis) -> pd.DataFrame:
         row = {"arm": arm, "batch": batch, "lrs": int(by["lrs"].iloc[0]), "seeds": int(by["n_seeds"].iloc[0])}
         for name in MEASURES:
             r = by.loc[name]
-            row[name] = _ci(r["value"], r["lo"], r["hi"])
+            row[name] = (f"{claims.edge_text(r['value'])} [{claims.edge_text(r['lo'])}, {claims.edge_text(r['hi'])}]"
+                         if name == "edge" else _ci(r["value"], r["lo"], r["hi"]))
         row["best lr"] = f"{lr_text(by.loc['best', 'best_lr'])} (batch {by.loc['best', 'best_batch']})"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -170,6 +163,6 @@ def cli_robustness(args) -> int:
         if len(a.flatness):
             print("\n" + markdown(flatness_view(a)))
         print("\n" + verdict(a) + "\n")
-    shown = [DEFINITIONS["flatness"]] if args.flatness else DEFINITIONS.values()
+    shown = [DEFINITIONS["flatness"]] if args.flatness else [*DEFINITIONS.values(), *claims.DEFINITIONS.values()]
     print("Definitions (bench/analysis/robustness.py):\n\n" + "\n".join(f"- {text}" for text in shown))
     return 0

@@ -133,6 +133,29 @@ class ImageDataset(Dataset):
         return x.expand(3, -1, -1) if self.repeat else x
 
 
+class LazyImages(Dataset):
+    """A reference made only when torch-fidelity reads it: ``make()`` returns the uint8 NCHW images.
+
+    torch-fidelity reads a reference only when its cache misses, so an expensive reference (10k
+    samples of a multi-step teacher) is drawn once per cache key, not once per evaluation.
+    """
+
+    def __init__(self, make, n: int, channels: int | None = 3):
+        self.make, self.n, self.channels, self._images = make, n, channels, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._images is None:
+            images = self.make()
+            check_images(images, "reference images")
+            if images.shape[0] != self.n:
+                raise ValueError(f"the reference was declared with {self.n} images, made {images.shape[0]}")
+            self._images = ImageDataset(images.cpu(), self.channels)
+        return self._images[i]
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+=_-]+", "_", text).strip("_")[:80] or "x"
 
@@ -157,7 +180,9 @@ class FidelityEvaluator(Evaluator):
     ``"digits-heldout"`` or ``"cifar10-train"``; resolution is added to the key), a folder of PNGs or
     an .npz image array, a torch-fidelity dataset name (``"cifar10-train"``; never downloaded), or
     an .npz of precomputed statistics ``mu``/``sigma`` (EDM's ``cifar10-32x32.npz``), with which only
-    FID and IS (which needs no reference) are computed; or None for IS alone.
+    FID and IS (which needs no reference) are computed; or None for IS alone; or a function returning
+    uint8 images, called only when the cache misses (``reference_key`` and ``reference_size`` then
+    required: the key must name everything that determines the images).
     ``n_samples`` is how many samples the caller should generate (FID-10k by default); KID's subset
     size shrinks to the smaller set when that is under 1000 (torch-fidelity raises otherwise).
     """
@@ -165,7 +190,7 @@ class FidelityEvaluator(Evaluator):
     def __init__(self, reference, extractor: str = "inception", metrics=METRICS, device="cpu",
                  cache_root=None, n_samples: int = 10000, kid_subset_size: int | None = None,
                  batch_size: int = 64, reference_key: str | None = None, datasets_root=None,
-                 extractor_options: dict | None = None):
+                 extractor_options: dict | None = None, reference_size: int | None = None, n_final: int | None = None):
         unknown = sorted(set(metrics) - set(METRICS))
         if unknown or not metrics:
             raise BadInput(f"unknown metric {unknown[0] if unknown else '(none)'}; choose from {', '.join(METRICS)}")
@@ -176,6 +201,8 @@ class FidelityEvaluator(Evaluator):
         self.metrics = tuple(metrics)
         self.device = torch.device(device)
         self.n_samples = n_samples
+        self._n_final = n_final
+        self.reference_size = reference_size
         self.kid_subset_size = kid_subset_size
         self.batch_size = batch_size
         self.datasets_root = datasets_root
@@ -191,6 +218,11 @@ class FidelityEvaluator(Evaluator):
             if set(self.metrics) != {"is"}:
                 raise BadInput("a reference is needed for fid, kid and prc (only is works without one)")
             return None, "none", None
+        if callable(reference):
+            if not (reference_key and self.reference_size):
+                raise ValueError("a reference made by a function needs reference_key and reference_size")
+            return (LazyImages(reference, self.reference_size, self.spec.channels), reference_key,
+                    self.reference_size)
         if torch.is_tensor(reference):
             check_images(reference, "reference images")
             ref = reference.cpu()

@@ -44,6 +44,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("kid", "KID", "lower", False, None, _FIDELITY),
     Metric("precision", "Precision", "higher", False, None, _FIDELITY),
     Metric("recall", "Recall", "higher", False, None, _FIDELITY),
+    # the same Frechet distance as FID, against samples of the teacher's own sampler instead of real data
+    Metric("fd_teacher", "FD to teacher", "lower", True, 7, _FIDELITY),
     Metric("frechet", "Fréchet", "lower", True, 2, _GAUSSIAN),
     Metric("sliced_wasserstein", "Sliced W.", "lower", True, None, _GAUSSIAN),
     Metric("aesthetic", "Aesthetic", "higher", True, 5, "bench.metrics.t2i:AestheticScorer"),

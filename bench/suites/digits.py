@@ -32,6 +32,8 @@ from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
 from .base import Parts, Suite, heun_sampler
 
+FID_REFERENCES = ("all", "held_out")
+TEACHER_REFERENCE_SEED = 7_777_777  # apart from every run's latent bank (seed + 1_000_003) and training noise
 EXTRACTOR = "digits"  # the classifier's torch-fidelity extractor (bench.suites.digits_features)
 DATA_SPEC = {"dataset": "sklearn.load_digits", "held_out": 360, "split_seed": 0, "scale": "x/8-1"}
 CACHE_FORMAT = 2  # bump when the training code changes what a configuration produces
@@ -244,7 +246,10 @@ class DigitsSuite(Suite):
         # classifier (feature extractor)
         "classifier_epochs": 20, "classifier_seed": 0,
         # evaluation
-        "n_eval": 1000, "kid_subset_size": 300,
+        # evaluation: a cheap count during training, a less noisy one at the end; FID against all 1,797
+        # digits (as CIFAR-10 FIDs use the training set) or the 360 held out; FD to 10k teacher samples
+        "n_eval": 2000, "n_eval_final": 10000, "fid_reference": "all", "n_teacher_reference": 10000,
+        "kid_subset_size": 300,
         "cache_dir": None,
     }
 
@@ -252,12 +257,14 @@ class DigitsSuite(Suite):
         super().__init__(**options)
         o = self.options
         for key in ("channels", "blocks", "teacher_kimg", "teacher_batch", "teacher_steps", "classifier_epochs",
-                    "n_eval", "kid_subset_size"):
+                    "n_eval", "n_eval_final", "kid_subset_size"):
             validate.positive(self.option_name(key), o[key], integer=True)
         for key in ("teacher_lr", "teacher_ema_halflife_kimg"):
             validate.positive(self.option_name(key), o[key])
         for key in ("teacher_seed", "classifier_seed"):
             validate.non_negative(self.option_name(key), o[key], integer=True)
+        validate.non_negative(self.option_name("n_teacher_reference"), o["n_teacher_reference"], integer=True)
+        validate.choice(self.option_name("fid_reference"), o["fid_reference"], FID_REFERENCES)
         for m in o["channel_mult"]:
             validate.positive(self.option_name("channel_mult"), m, integer=True)
         self._data = None
@@ -343,12 +350,35 @@ class DigitsSuite(Suite):
         return {"sampler": "heun", "steps": int(self.options["teacher_steps"])}
 
     def evaluator(self, device):
-        """FID, IS, KID and precision/recall against the held-out digits, with the classifier's features."""
+        """FID, IS, KID and precision/recall against the digits, and FD to the teacher's samples, with the
+        classifier's features (2k samples during training, 10k at the end by default)."""
+        from ..metrics.base import Combined, Renamed
         from ..metrics.fidelity import FidelityEvaluator
 
-        n = int(self.options["n_eval"])
-        return FidelityEvaluator(
-            reference=to_uint8(self.data["x_held"]), reference_key="digits-heldout", extractor=EXTRACTOR,
-            extractor_options={"path": self.train_classifier()},  # this suite's classifier (its cache_dir)
-            metrics=("fid", "is", "kid", "prc"), device=device, n_samples=n,
-            kid_subset_size=min(int(self.options["kid_subset_size"]), n, DATA_SPEC["held_out"]))
+        o = self.options
+        n, n_final = int(o["n_eval"]), max(int(o["n_eval"]), int(o["n_eval_final"]))
+        real = self.data["x_held"] if o["fid_reference"] == "held_out" else torch.cat([self.data["x_train"],
+                                                                                        self.data["x_held"]])
+        common = dict(extractor=EXTRACTOR, extractor_options={"path": self.train_classifier()}, device=device,
+                      n_samples=n, n_final=n_final)
+        data = FidelityEvaluator(
+            reference=to_uint8(real), reference_key=f"digits-{o['fid_reference']}", metrics=("fid", "is", "kid", "prc"),
+            kid_subset_size=min(int(o["kid_subset_size"]), n, real.shape[0]), **common)
+        n_teacher = int(o["n_teacher_reference"])
+        if not n_teacher:
+            return data
+        teacher_sha = load_cached(self._teacher_path(device))[1].get("sha256", "")[:16]
+        key = f"digits-teacher-{teacher_sha}-heun{int(o['teacher_steps'])}-n{n_teacher}-seed{TEACHER_REFERENCE_SEED}"
+        to_teacher = FidelityEvaluator(reference=lambda: self.teacher_reference(device, n_teacher), reference_key=key,
+                                       reference_size=n_teacher, metrics=("fid",), **common)
+        return Combined(data, Renamed(to_teacher, {"fid": "fd_teacher"}), n_final=n_final)
+
+    @torch.no_grad()
+    def teacher_reference(self, device: torch.device, n: int, batch: int = 1000) -> torch.Tensor:
+        """``n`` uint8 samples of the teacher's own sampler on latents of their own seed (no run's latents)."""
+        teacher = self.load_teacher(device)
+        gen = torch.Generator().manual_seed(TEACHER_REFERENCE_SEED)
+        z = torch.randn(n, *self.latent_shape, generator=gen)
+        _log(f"drawing {n} teacher samples for the FD-to-teacher reference (once per teacher)")
+        return torch.cat([to_uint8(self.teacher_sample(teacher, z[i:i + batch].to(device)).float().cpu())
+                          for i in range(0, n, batch)])

@@ -19,11 +19,44 @@ from ..suites.base import slice_cond, to_device
 EVAL_SEED_OFFSET = 1_000_003  # the latent bank of seed s is drawn from s + this, apart from training noise
 
 
-def latent_bank(suite, seed: int, n: int):
-    """The fixed evaluation latents (and conditioning) of a seed: the same for every method."""
+FINAL_SEED_OFFSET = 2_000_003  # the final evaluation's extra latents beyond the training-time count
+
+
+def latent_bank(suite, seed: int, n: int, n_final: int | None = None):
+    """The fixed evaluation latents (and conditioning) of a seed: the same for every method.
+
+    With ``n_final > n`` the bank has ``n_final`` entries whose first ``n`` are exactly the ``n``-bank,
+    so the final evaluation's smaller count scores the same latents as every evaluation before it.
+    """
     gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
     z = torch.randn(n, *suite.latent_shape, generator=gen)
-    return z, suite.sample_cond(n, gen)
+    cond = suite.sample_cond(n, gen)
+    if n_final is None or n_final <= n:
+        return z, cond
+    extra_z, extra_cond = _extra_bank(suite, seed, n_final - n)
+    return torch.cat([z, extra_z]), _cat_cond(cond, extra_cond)
+
+
+def _extra_bank(suite, seed: int, n: int):
+    gen = torch.Generator().manual_seed(seed + FINAL_SEED_OFFSET)
+    return torch.randn(n, *suite.latent_shape, generator=gen), suite.sample_cond(n, gen)
+
+
+def _cat_cond(a, b):
+    """Two conditionings one after the other (None, a tensor, a list, or a dict of those)."""
+    if a is None:
+        return None
+    if torch.is_tensor(a):
+        return torch.cat([a, b])
+    if isinstance(a, dict):
+        return {k: _cat_cond(a[k], b[k]) for k in a}
+    return list(a) + list(b)
+
+
+def eval_counts(run, evaluator) -> tuple[int, int]:
+    """(samples per evaluation during training, samples at the final one): train options, else the suite's."""
+    n = run.train_opts.get("n_eval") or evaluator.n_samples
+    return n, max(n, run.train_opts.get("n_eval_final") or evaluator.n_final)
 
 
 @torch.no_grad()
@@ -33,6 +66,14 @@ def generate(sample, z, cond, device, batch: int = 256) -> torch.Tensor:
     for i in range(0, z.shape[0], batch):
         out.append(sample(z[i:i + batch].to(device), to_device(slice_cond(cond, i, i + batch), device)).float().cpu())
     return torch.cat(out)
+
+
+def measure(evaluator, samples: torch.Tensor, cond, n: int) -> list:
+    """The measurements of the first ``n`` samples, then of all of them when there are more."""
+    measured = evaluator.evaluate(samples[:n], slice_cond(cond, 0, n))
+    if samples.shape[0] > n:
+        measured += evaluator.evaluate(samples, cond)
+    return measured
 
 
 ROW_KEY = ("kimg", "metric", "n_samples", "ema")  # a metrics.jsonl row is unique on these
@@ -65,18 +106,22 @@ def _grid_path(directory: Path, kimg: float) -> Path:
     return directory / "samples" / f"kimg{kimg:010.3f}.png"
 
 
-def evaluate(run, rescore: bool = False) -> list[dict]:
+def evaluate(run, rescore: bool = False, final: bool = False) -> list[dict]:
     """Evaluate a run's EMA generator (and the raw one if asked) on the latent bank; log and grid.
 
-    Returns the rows logged. With ``rescore`` (``bench eval``) they replace earlier rows of the same
-    (kimg, metric, n_samples, ema) instead of being appended beside them.
+    The ``final`` evaluation scores the training-time count first (the curve stays on one count),
+    then the larger final count when the suite asks for one. Returns the rows logged. With ``rescore``
+    (``bench eval``) they replace earlier rows of the same (kimg, metric, n_samples, ema) instead of
+    being appended beside them.
     """
     evaluator = run.evaluator()
-    z, cond = latent_bank(run.suite, run.config["seed"], run.train_opts["n_eval"] or evaluator.n_samples)
+    n, n_final = eval_counts(run, evaluator)
+    z, cond = latent_bank(run.suite, run.config["seed"], n, n_final if final else None)
     if run.sample_cost is None:  # one generator image's cost, beside the teacher's multi-step one
-        n = min(64, z.shape[0])
-        run.sample_cost = sampling_cost({"generator": run.ema}, lambda: generate(run.ema, z[:n], slice_cond(cond, 0, n),
-                                                                                  run.device), n, "generator")
+        probe = min(64, z.shape[0])
+        run.sample_cost = sampling_cost(
+            {"generator": run.ema}, lambda: generate(run.ema, z[:probe], slice_cond(cond, 0, probe), run.device),
+            probe, "generator")
         run.sample_cost.pop("samples")
     nets = [(True, run.ema)] + ([(False, run.generator)] if run.train_opts["eval_raw"] else [])
     rows = []
@@ -85,7 +130,7 @@ def evaluate(run, rescore: bool = False) -> list[dict]:
         samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256))
         if not torch.isfinite(samples).all():
             raise Diverged("non-finite generator sample")
-        new = measurement_rows(evaluator.evaluate(samples, cond), run.kimg, ema, started, run.cost.row())
+        new = measurement_rows(measure(evaluator, samples, cond, n), run.kimg, ema, started, run.cost.row())
         if not rescore:
             for row in new:
                 run.metrics.append(row)
@@ -125,7 +170,8 @@ class TeacherRun:
     def train(self, stop_flag) -> str:
         if dist_utils.rank() != 0:
             return "done"
-        z, cond = latent_bank(self.suite, self.config["seed"], self.evaluator.n_samples)
+        n, n_final = self.evaluator.n_samples, self.evaluator.n_final
+        z, cond = latent_bank(self.suite, self.config["seed"], n, n_final)
         started = time.time()
         self.sample_cost = sampling_cost(
             {"teacher": self.teacher},
@@ -134,7 +180,7 @@ class TeacherRun:
         samples = self.sample_cost.pop("samples")
         log = JsonlLog(self.dir / "metrics.jsonl")
         log.truncate(0)  # a teacher row is evaluated in one go: an interrupted attempt starts over
-        log_measurements(log, self.evaluator.evaluate(samples, cond), 0.0, False, started)
+        log_measurements(log, measure(self.evaluator, samples, cond, n), 0.0, False, started)
         save_samples(self.suite.to_images(samples[:64]), _grid_path(self.dir, 0.0))
         record_metric_impls(self.dir)
         return "done"

@@ -166,7 +166,7 @@ def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) 
     # limit goes into the environment the workers inherit (torch-fidelity's KID runs on numpy).
     limits = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with _environment(**limits), futures.ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending = {pool.submit(_run_one, c, results, device, threads): c for c in configs}
         for done in futures.as_completed(pending):
             config = pending[done]

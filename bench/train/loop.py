@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,13 @@ from .step import check_finite, training_step
 def to_nimg(kimg: float) -> int:
     """A duration in kimg as a whole number of images."""
     return round(kimg * 1000)
+
+
+def next_eval(nimg: int, every: int, growth: float) -> int:
+    """The next evaluation: the next multiple of ``every``, or, with ``growth > 1``, a log-spaced
+    schedule (each evaluation ``growth`` times the images of the one before, at least ``every`` apart)."""
+    step = next_multiple(nimg, every)
+    return step if growth <= 1 else max(step, math.ceil(nimg * growth))
 
 
 def next_multiple(nimg: int, every: int) -> int:
@@ -201,8 +209,8 @@ class Run:
         while True:
             done = self.nimg >= total if gflop_budget is None else self.cost.flops >= gflop_budget * 1e9
             if self.rank == 0 and (self.nimg >= self.next_eval or done):
-                evaluation.evaluate(self)
-                self.next_eval = next_multiple(self.nimg, eval_every)
+                evaluation.evaluate(self, final=done)
+                self.next_eval = next_eval(self.nimg, eval_every, self.train_opts.get("eval_growth", 1.0))
             dist_utils.barrier()
             if done:
                 break

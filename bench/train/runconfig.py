@@ -28,6 +28,8 @@ TRAIN_CHECKS = {
     "warmup_iterations": lambda n, v: validate.non_negative(n, v, optional=True),
     "tick_kimg": lambda n, v: validate.positive(n, v, optional=True),
     "n_eval": lambda n, v: validate.positive(n, v, integer=True, optional=True),
+    "n_eval_final": lambda n, v: validate.positive(n, v, integer=True, optional=True),
+    "eval_growth": lambda n, v: validate.number(n, v, low=1, strict=False),
     "eval_raw": validate.boolean,
     "eval_batch": lambda n, v: validate.positive(n, v, integer=True),
     "sigma_init": validate.positive,
@@ -204,8 +206,8 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
                      weight_decay=recipe.weight_decay)
     optimizer = check_optimizer({**optimizer, **optim})
     train_opts = dict(ema_halflife_kimg=recipe.ema_halflife_kimg, ema_rampup=0.05, grad_clip=recipe.grad_clip,
-                      warmup_iterations=recipe.warmup_iterations, tick_kimg=None, n_eval=None, eval_raw=False,
-                      eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
+                      warmup_iterations=recipe.warmup_iterations, tick_kimg=None, n_eval=None, n_eval_final=None,
+                      eval_growth=1.0, eval_raw=False, eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
                       dropout=recipe.dropout, augment_p=recipe.augment_p)
     train_opts.update(train)
     if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):

@@ -79,6 +79,43 @@ def test_reference_features_cached_and_reused(tmp_path, seen):
     assert sorted(p.name for p in (tmp_path / "cache").rglob("*.pt")) == files
 
 
+def test_reference_made_by_a_function_is_made_once_per_key(tmp_path, seen):
+    """A lazy reference (the FD-to-teacher one) is drawn only when the cache misses, and gives the same FID."""
+    ref, gen = images(100, seed=1), images(30, seed=2)
+    made = []
+
+    def make():
+        made.append(1)
+        return ref
+
+    lazy = dict(reference_key="teacher-abc", reference_size=100, metrics=("fid",))
+    first = evaluator(make, tmp_path, **lazy).compute(gen)
+    second = evaluator(make, tmp_path, **lazy).compute(gen)  # a new evaluator: the cached reference
+    assert len(made) == 1 and first == second
+    direct = evaluator(ref, tmp_path / "direct", reference_key="noise", metrics=("fid",)).compute(gen)
+    assert first["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    with pytest.raises(ValueError, match="reference_size"):
+        evaluator(make, tmp_path, reference_key="teacher-abc")
+
+
+def test_fd_to_teacher_is_torch_fidelity_fid_on_the_same_two_sets(tmp_path):
+    """Renamed(FidelityEvaluator(teacher samples)) reports torch-fidelity's own FID between the two sets."""
+    from bench.metrics.base import Combined, Renamed
+    from bench.metrics.fidelity import ImageDataset
+
+    teacher, gen = images(80, seed=4), images(40, seed=5)
+    to_teacher = Renamed(evaluator(lambda: teacher, tmp_path, reference_key="t", reference_size=80, metrics=("fid",)),
+                         {"fid": "fd_teacher"})
+    both = Combined(evaluator(images(60, seed=6), tmp_path, reference_key="real", metrics=("fid",)), to_teacher,
+                    n_final=70)
+    out = {m.metric: m.value for m in both.evaluate(gen)}
+    expected = torch_fidelity.calculate_metrics(
+        input1=ImageDataset(gen), input2=ImageDataset(teacher), fid=True, feature_extractor="random-features",
+        batch_size=32, verbose=False, cuda=False, save_cpu_ram=True)["frechet_inception_distance"]
+    assert set(out) == {"fid", "fd_teacher"} and out["fd_teacher"] == pytest.approx(expected, rel=1e-9)
+    assert (both.n_samples, both.n_final) == (10000, 70)  # FidelityEvaluator's default count, the final given
+
+
 def test_cache_key_names_dataset_resolution_extractor_weights(tmp_path):
     register_extractor("tiny-test", TinyExtractor)
     a = evaluator(images(20, size=16), tmp_path, reference_key="digits-heldout")

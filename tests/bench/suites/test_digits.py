@@ -11,7 +11,7 @@ from bench.suites import digits
 from bench.suites.digits import DigitsSuite, cached, load_split
 
 TINY = dict(channels=8, channel_mult=[1, 2], teacher_kimg=1.0, teacher_batch=32, classifier_epochs=1,
-            teacher_steps=4, n_eval=64, kid_subset_size=32)
+            teacher_steps=4, n_eval=64, n_eval_final=64, n_teacher_reference=128, kid_subset_size=32)
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def test_evaluator_scores_real_digits_above_noise(trained, tmp_path, monkeypatch
     noise = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     on_real = {m.metric: m for m in evaluator.evaluate(real)}
     on_noise = {m.metric: m for m in evaluator.evaluate(noise)}
-    assert set(on_real) == {"fid", "is", "kid", "precision", "recall"}
+    assert set(on_real) == {"fid", "is", "kid", "precision", "recall", "fd_teacher"}
     assert all(m.n_samples == 64 and "digits classifier-" in m.impl for m in on_real.values())
     assert on_real["fid"].value < on_noise["fid"].value
     assert on_real["precision"].value > on_noise["precision"].value
@@ -250,5 +250,5 @@ def test_two_fresh_trainings_are_bit_identical_and_evaluate_identically(tmp_path
         run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
         rows.append([(r["metric"], r["value"], r["impl"]) for r in map(json.loads, (run_dir / "metrics.jsonl").open())])
     assert hashes[0] == hashes[1] and set(hashes[0]) == {"teacher", "classifier"}
-    assert rows[0] == rows[1] and len(rows[0]) == 5
+    assert rows[0] == rows[1] and len(rows[0]) == 6
     assert all(f"sha256:{hashes[0]['classifier'][:12]}" in impl for _, _, impl in rows[0])

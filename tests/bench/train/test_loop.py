@@ -2,7 +2,7 @@
 import torch
 
 from bench.train import runconfig
-from bench.train.loop import Run, next_multiple, to_nimg
+from bench.train.loop import Run, next_eval, next_multiple, to_nimg
 from bench.rundir import start_run
 
 CPU = torch.device("cpu")
@@ -12,6 +12,12 @@ def test_schedules_are_whole_images():
     assert [to_nimg(k) for k in (0.004, 0.5, 1.024, 100.0)] == [4, 500, 1024, 100000]
     assert next_multiple(0, 500) == 500 and next_multiple(499, 500) == 500 and next_multiple(500, 500) == 1000
     assert next_multiple(1024, 100) == 1100
+
+
+def test_log_spaced_evaluations_grow_by_the_factor_at_least_every_apart():
+    assert [next_eval(n, 1000, 1.0) for n in (0, 999, 1000)] == [1000, 1000, 2000]  # growth 1: every 1000
+    assert [next_eval(n, 1000, 2.0) for n in (0, 1000, 3000, 1024)] == [1000, 2000, 6000, 2048]
+    assert next_eval(1024, 1000, 1.5) == 2000  # the next multiple when growth would be closer
 
 
 def tiny_run(tmp_path):
