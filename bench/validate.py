@@ -56,6 +56,35 @@ def fraction(name: str, value, upper_open: bool = False, optional: bool = False)
     return value
 
 
+MAX_SEED = 2**31 - 1  # runs derive further seeds by adding offsets; torch and numpy take 32 bits
+MAX_LR = 3.4e38  # float32's largest value: a larger rate is inf in the networks' arithmetic
+
+
+def learning_rate(name: str, value) -> float:
+    """A positive learning rate that float32 can hold."""
+    value = positive(name, value)
+    if value > MAX_LR:
+        raise BadInput(f"{name} must be below {MAX_LR:g} (float32's largest value), got {value!r}")
+    return value
+
+
+def seed(name: str, value) -> int:
+    """A seed in [0, 2**31 - 1]."""
+    value = non_negative(name, value, integer=True)
+    if value > MAX_SEED:
+        raise BadInput(f"{name} must be at most {MAX_SEED} (2**31 - 1), got {value!r}")
+    return value
+
+
+def sample_count(name: str, value, optional: bool = False):
+    """A number of samples to evaluate: an integer of at least 2 (a Frechet distance needs a covariance)."""
+    if value is None and optional:
+        return None
+    if not (is_number(value) and float(value).is_integer() and value >= 2):
+        raise BadInput(f"{name} must be an integer of at least 2 (an evaluation needs a covariance), got {value!r}")
+    return int(value)
+
+
 def boolean(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise BadInput(f"{name} must be true or false, got {value!r}")

@@ -9,6 +9,7 @@ from torch import nn
 
 from .. import validate
 from ..errors import BadInput
+from ..registry import unknown_name
 from ..metrics.base import Evaluator
 
 
@@ -35,10 +36,12 @@ class Suite:
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise BadInput(f"suite {self.name}: unknown option {unknown[0]!r} "
-                           f"(known: {', '.join(self.defaults) or 'none'})")
+            raise unknown_name(f"option of suite {self.name}", unknown[0], self.defaults)
         for key, value in options.items():
             validate.like_default(self.option_name(key), value, self.defaults[key])
+        for key in ("n_eval", "n_eval_final"):  # one evaluated sample has no covariance
+            if key in options:
+                validate.sample_count(self.option_name(key), options[key])
         self.options = {**self.defaults, **options}
 
     def option_name(self, key: str) -> str:

@@ -26,18 +26,12 @@ import os
 import shutil
 from pathlib import Path
 
-import yaml
-
 from . import runconfig
+from .sweepfile import load_sweep  # noqa: F401  (the sweep file's reader, used with expand)
 from ..errors import BadInput
+from ..registry import unknown_name
 from ..rundir import check_writable
 from ..runlock import RunBusy
-
-GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed")
-FIXED_KEYS = ("kimg", "gflop", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake")
-TOP_KEYS = ("suite", "suite_options", "grid", "fixed", "method_hparams", "train", "optim", "teacher", "quick",
-            "slurm", "results")
-
 
 def _as_list(value):
     return value if isinstance(value, list) else [value]
@@ -48,63 +42,18 @@ def _cross(mapping: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(_as_list(mapping[k]) for k in keys))]
 
 
-def load_sweep(path: str | Path, quick: bool = False) -> dict:
-    """Read and check a sweep file; BadInput naming the problem."""
-    path = Path(path)
-    if path.is_dir():
-        raise BadInput(f"{path} is a folder; give the sweep's YAML file (e.g. configs/digits-robustness.yaml)")
-    if not path.is_file():
-        raise BadInput(f"sweep file {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{path} is not a UTF-8 text file (byte {exc.start}); a sweep file is YAML") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"malformed YAML in {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(spec, dict) or "suite" not in spec:
-        raise BadInput(f"{path}: a sweep file is a mapping with at least 'suite' and 'grid'")
-    unknown = sorted(set(spec) - set(TOP_KEYS))
-    if unknown:
-        raise BadInput(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})")
-    for key in ("suite_options", "grid", "fixed", "method_hparams", "train", "optim", "quick", "slurm"):
-        if not isinstance(spec.get(key) or {}, dict):
-            raise BadInput(f"{path}: {key!r} must be a mapping")
-    grid = dict(spec.get("grid") or {})
-    fixed = dict(spec.get("fixed") or {})
-    if quick:
-        q = spec.get("quick") or {}
-        grid.update(q.get("grid") or {})
-        quick_fixed = q.get("fixed") or {}
-        for budget, other in (("kimg", "gflop"), ("gflop", "kimg")):  # the quick budget replaces the full one
-            if budget in quick_fixed:
-                fixed.pop(other, None)
-        fixed.update(quick_fixed)
-    if "method" not in grid:
-        raise BadInput(f"{path}: grid must list at least one method")
-    for key in grid:
-        if key not in GRID_KEYS:
-            raise BadInput(f"{path}: unknown grid key {key!r} (known: {', '.join(GRID_KEYS)})")
-    for key in fixed:
-        if key not in FIXED_KEYS:
-            raise BadInput(f"{path}: unknown fixed key {key!r} (known: {', '.join(FIXED_KEYS)})")
-    empty = [key for key, values in grid.items() if values == []]
-    if empty:
-        raise BadInput(f"{path}: grid {empty[0]!r} is an empty list, so the sweep has no runs")
-    for method, hparams in (spec.get("method_hparams") or {}).items():
-        empty = [key for key, values in (hparams or {}).items() if values == []]
-        if empty:
-            raise BadInput(f"{path}: method_hparams {method}.{empty[0]} is an empty list, so {method} has no runs")
-    if "kimg" in fixed and "gflop" in fixed:
-        raise BadInput(f"{path}: fixed gives both kimg and gflop; they are alternative budgets")
-    return {**spec, "grid": grid, "fixed": fixed}
-
-
 def expand(spec: dict, world_size: int = 1) -> list[dict]:
     """Every resolved run config of a sweep (teacher rows first); validates all before any runs."""
     prefixed = {f"suite.{k}": v for k, v in (spec.get("suite_options") or {}).items()}
     common = {**prefixed, **{f"train.{k}": v for k, v in (spec.get("train") or {}).items()},
               **{f"optim.{k}": v for k, v in (spec.get("optim") or {}).items()}}
     configs, seeds = [], []
+    import methods
+
+    for method in spec.get("method_hparams") or {}:  # a misspelt method's hparams would be dropped silently
+        if method not in methods.available():
+            raise BadInput(f"{spec.get('path', 'sweep')}: method_hparams: "
+                           f"{unknown_name('method', method, methods.available())}")
     for point in _cross(spec["grid"]):
         method = point["method"]
         per_method = (spec.get("method_hparams") or {}).get(method) or {}

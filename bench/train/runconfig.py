@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import suites, validate
 from ..config import parse_sets
 from ..errors import BadInput
+from ..registry import unknown_name
 from ..rundir import TEACHER
 
 DEFAULTS = dict(batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
@@ -27,8 +28,8 @@ TRAIN_CHECKS = {
     "grad_clip": lambda n, v: validate.positive(n, v, optional=True),
     "warmup_iterations": lambda n, v: validate.non_negative(n, v, optional=True),
     "tick_kimg": lambda n, v: validate.positive(n, v, optional=True),
-    "n_eval": lambda n, v: validate.positive(n, v, integer=True, optional=True),
-    "n_eval_final": lambda n, v: validate.positive(n, v, integer=True, optional=True),
+    "n_eval": lambda n, v: validate.sample_count(n, v, optional=True),
+    "n_eval_final": lambda n, v: validate.sample_count(n, v, optional=True),
     "eval_growth": lambda n, v: validate.number(n, v, low=1, strict=False),
     "eval_raw": validate.boolean,
     "eval_batch": lambda n, v: validate.positive(n, v, integer=True),
@@ -105,8 +106,8 @@ def check_eval_args(args) -> None:
     directory = Path(args.run_dir)
     if not (directory / "config.json").is_file():
         raise BadInput(f"{directory} is not a run directory (no config.json)")
-    if args.n is not None and args.n < 1:
-        raise BadInput(f"--n must be positive, got {args.n}")
+    if args.n is not None:
+        validate.sample_count("--n", args.n)
     if read_json(directory / "config.json").get("method") == TEACHER:
         raise BadInput("a teacher run is evaluated when it runs; nothing to re-evaluate")
     if not checkpoint.exists(directory):
@@ -121,13 +122,13 @@ def check_flags(*, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None,
 
     ``lr`` and ``lr_fake`` stay None when not given: the method's published rate fills them later.
     """
-    lr = None if lr is None else validate.positive("--lr", lr)
-    lr_fake = None if lr_fake is None else validate.positive("--lr-fake", lr_fake)
+    lr = None if lr is None else validate.learning_rate("--lr", lr)
+    lr_fake = None if lr_fake is None else validate.learning_rate("--lr-fake", lr_fake)
     batch = validate.positive("--batch", DEFAULTS["batch"] if batch is None else batch, integer=True)
     batch_gpu = batch // world_size if batch_gpu is None else validate.positive("--batch-gpu", batch_gpu, integer=True)
     if batch_gpu < 1 or batch % (batch_gpu * world_size):
         raise BadInput(f"--batch {batch} is not a multiple of --batch-gpu {batch_gpu} x {world_size} processes")
-    seed = validate.non_negative("--seed", DEFAULTS["seed"] if seed is None else seed, integer=True)
+    seed = validate.seed("--seed", DEFAULTS["seed"] if seed is None else seed)
     if gflop is not None and kimg is not None:
         raise BadInput("--kimg and --gflop are alternative budgets: give one of them")
     if gflop is not None:
@@ -150,11 +151,11 @@ def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
             suite_opts[rest] = value
         elif rest and prefix == "optim":
             if rest not in OPTIMIZER_KEYS:
-                raise BadInput(f"unknown optimizer option {key!r} (known: {', '.join(OPTIMIZER_KEYS)})")
+                raise unknown_name("optimizer option", key, [f"optim.{k}" for k in OPTIMIZER_KEYS])
             optim[rest] = value
         elif rest and prefix == "train":
             if rest not in TRAIN_KEYS:
-                raise BadInput(f"unknown training option {key!r} (known: {', '.join(TRAIN_KEYS)})")
+                raise unknown_name("training option", key, [f"train.{k}" for k in TRAIN_KEYS])
             train[rest] = value
         elif rest:
             raise BadInput(f"unknown --set prefix in {key!r} (use suite., optim., train. or a method hyperparameter)")

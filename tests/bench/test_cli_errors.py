@@ -40,6 +40,12 @@ CASES = [
     ("n-eval-zero", [*RUN, "--results", "{world}/r", "--set", "train.n_eval=0"], "train.n_eval", False),
     ("eval-raw-text", [*RUN, "--results", "{world}/r", "--set", "train.eval_raw=maybe"], "train.eval_raw", False),
     ("lr-negative", [*RUN, "--results", "{world}/r", "--lr", "-1"], "--lr", False),
+    ("lr-overflows-float32", [*RUN, "--results", "{world}/r", "--lr", "1e39"], "float32", False),
+    ("seed-huge", [*RUN, "--results", "{world}/r", "--seed", str(10**30)], "--seed", False),
+    ("n-eval-one", [*RUN, "--results", "{world}/r", "--set", "train.n_eval=1"], "at least 2", False),
+    ("suite-n-eval-one", [*RUN, "--results", "{world}/r", "--set", "suite.n_eval=1"], "at least 2", True),
+    ("train-option-typo", [*RUN, "--results", "{world}/r", "--set", "train.n_evals=8"], "did you mean", False),
+    ("resume-planted-checkpoint", [*RUN, "--results", "{world}/planted"], "refused", True),
     ("suite-typo", [*RUN, "--results", "{world}/r", "--suite", "gausian"], "gaussian", False),
     ("bf16-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "bf16"], "CUDA", False),
     ("tf32-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "tf32"], "CUDA", False),
@@ -59,6 +65,23 @@ CASES = [
      "--local-test", False),
     ("sweep-local-test-alone", ["sweep", "{world}/good.yaml", "--local-test", "--results", "{world}/r"],
      "--launcher slurm", False),
+    ("sweep-duplicate-key", ["sweep", "{world}/duplicate.yaml", "--results", "{world}/r"], "duplicate key 'fixed'",
+     False),
+    ("sweep-quick-typo", ["sweep", "{world}/quick_typo.yaml", "--quick", "--results", "{world}/r"],
+     "did you mean 'fixed'", False),
+    ("sweep-fixed-typo", ["sweep", "{world}/fixed_typo.yaml", "--results", "{world}/r"], "did you mean 'eval_every'",
+     False),
+    ("sweep-teacher-string", ["sweep", "{world}/teacher_string.yaml", "--results", "{world}/r"], "teacher must be",
+     False),
+    ("sweep-precision-fp16", ["sweep", "{world}/fp16.yaml", "--results", "{world}/r"], "fixed.precision", False),
+    ("sweep-batch-text", ["sweep", "{world}/batch_text.yaml", "--results", "{world}/r"], "grid.batch", False),
+    ("sweep-lr-overflow", ["sweep", "{world}/lr_overflow.yaml", "--results", "{world}/r"], "float32", False),
+    ("sweep-seed-huge", ["sweep", "{world}/seed_huge.yaml", "--results", "{world}/r"], "grid.seed", False),
+    ("sweep-hparams-unknown-method", ["sweep", "{world}/hparams_method.yaml", "--results", "{world}/r"],
+     "did you mean sid", True),
+    ("sweep-hparams-string-bool", ["sweep", "{world}/hparams_bool.yaml", "--results", "{world}/r"],
+     "true or false", True),
+    ("sweep-one-sample-eval", ["sweep", "{world}/one_sample.yaml", "--results", "{world}/r"], "at least 2", True),
     ("sweep-bf16-on-cpu", ["sweep", "{world}/bf16.yaml", "--device", "cpu", "--results", "{world}/r"], "CUDA", True),
     ("sweep-results-file", ["sweep", "{world}/good.yaml", "--results", "{world}/file.txt"], "is a file", True),
     ("sweep-results-read-only", ["sweep", "{world}/good.yaml", "--results", "{readonly}/r"], "cannot write", True),
@@ -70,6 +93,8 @@ CASES = [
     # bench eval
     ("eval-corrupt-checkpoint", ["eval", "{world}/corrupt/gaussian/{run_id}", "--n", "64"], "no usable checkpoint",
      True),
+    ("eval-planted-checkpoint", ["eval", "{world}/planted_done/gaussian/{run_id}", "--n", "64"], "refused", True),
+    ("eval-one-sample", ["eval", "{world}/results/gaussian/{run_id}", "--n", "1"], "at least 2", False),
     ("eval-unfinished", ["eval", "{world}/broken/gaussian/{run_id}"], "has not finished", False),
     ("eval-not-a-run", ["eval", "{world}/results"], "not a run directory", False),
     # results, leaderboard, plot, report
@@ -89,6 +114,31 @@ CASES = [
     ("robustness-factor-1", ["robustness", "{world}/results", "--factor", "1"], "--factor", False),
     ("robustness-upto-negative", ["robustness", "{world}/results", "--upto-gflop", "-5"], "--upto-gflop", False),
 ]
+
+
+SWEEPS = {
+    "duplicate": GOOD_SWEEP + "fixed: {kimg: 1}\n",
+    "quick_typo": GOOD_SWEEP + "quick: {fixd: {kimg: 0.05}}\n",
+    "fixed_typo": GOOD_SWEEP.replace("eval_every", "eval_evry"),
+    "teacher_string": GOOD_SWEEP + "teacher: 'no'\n",
+    "fp16": GOOD_SWEEP.replace("fixed: {", "fixed: {precision: fp16, "),
+    "batch_text": GOOD_SWEEP.replace("batch: [32]", "batch: [big]"),
+    "lr_overflow": GOOD_SWEEP.replace("batch: [32]", "batch: [32], lr: [1.0e+39]"),
+    "seed_huge": GOOD_SWEEP.replace("batch: [32]", "batch: [32], seed: [100000000000000000000]"),
+    "hparams_method": GOOD_SWEEP + "method_hparams: {sidd: {alpha: [1.0]}}\n",
+    "hparams_bool": GOOD_SWEEP.replace("method: [sid]", "method: [sim]") + "method_hparams: {sim: {d_term: ['false']}}\n",
+    "one_sample": GOOD_SWEEP.replace("n_eval: 128", "n_eval: 1"),
+}
+
+
+class Planted:
+    """What a malicious checkpoint holds: unpickling it would create ``marker`` (if it ever ran)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 def _make_read_only(path: Path) -> bool:
@@ -122,6 +172,8 @@ def world(tmp_path_factory):
     (root / "empty_hparams.yaml").write_text(GOOD_SWEEP + "method_hparams: {sid: {alpha: []}}\n")
     (root / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (root / "latin1.yaml").write_bytes("suite: gaussian  # Fréchet\ngrid: {method: [sid]}\n".encode("latin-1"))
+    for name, text in SWEEPS.items():
+        (root / f"{name}.yaml").write_text(text)
     rng = np.random.default_rng(0)
     import torch
 
@@ -139,6 +191,13 @@ def world(tmp_path_factory):
         shutil.copytree(run_dir, copy)
         for state in copy.glob("state*.pt"):
             state.write_bytes(state.read_bytes()[:1000])
+        manifest = json.loads((copy / "manifest.json").read_text())
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "status": status}))
+    for name, status in (("planted", "running"), ("planted_done", "done")):  # checkpoints that would run code
+        copy = root / name / "gaussian" / run_dir.name
+        shutil.copytree(run_dir, copy)
+        for state in copy.glob("state*.pt"):
+            torch.save({"progress": {}, "generator": Planted(root / "ran")}, state)
         manifest = json.loads((copy / "manifest.json").read_text())
         (copy / "manifest.json").write_text(json.dumps({**manifest, "status": status}))
     readonly = root / "readonly"
@@ -177,6 +236,14 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(world, cli, monkeyp
     assert len(lines) == 1 and lines[0].startswith("bench: error:") and word in lines[0], err
     assert "Traceback" not in err
     assert snapshot(world["world"]) == before
+
+
+def test_a_planted_checkpoint_never_runs(world, cli):
+    """Resuming or evaluating a run whose checkpoints hold a pickled call refuses them; the call never runs."""
+    for argv in ([*RUN, "--results", "{world}/planted"], ["eval", "{world}/planted_done/gaussian/{run_id}"]):
+        code, _, err = cli(*_argv(argv, world))
+        assert code == 2 and "refused" in err and "posix.system" in err, err
+    assert not (world["world"] / "ran").exists()
 
 
 def test_light_cases_answer_before_torch_loads(world):

@@ -74,7 +74,7 @@ def test_full_sweep_runs_every_config(tmp_path, cli):
     ("suite: gaussian\ngrid: {lr: [1.0e-4]}\n", "method"),
     ("suite: gaussian\ngrid: {method: [sid], lrr: [1]}\n", "lrr"),
     ("suite: gaussian\ngrid: {method: [sid, nope]}\n", "nope"),
-    ("suite: gaussian\ngrid: {method: [sid], lr: [-1.0]}\n", "--lr"),
+    ("suite: gaussian\ngrid: {method: [sid], lr: [-1.0]}\n", "grid.lr"),
 ])
 def test_bad_sweeps_exit_2_and_run_nothing(tmp_path, cli, text, word):
     code, _, err = cli("sweep", write(tmp_path, text), "--results", str(tmp_path / "r"))

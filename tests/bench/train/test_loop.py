@@ -32,7 +32,7 @@ def tiny_run(tmp_path):
 def test_a_checkpoint_with_kimg_schedules_still_loads(tmp_path):
     run = tiny_run(tmp_path)
     assert run.train(lambda: False) == "done" and run.nimg == 16 and run.step == 2
-    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert state["progress"]["next_eval_nimg"] == 24 and state["progress"]["next_ckpt_nimg"] == 16
     p = state["progress"]  # as runs written before integer schedules stored it
     state["progress"] = {"step": p["step"], "nimg": p["nimg"], "wall_time": p["wall_time"],
