@@ -23,7 +23,10 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import re
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 from . import runconfig
@@ -76,8 +79,18 @@ def expand(spec: dict, world_size: int = 1) -> list[dict]:
     return configs
 
 
-def _run_one(config: dict, results: str, device: str, threads: int | None):
-    """Worker: one run in its own process (local --jobs N)."""
+_STOP = None  # in a worker process: the sweep's shared stop signal (0 while none)
+
+
+def _init_worker(stop) -> None:
+    """A worker of ``launch_local``: Ctrl-C goes to the sweep, which tells the runs through ``stop``."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_one(config: dict, results: str, device: str, threads: int | None, stop=None):
+    """One run (in a worker process with local --jobs N); ``stop`` returns a signal number or 0."""
     import torch
 
     from ..config import pick_device
@@ -86,7 +99,11 @@ def _run_one(config: dict, results: str, device: str, threads: int | None):
     if threads:
         torch.set_num_threads(threads)
     config = {**config, "device": pick_device(device).type}
-    directory, status = execute(config, results, pick_device(device), quiet=True)
+    if stop is None and _STOP is not None:
+        stop = lambda: _STOP.value  # noqa: E731
+    if stop is not None and stop():  # queued before the sweep stopped: never started
+        return config["run_id"], f"not run: stopped by signal {stop()}"
+    directory, status = execute(config, results, pick_device(device), quiet=True, stop=stop)
     return str(directory), status
 
 
@@ -105,33 +122,77 @@ def _environment(**values):
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _stop_on_signals(received):
+    """While inside, SIGINT and SIGTERM set ``received.value`` (the sweep stops) instead of raising."""
+    def request_stop(signum, frame):
+        received.value = signum
+
+    handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) -> list[tuple[str, str]]:
-    """Run configs one after another, or ``jobs`` at a time in separate processes sharing the cores."""
-    if jobs <= 1:
-        return [_run_one_safely(c, results, device, None) for c in configs]
+    """Run configs one after another, or ``jobs`` at a time in worker processes (one per job slot,
+    each running many runs) sharing the cores.
+
+    Ctrl-C (or SIGTERM) stops the sweep: running runs checkpoint and stop as ``bench run`` would
+    (``interrupted by signal N``), and no further run starts (``not run: stopped by signal N``).
+    """
+    context = multiprocessing.get_context("spawn")
+    received = context.Value("i", 0)
+    stopped = lambda c: (c["run_id"], f"not run: stopped by signal {received.value}")  # noqa: E731
+    with _stop_on_signals(received):
+        if jobs <= 1:
+            out = []
+            for c in configs:
+                out.append(stopped(c) if received.value else _run_one_safely(c, results, device, None,
+                                                                              lambda: received.value))
+                if out[-1][1].startswith("not run"):
+                    _print_outcome(*out[-1])
+                elif out[-1][1].startswith("interrupted by signal"):
+                    received.value = int(out[-1][1].rsplit(" ", 1)[1])
+            return out
+        return _launch_pool(configs, results, device, jobs, context, received, stopped)
+
+
+def _launch_pool(configs, results, device, jobs, context, received, stopped) -> list[tuple[str, str]]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     outcome = {}
     # BLAS libraries read their thread counts when numpy loads, before any worker code runs, so the
     # limit goes into the environment the workers inherit (torch-fidelity's KID runs on numpy).
     limits = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with _environment(**limits), futures.ProcessPoolExecutor(
-            max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(received,)) as pool:
         pending = {pool.submit(_run_one, c, results, device, threads): c for c in configs}
-        for done in futures.as_completed(pending):
-            config = pending[done]
-            try:
-                outcome[config["run_id"]] = done.result()
-            except RunBusy as exc:
-                outcome[config["run_id"]] = (config["run_id"], f"busy: {exc}")
-            except Exception as exc:  # one failed run does not stop the sweep
-                outcome[config["run_id"]] = (config["run_id"], f"failed: {type(exc).__name__}: {exc}")
-            _print_outcome(*outcome[config["run_id"]])
+        waiting = set(pending)
+        while waiting:
+            done, waiting = futures.wait(waiting, timeout=0.5, return_when=futures.FIRST_COMPLETED)
+            if received.value:  # start no new run; the running ones see the signal and checkpoint
+                for future in waiting:
+                    future.cancel()
+            for future in done:
+                config = pending[future]
+                if future.cancelled():
+                    outcome[config["run_id"]] = stopped(config)
+                else:
+                    try:
+                        outcome[config["run_id"]] = future.result()
+                    except RunBusy as exc:
+                        outcome[config["run_id"]] = (config["run_id"], f"busy: {exc}")
+                    except Exception as exc:  # one failed run does not stop the sweep
+                        outcome[config["run_id"]] = (config["run_id"], f"failed: {type(exc).__name__}: {exc}")
+                _print_outcome(*outcome[config["run_id"]])
     return [outcome[c["run_id"]] for c in configs]
 
 
-def _run_one_safely(config, results, device, threads):
+def _run_one_safely(config, results, device, threads, stop=None):
     try:
-        out = _run_one(config, results, device, threads)
+        out = _run_one(config, results, device, threads, stop)
     except RunBusy as exc:  # another process is running it: not this sweep's failure
         out = (config["run_id"], f"busy: {exc}")
     except BadInput:
@@ -250,9 +311,25 @@ def cli_sweep(args) -> int:
         outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster, jobs=args.jobs)
     else:
         outcome = launch_local(configs, results, args.device, jobs=args.jobs)
-    failed = [d for d, s in outcome if s.startswith("failed")]
+    return sweep_exit(outcome)
+
+
+def sweep_exit(outcome: list[tuple[str, str]]) -> int:
+    """Print the sweep's tally and name every run it did not finish; the exit status: 0 when all
+    finished, 128 + N when a signal N stopped it (the shell's convention), 1 when runs failed, were
+    busy (another process holds them) or were not run."""
+    kinds = [(Path(d).name, re.split(r":| by signal", status)[0], status) for d, status in outcome]
     counts = {}
-    for _, status in outcome:
-        counts[status.split(":")[0]] = counts.get(status.split(":")[0], 0) + 1
+    for _, kind, _ in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
     print("sweep finished: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), flush=True)
-    return 1 if failed else 0
+    unfinished = {}
+    for name, kind, _ in kinds:
+        if kind in ("failed", "busy", "not run", "interrupted"):
+            unfinished.setdefault(kind, []).append(name)
+    if not unfinished:
+        return 0
+    print("bench: sweep did not finish every run: "
+          + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in unfinished.items()), file=sys.stderr, flush=True)
+    signals = [int(m.group(1)) for _, _, status in kinds if (m := re.search(r"by signal (\d+)", status))]
+    return 128 + signals[0] if signals else 1

@@ -55,12 +55,13 @@ def check_memory(run: Run) -> float:
 
 
 def execute(config: dict, results: str | Path, device: torch.device, quiet: bool = False,
-            wait: bool = False) -> tuple[Path, str]:
+            wait: bool = False, stop=None) -> tuple[Path, str]:
     """Run (or resume, or skip) one resolved config; returns its directory and final status.
 
     One process at a time owns a run directory (``bench.runlock``): another one is refused naming
     it, or with ``wait`` waits for it. A checkpoint that cannot be used is passed over for the
-    previous one; when none can be, BadInput, and the manifest keeps the progress it had.
+    previous one; when none can be, BadInput, and the manifest keeps the progress it had. ``stop``
+    (returning a signal number, or 0) stops the run as that signal would (a sweep's parent asks it).
     """
     directory = runconfig.run_dir(results, config)
     rank = dist_utils.rank()
@@ -83,12 +84,12 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
             print(f"bench: note: {directory.name} was left by {runlock.describe(dead)}, which died without "
                   f"finishing (killed, perhaps for memory); resuming", file=sys.stderr, flush=True)
     try:
-        return _execute_locked(job, config, directory, device)
+        return _execute_locked(job, config, directory, device, stop)
     finally:
         lock.release()
 
 
-def _execute_locked(job, config: dict, directory: Path, device: torch.device) -> tuple[Path, str]:
+def _execute_locked(job, config: dict, directory: Path, device: torch.device, stop=None) -> tuple[Path, str]:
     rank = dist_utils.rank()
     dist_utils.barrier()
     job.attach(directory)
@@ -99,7 +100,10 @@ def _execute_locked(job, config: dict, directory: Path, device: torch.device) ->
             print(f"bench: note: {'; '.join(resumed[1])}: resumed from {resumed[0]} at kimg {job.kimg:g}",
                   file=sys.stderr, flush=True)
     status, diverged = "failed", None
-    with stop_requests() as stop_signal:
+    with stop_requests() as received:
+        def stop_signal():
+            return received() or (stop() if stop is not None else None) or None
+
         try:
             status = job.train(lambda: stop_signal() is not None)
         except Diverged as exc:

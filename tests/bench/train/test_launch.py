@@ -96,3 +96,55 @@ def test_submitit_local_executor(tmp_path, cli, monkeypatch):
     assert code == 0, out
     assert out.count("submitted 1 jobs (local)") == 2  # --jobs 1: one process at a time
     assert set(statuses(tmp_path / "r").values()) == {"done"}
+
+
+LONG_SWEEP = """
+suite: gaussian
+suite_options: {width: 32, depth: 1, dim: 4, n_eval: 128}
+grid: {method: [sid], batch: [32], seed: [0, 1, 2, 3, 4, 5]}
+fixed: {kimg: 400, eval_every: 100, checkpoint_every: 100}
+teacher: false
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_stops_the_sweep_starts_no_new_run_and_exits_130(tmp_path, jobs):
+    """SIGINT to the sweep's process: running runs checkpoint and stop, queued ones never start."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "sweep", write(tmp_path, LONG_SWEEP), "--jobs", str(jobs),
+                             "--results", str(results)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+    deadline = time.monotonic() + 120
+    while len(list(results.rglob("stats.jsonl"))) < jobs:  # every job slot is training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    started = statuses(results)  # an interrupted run stays "running", with a checkpoint to resume from
+    assert len(started) == jobs and set(started.values()) == {"running"}, (started, out, err)
+    assert all((results / "gaussian" / name / "state.pt").is_file() for name in started)
+    assert out.count("interrupted by signal 2") == jobs and "not run: stopped by signal 2" in out and "sweep did not finish every run" in err
+    assert err.strip().splitlines()[-1].count("-s") == 6  # every run named, interrupted or not run
+
+
+def test_busy_runs_make_the_sweep_exit_1_naming_them(tmp_path, cli):
+    from bench.runlock import RunLock
+    from bench.train import runconfig
+    from bench.train.launch import expand, load_sweep
+
+    path = write(tmp_path, SWEEP)
+    configs = expand(load_sweep(path, quick=True))
+    held = runconfig.run_dir(tmp_path / "r", configs[1])
+    held.mkdir(parents=True)
+    with RunLock(held) as lock:
+        lock.acquire()
+        code, out, err = cli("sweep", path, "--quick", "--results", str(tmp_path / "r"))
+    assert code == 1 and "busy" in out
+    assert err.strip().splitlines()[-1] == f"bench: sweep did not finish every run: busy: {held.name}"
