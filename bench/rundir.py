@@ -54,6 +54,21 @@ def read_json(path: Path):
         return json.load(f)
 
 
+def read_run_json(path: Path, what: str = "") -> dict:
+    """A run directory's JSON object file; BadInput naming it when it is missing, unreadable or not an object."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path} is missing{what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path} is unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                       f"{what}") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"{path} is not a JSON object{what}")
+    return obj
+
+
 def read_json_or_none(path: Path) -> dict | None:
     """A JSON object file, or None when it is missing, not an object, or unparseable (with a warning)."""
     try:
@@ -98,7 +113,11 @@ class JsonlLog:
         return self.path.stat().st_size
 
     def truncate(self, size: int) -> None:
-        """Drop rows written after a checkpoint (on resume) so no row is duplicated."""
+        """Drop rows written after a checkpoint (on resume) so no row is duplicated. A log already
+        shorter than ``size`` lost rows: it is kept as it is (truncating would pad it with zeros)."""
+        if self.size() < size:
+            warnings.warn(f"{self.path} is shorter than at the checkpoint (rows were lost); kept as it is")
+            return
         with open(self.path, "r+b") as f:
             f.truncate(size)
 
@@ -175,11 +194,10 @@ def _now() -> str:
 
 
 def finished_status(directory: Path) -> str | None:
-    """``done`` or ``diverged`` when the run in ``directory`` has finished, else None."""
-    path = Path(directory) / "manifest.json"
-    if not path.exists():
-        return None
-    status = read_json(path)["status"]
+    """``done`` or ``diverged`` when the run in ``directory`` has finished, else None (also when the
+    manifest is missing or unreadable: resuming from the checkpoint rebuilds it)."""
+    manifest = read_json_or_none(Path(directory) / "manifest.json") or {}
+    status = manifest.get("status")
     return status if status in FINISHED else None
 
 
@@ -189,7 +207,7 @@ def start_run(directory: Path, config: dict, provenance: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / "config.json", config)
     path = directory / "manifest.json"
-    manifest = read_json(path) if path.exists() else {}
+    manifest = read_json_or_none(path) or {}  # a damaged manifest is rebuilt
     manifest.update(run_id=config["run_id"], status="running", started=manifest.get("started", _now()),
                     ended=None, diverged=None, **provenance)
     manifest.setdefault("metrics", {})
@@ -200,7 +218,7 @@ def end_run(directory: Path, status: str, diverged: dict | None, kimg_done: floa
             cost: dict | None = None) -> None:
     """Record how a session ended and the run's cumulative ``cost``; an interrupted run stays ``running``."""
     path = Path(directory) / "manifest.json"
-    manifest = read_json(path)
+    manifest = read_json_or_none(path) or {}
     interrupted = status == "interrupted"
     manifest.update(status="running" if interrupted else status, ended=None if interrupted else _now(),
                     diverged=diverged, kimg_done=round(kimg_done, 6), wall_time_s=wall_time_s)
@@ -212,7 +230,7 @@ def end_run(directory: Path, status: str, diverged: dict | None, kimg_done: floa
 def record_metric_impls(directory: Path) -> None:
     """Copy each metric's implementation string from metrics.jsonl into the manifest."""
     directory = Path(directory)
-    manifest = read_json(directory / "manifest.json")
+    manifest = read_json_or_none(directory / "manifest.json") or {}
     impls = {row["metric"]: row.get("impl", "") for row in read_jsonl(directory / "metrics.jsonl")}
     if impls != manifest.get("metrics"):
         manifest["metrics"] = impls

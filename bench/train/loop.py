@@ -80,6 +80,7 @@ class Run:
         self.opt_f = self._optimizer(fake_params, config["lr_fake"])
         self.step, self.nimg = 0, 0
         self.next_eval, self.next_ckpt, self.next_tick = 0, to_nimg(config["checkpoint_every"]), 0
+        self.last_eval = None  # [nimg, final] of the latest evaluation: a resumed finished run is not scored twice
         self.wall_time_before = 0.0  # seconds spent in earlier sessions of this run (resumes)
         self.session_start = time.time()
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
@@ -135,7 +136,7 @@ class Run:
             "generator": self.generator.state_dict(), "fake": self.fake.state_dict(), "ema": self.ema.state_dict(),
             "discriminator": self.parts.discriminator.state_dict() if self.parts.discriminator is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_f": self.opt_f.state_dict(),
-            "progress": {"step": self.step, "nimg": self.nimg, "next_eval_nimg": self.next_eval,
+            "progress": {"step": self.step, "nimg": self.nimg, "next_eval_nimg": self.next_eval, "last_eval": self.last_eval,
                          "next_ckpt_nimg": self.next_ckpt, "next_tick_nimg": self.next_tick,
                          "wall_time": self.wall_time},
             "rng": dist_utils.gather_objects(_rng_state()),
@@ -176,6 +177,7 @@ class Run:
         self.next_eval, self.next_ckpt, self.next_tick = (
             p[f"{key}_nimg"] if f"{key}_nimg" in p else to_nimg(p[key])
             for key in ("next_eval", "next_ckpt", "next_tick"))
+        self.last_eval = p.get("last_eval")
         self.pairs = state["pairs"]
         if "cost" in state:  # checkpoints written before cost accounting start from zero
             self.cost.load_state_dict(state["cost"])
@@ -208,8 +210,9 @@ class Run:
         reset_peak_memory(self.device)
         while True:
             done = self.nimg >= total if gflop_budget is None else self.cost.flops >= gflop_budget * 1e9
-            if self.rank == 0 and (self.nimg >= self.next_eval or done):
+            if self.rank == 0 and (self.nimg >= self.next_eval or done) and self.last_eval != [self.nimg, done]:
                 evaluation.evaluate(self, final=done)
+                self.last_eval = [self.nimg, done]
                 self.next_eval = next_eval(self.nimg, eval_every, self.train_opts.get("eval_growth", 1.0))
             dist_utils.barrier()
             if done:

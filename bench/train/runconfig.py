@@ -101,14 +101,15 @@ def check_run_args(args) -> None:
 def check_eval_args(args) -> None:
     """``bench eval RUN_DIR``: a finished, non-teacher run with a checkpoint, and a positive ``--n``."""
     from . import checkpoint
-    from ..rundir import finished_status, read_json
+    from ..rundir import finished_status, read_run_json
 
     directory = Path(args.run_dir)
     if not (directory / "config.json").is_file():
         raise BadInput(f"{directory} is not a run directory (no config.json)")
+    config = read_run_json(directory / "config.json", "; `bench run` with the run's options rebuilds it")
     if args.n is not None:
         validate.sample_count("--n", args.n)
-    if read_json(directory / "config.json").get("method") == TEACHER:
+    if config.get("method") == TEACHER:
         raise BadInput("a teacher run is evaluated when it runs; nothing to re-evaluate")
     if not checkpoint.exists(directory):
         raise BadInput(f"{directory} has no state.pt to evaluate")

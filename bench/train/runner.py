@@ -19,9 +19,11 @@ from . import distributed as dist_utils
 from . import checkpoint, evaluation, memory, runconfig
 from .. import runlock
 from ..config import parse_sets, pick_device
+from ..errors import BadInput
 from .evaluation import TeacherRun
 from .loop import Run
-from ..rundir import end_run, finished_status, read_json, start_run, stop_requests
+from ..rundir import (end_run, finished_status, read_json, read_json_or_none, start_run, stop_requests,
+                      write_json_atomic)
 from ..runlock import RunLock
 from .step import Diverged, loss_bytes_per_sample
 
@@ -67,6 +69,8 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
     rank = dist_utils.rank()
     finished = finished_status(directory)
     if finished:
+        if rank == 0 and read_json_or_none(directory / "config.json") != config:  # lost or damaged: rebuilt
+            write_json_atomic(directory / "config.json", config)
         return directory, finished
     # Build everything before touching the disk: bad input leaves nothing behind.
     job = TeacherRun(config, device) if config["method"] == runconfig.TEACHER else Run(config, device, quiet)
@@ -94,6 +98,13 @@ def _execute_locked(job, config: dict, directory: Path, device: torch.device, st
     dist_utils.barrier()
     job.attach(directory)
     resumed = job.load() if checkpoint.exists(directory) else None  # BadInput before the manifest changes
+    logs = [directory / name for name in ("stats.jsonl", "metrics.jsonl") if (directory / name).is_file()]
+    if rank == 0 and resumed is None and any(log.stat().st_size for log in logs):
+        # no checkpoint to continue from: the run starts over, and the rows of the abandoned attempt go
+        print(f"bench: note: {directory.name} has logs but no checkpoint; starting over without the earlier rows",
+              file=sys.stderr, flush=True)
+        for log in logs:
+            os.truncate(log, 0)
     if rank == 0:
         start_run(directory, config, provenance(device, dist_utils.world_size()))
         if resumed and resumed[1]:
@@ -146,7 +157,13 @@ def cli_eval(args) -> int:
     directory = Path(args.run_dir)
     config = read_json(directory / "config.json")
     device = pick_device(args.device)
-    run = Run(config, device, quiet=True)
+    try:
+        run = Run(config, device, quiet=True)
+    except BadInput:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a config.json edited by hand
+        raise BadInput(f"{directory / 'config.json'} does not describe a run of this harness "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     with RunLock(directory) as lock:
         lock.acquire(wait=args.wait)
         run.attach(directory)
