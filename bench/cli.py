@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from .errors import BadInput
+from .errors import BadInput, BenchWarning
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,8 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warnings(show):
+    """``showwarning`` printing the harness's warnings on one line (``bench: warning: ...``), others via ``show``."""
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, BenchWarning):
+            print(f"bench: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bench`` console script; returns the exit status."""
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(show)
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "check", None):  # light checks first: bad input is answered before torch loads
@@ -154,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.showwarning = show
 
 
 if __name__ == "__main__":

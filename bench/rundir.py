@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .errors import BadInput
+from .errors import BadInput, BenchWarning
 
 FINISHED = ("done", "diverged")  # a run in one of these states is skipped when asked again
 TEACHER = "teacher"  # the pseudo-method of a run that evaluates the teacher's own multi-step sampler
@@ -76,7 +76,7 @@ def read_json_or_none(path: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        warnings.warn(f"{path}: unparseable JSON, ignored")
+        warnings.warn(f"{path}: unparseable JSON, ignored", BenchWarning)
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -95,7 +95,7 @@ def read_jsonl(path: Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError:
             if i != len(lines) - 1:
-                warnings.warn(f"{path}:{i + 1}: unparseable line skipped")
+                warnings.warn(f"{path}:{i + 1}: unparseable line skipped", BenchWarning)
             continue
         if isinstance(row, dict):
             rows.append(row)
@@ -116,7 +116,7 @@ class JsonlLog:
         """Drop rows written after a checkpoint (on resume) so no row is duplicated. A log already
         shorter than ``size`` lost rows: it is kept as it is (truncating would pad it with zeros)."""
         if self.size() < size:
-            warnings.warn(f"{self.path} is shorter than at the checkpoint (rows were lost); kept as it is")
+            warnings.warn(f"{self.path} is shorter than at the checkpoint (rows were lost); kept as it is", BenchWarning)
             return
         with open(self.path, "r+b") as f:
             f.truncate(size)

@@ -38,7 +38,8 @@ def is_curve(fid: float) -> float:
 def write_run(root: Path, *, suite="digits", method="sim", lr=1e-4, seed=0, batch=64, hparams=None,
               run_id=None, status="done", evals=EVAL_KIMG, values=None, diverged_at=None, torn=False,
               metrics_file=True, samples=True, raw_rows=False, n_samples=N_SAMPLES, wall_time_s=None,
-              gflop_per_kimg=None, oneoff_gflop=0.0, seconds_per_kimg=None, sample_cost=None) -> Path:
+              gflop_per_kimg=None, oneoff_gflop=0.0, seconds_per_kimg=None, sample_cost=None,
+              suite_options=None) -> Path:
     """One run directory. ``values(kimg) -> {metric: value}`` defaults to FID and IS from the curves.
 
     With ``gflop_per_kimg`` the run carries cost figures: cumulative ``gflop = oneoff_gflop + kimg *
@@ -55,7 +56,7 @@ def write_run(root: Path, *, suite="digits", method="sim", lr=1e-4, seed=0, batc
                             "is": is_curve(fid_curve(method, lr, seed, k, hparams.get("huber_c")))}
     d = Path(root) / suite / run_id
     d.mkdir(parents=True)
-    config = {"run_id": run_id, "suite": suite, "suite_options": {"res": 8}, "method": method, "hparams": hparams,
+    config = {"run_id": run_id, "suite": suite, "suite_options": suite_options or {"res": 8}, "method": method, "hparams": hparams,
               "lr_g": None if teacher else lr, "lr_fake": None if teacher else lr, "batch": None if teacher else batch,
               "batch_gpu": None if teacher else batch, "seed": seed, "kimg": 0.0 if teacher else max(evals, default=4.0),
               "eval_every": None if teacher else 1.0, "checkpoint_every": 1.0, "precision": "fp32", "device": "cpu",

@@ -16,7 +16,7 @@ from ..metrics import registry as metric_registry
 from ..rundir import TEACHER
 from ..registry import unknown_name
 from .table import (AXES, HP_PREFIX, STATUSES, ascending, curves, direction, direction_text, final_values,
-                    headline_metrics, load, metric_label)
+                    headline_metrics, load, load_runs, metric_label, teacher_text)
 from .text import fmt, fmt_duration, fmt_kimg, is_missing, markdown, samples_label
 
 
@@ -348,7 +348,8 @@ def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
 
 def cli_leaderboard(args) -> int:
     """``bench leaderboard DIR [--metric M] [--at kimg|gflop|wall] [--format md|csv]``: one table per suite."""
-    board = leaderboard(load(args.results_dir), args.metric, at=args.at)
+    runs = load_runs(args.results_dir)
+    board = leaderboard(load(args.results_dir, runs), args.metric, at=args.at)
     for note in board.attrs["notes"]:
         print(f"bench: note: {note}", file=sys.stderr)
     if args.format == "csv":
@@ -356,6 +357,8 @@ def cli_leaderboard(args) -> int:
         return 0
     for (suite, metric), b in board.groupby(["suite", "metric"], sort=False):
         print(f"## {suite}: {metric_label(metric)} ({direction_text(metric)}), {budget_text(b)}\n")
+        text = teacher_text(runs, suite)
+        print(f"{text[0].upper()}{text[1:]}.\n")
         print(markdown(leaderboard_view(b)))
         print()
     return 0

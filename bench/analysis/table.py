@@ -31,13 +31,14 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import runlock
-from ..errors import BadInput
+from ..errors import BadInput, BenchWarning
 from ..metrics import registry as metric_registry
 from ..rundir import TEACHER, read_json_or_none, read_jsonl, write_atomic
 from .text import is_missing, lr_text, markdown, samples_label
@@ -56,7 +57,7 @@ COST_RUN_COLUMNS = ["budget", "gflop_budget", "gflop_done", "oneoff_gflop", "tra
 
 RUN_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed", "status", "kimg_budget",
                "kimg_done", "wall_time_s", "diverged_kimg", "diverged_step", "diverged_reason", "started",
-               "ended", "git_hash", "config_id", "config", "path", *COST_RUN_COLUMNS]
+               "ended", "git_hash", "config_id", "config", "path", *COST_RUN_COLUMNS, "suite_config"]
 
 
 TABLE_COLUMNS = ["suite", "run_id", "method", "lr_g", "lr_fake", "batch", "seed", "kimg", "metric", "value",
@@ -134,6 +135,7 @@ def _run_record(directory: Path) -> dict | None:
         diverged_step=_number(diverged.get("step")), diverged_reason=diverged.get("reason"),
         started=manifest.get("started"), ended=manifest.get("ended"), git_hash=manifest.get("git_hash"),
         config_id=hashlib.sha1(key.encode()).hexdigest()[:8],
+        suite_config=json.dumps(config.get("suite_options"), sort_keys=True, default=str),
         config=config_label(shown, lr_g, lr_fake, batch), path=str(directory),
     )
     record.update(_cost_record(config, manifest, record["kimg_done"]))
@@ -165,8 +167,9 @@ def _runs_frame(records: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def load_runs(results_dir, *, full: bool = False) -> pd.DataFrame:
-    """One row per run directory (config and manifest summary, ``hp_`` columns).
+def load_runs(results_dir, *, full: bool = False, every: bool = False) -> pd.DataFrame:
+    """One row per run directory (config and manifest summary, ``hp_`` columns), as the views compare
+    them (``comparable``); ``every=True`` keeps every run (the tidy table of ``bench results``).
 
     With ``full=True`` the parsed ``config.json`` and ``manifest.json`` ride along in the columns
     ``_config`` and ``_manifest`` (dicts), for the report's configuration and provenance sections.
@@ -176,7 +179,45 @@ def load_runs(results_dir, *, full: bool = False) -> pd.DataFrame:
     if not records:
         raise BadInput(f"no run directories (folders with config.json) under {str(results_dir)!r}")
     frame = _runs_frame(records)
+    if not every:
+        frame = comparable(frame, results_dir)
     return frame if full else frame.drop(columns=["_config", "_manifest"])
+
+
+def teacher_text(runs: pd.DataFrame, suite: str) -> str:
+    """Which teacher and evaluation a suite's runs share (``comparable`` makes it one), for table headers."""
+    g = runs[runs["suite"] == suite]
+    options = hashlib.sha1(g["suite_config"].iloc[0].encode()).hexdigest()[:8]
+    teachers = ", ".join(sorted(g.loc[g["method"] == TEACHER, "run_id"]))
+    return (f"every {suite} run here distils one teacher and is scored by one evaluation (suite options {options}"
+            + (f"; the teacher's own rows: {teachers})" if teachers else ")"))
+
+
+def comparable(runs: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """The runs a view may rank together: one suite configuration (teacher and evaluation) per suite,
+    and each configuration and seed once, at its largest budget.
+
+    BadInput when a suite's runs differ in suite options (a leaderboard would rank runs of two teachers
+    or two evaluations without a word); the same configuration and seed at a smaller budget (``make
+    demo QUICK=1`` then ``make demo``) is set aside with a warning, not counted as another seed.
+    """
+    for suite, g in runs.groupby("suite", sort=False):
+        options = g["suite_config"]
+        if options.nunique() > 1:
+            a, b = (json.loads(o) for o in options.unique()[:2])
+            differ = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+            shown = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in differ[:3])
+            raise BadInput(f"{results_dir}: runs of suite {suite} with different suite options ({shown}) are not "
+                           "comparable (another teacher or evaluation); put them in separate results folders")
+    order = runs.assign(_size=runs["gflop_budget"].fillna(-1), _kimg=runs["kimg_budget"].fillna(-1))
+    order = order.sort_values(["_size", "_kimg", "kimg_done"], ascending=False, kind="stable")
+    keep = ~order.duplicated(["suite", "config_id", "seed"])
+    if not keep.all():
+        aside = order[~keep]
+        warnings.warn(f"{results_dir}: {len(aside)} run(s) set aside: the same configuration and seed as another run "
+                      f"at a larger budget (e.g. {aside['run_id'].iloc[0]}); give them their own results folder to "
+                      "compare budgets", BenchWarning, stacklevel=2)
+    return runs.loc[sorted(order[keep].index)].reset_index(drop=True)
 
 
 def load(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -335,7 +376,8 @@ def cli_results(args) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise BadInput(f"-o {args.output}: use a .parquet or .csv file name")
-    table = load(args.results_dir)
+    runs = load_runs(args.results_dir, every=True)  # the tidy table holds every run; the views choose
+    table = load(args.results_dir, runs)
     if out is not None:
         if out.suffix == ".parquet":
             write_atomic(out, lambda p: _parquet_safe(table).to_parquet(p, index=False))
@@ -343,7 +385,6 @@ def cli_results(args) -> int:
             write_atomic(out, lambda p: table.to_csv(p, index=False))
         print(f"{len(table)} measurements from {table['run_id'].nunique()} runs -> {out}")
         return 0
-    runs = load_runs(args.results_dir)
     counts = runs.groupby(["suite", "method"])["status"].value_counts().unstack(fill_value=0)
     counts = counts.reindex(columns=[s for s in (*STATUSES, "unknown") if s in counts.columns])
     metrics = table.groupby(["suite", "method"])["metric"].agg(lambda s: ", ".join(sorted(set(s))))

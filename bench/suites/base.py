@@ -36,7 +36,7 @@ class Suite:
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise unknown_name(f"option of suite {self.name}", unknown[0], self.defaults)
+            raise BadInput(f"suite {self.name}: {unknown_name('option', unknown[0], self.defaults)}")
         for key, value in options.items():
             validate.like_default(self.option_name(key), value, self.defaults[key])
         for key in ("n_eval", "n_eval_final"):  # one evaluated sample has no covariance

@@ -136,3 +136,45 @@ def test_runs_without_cost_figures_still_load(results_dir):
     assert leaderboard_view(board)["cost per kimg"].eq("–").all()
     with pytest.raises(BadInput, match="predate cost accounting"):
         leaderboard(table, "fid", at="gflop")
+
+
+def test_views_keep_one_budget_per_configuration_and_seed(tmp_path, capsys):
+    """``make demo QUICK=1`` then ``make demo``: the quick runs are set aside, not counted as seeds."""
+    from bench.analysis.table import load_runs
+    from bench.cli import main
+    from bench.errors import BenchWarning
+    from rundirs import write_run
+
+    for seed in (0, 1):
+        write_run(tmp_path, seed=seed, evals=(0.0, 1.0, 2.0, 3.0, 4.0))
+        write_run(tmp_path, seed=seed, evals=(0.0, 0.5, 1.0), run_id=f"sim-quick-s{seed}")
+    with pytest.warns(BenchWarning, match="2 run\\(s\\) set aside"):
+        runs = load_runs(tmp_path)
+    assert sorted(runs["kimg_budget"]) == [4.0, 4.0] and len(load_runs(tmp_path, every=True)) == 4
+    assert main(["robustness", str(tmp_path)]) == 0  # failed on duplicate labels before
+    assert "bench: warning: " in capsys.readouterr().err
+
+
+def test_views_refuse_runs_of_different_suite_options(tmp_path, capsys):
+    from bench.cli import main
+    from rundirs import write_run
+
+    write_run(tmp_path, seed=0, suite_options={"res": 8, "teacher_seed": 0})
+    write_run(tmp_path, seed=1, suite_options={"res": 8, "teacher_seed": 1})
+    for argv in (["leaderboard", str(tmp_path)], ["robustness", str(tmp_path)],
+                 ["report", str(tmp_path), "-o", str(tmp_path / "r.html")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "teacher_seed 0 vs 1" in err[0] and "not comparable" in err[0]
+    assert main(["results", str(tmp_path)]) == 0  # the tidy table keeps every run
+
+
+def test_leaderboard_says_which_teacher_its_table_is_about(tmp_path, capsys):
+    from bench.cli import main
+    from rundirs import write_run
+
+    write_run(tmp_path, method="teacher", evals=(0.0,))
+    write_run(tmp_path, seed=0)
+    assert main(["leaderboard", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "distils one teacher and is scored by one evaluation (suite options " in out and "teacher-s0" in out

@@ -121,7 +121,7 @@ def test_missing_released_files_name_the_file_and_where_to_put_it(tmp_path, monk
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"n_eval": 0}, "n_eval must be a positive integer"),
+    ({"n_eval": 0}, "n_eval must be an integer of at least 2"),
     ({"teacher_steps": 2.5}, "suite.teacher_steps must be an integer"),
     ({"cond": "yes"}, "cond must be true or false"),
     ({"teacher": 3}, "teacher must be a path"),
