@@ -6,7 +6,10 @@ failure, 2 bad input (one line on stderr naming the problem).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import signal
 import sys
 import warnings
 
@@ -144,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The machine's answers that no check can foresee (a disk filling up during a run, a file system that
+# turns read-only): one line naming the file, exit 2; atomic writes leave nothing half-written.
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                      errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG}
+
+
 def _one_line_warnings(show):
     """``showwarning`` printing the harness's warnings on one line (``bench: warning: ...``), others via ``show``."""
     def show_warning(message, category, filename, lineno, file=None, line=None):
@@ -168,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRORS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"bench: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     finally:
         warnings.showwarning = show
 

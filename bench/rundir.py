@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import signal
@@ -171,6 +172,13 @@ def check_writable(path, what: str, file: bool = False) -> None:
         raise BadInput(f"{what} {path} is a folder; give a file name")
     existing = target.parent if file else target
     while not existing.exists() and existing.parent != existing:
+        if existing.is_symlink():  # exists() is False for a dangling link and for a loop
+            try:
+                os.stat(existing)
+            except OSError as exc:
+                kind = "a symbolic link loop" if exc.errno == errno.ELOOP else \
+                    f"a symbolic link to {os.readlink(existing)}, which does not exist"
+                raise BadInput(f"{what} {path}: {existing} is {kind}") from None
         existing = existing.parent
     if not existing.is_dir():
         where = "is a file" if existing == target else f"is under {existing}, which is a file"

@@ -67,7 +67,10 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self, wait: bool = False) -> dict | None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except IsADirectoryError:
+            raise BadInput(f"{self.path} is a folder, not the run's lock file; remove it (rmdir) and run again") from None
         try:
             if not _try_lock(fd):
                 holder = _read(fd)
@@ -115,7 +118,7 @@ def owner(directory: str | Path) -> tuple[str, dict | None]:
     path = Path(directory) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):  # a folder there is refused when the run is next started
         return "none", None
     try:
         try:

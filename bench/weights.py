@@ -207,6 +207,12 @@ def cli_weights(args) -> int:
     names = args.names or list(REGISTRY)
     for n in names:
         get(n)  # unknown names are bad input before anything happens
+    if weights_dir().exists() and not weights_dir().is_dir():
+        raise BadInput(f"the weights directory {weights_dir()} is a file; point BENCH_WEIGHTS_DIR at a folder")
+    if args.action == "fetch" and any(locate(n) is None for n in names):
+        from .rundir import check_writable
+
+        check_writable(weights_dir(), "weights directory (BENCH_WEIGHTS_DIR)")
     if args.action == "list":
         print(f"weights directory: {weights_dir()}  (BENCH_WEIGHTS_DIR)")
         for n in names:

@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import validate
+from ..errors import BadInput
 from ..metrics.images import from_uint8, to_uint8
 from ..rundir import write_atomic
 from ..nets.classifier import DigitClassifier
@@ -82,16 +83,20 @@ def cached(root: Path, kind: str, config: dict, train) -> Path:
     """
     directory = root / f"{kind}-{config_hash(config)}"
     path = directory / f"{kind}.pt"
-    if path.exists():
+    if path.exists():  # a read-only shared cache is fine once it holds the entry
         return path
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.exists():
-            state, info = train()
-            info = {"kind": kind, "config": config, "sha256": weights_hash(state), **info}
-            (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-            write_atomic(path, lambda tmp: torch.save({"state": state, "info": info}, tmp))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                state, info = train()
+                info = {"kind": kind, "config": config, "sha256": weights_hash(state), **info}
+                (directory / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+                write_atomic(path, lambda tmp: torch.save({"state": state, "info": info}, tmp))
+    except OSError as exc:
+        raise BadInput(f"cannot write the digits cache at {directory} ({exc.strerror or exc}); set BENCH_CACHE "
+                       "(or suite.cache_dir) to a writable folder") from None
     return path
 
 

@@ -51,7 +51,11 @@ CASES = [
     ("tf32-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "tf32"], "CUDA", False),
     ("batch-beyond-memory", [*RUN, "--results", "{world}/r", "--batch", "10000000"], "memory", True),
     ("resume-without-usable-checkpoint", [*RUN, "--results", "{world}/broken"], "no usable checkpoint", True),
-    # bench run: where the results go
+    # bench run: where the results go (and what is already there)
+    ("results-dangling-symlink", [*RUN, "--results", "{world}/links/dangling"], "does not exist", False),
+    ("results-symlink-loop", [*RUN, "--results", "{world}/links/loop1"], "symbolic link loop", False),
+    ("results-under-dangling-symlink", [*RUN, "--results", "{world}/links/dangling/r"], "does not exist", False),
+    ("lock-is-a-folder", [*RUN, "--results", "{world}/lock_folder"], "is a folder, not the run's lock file", True),
     ("results-is-a-file", [*RUN, "--results", "{world}/file.txt"], "is a file", False),
     ("results-under-a-file", [*RUN, "--results", "{world}/file.txt/r"], "which is a file", False),
     ("results-read-only", [*RUN, "--results", "{readonly}/r"], "cannot write", False),
@@ -141,6 +145,18 @@ class Planted:
         return (os.system, (f"touch {self.marker}",))
 
 
+# (id, environment, argv, word in the error): the machine around the command
+ENV_CASES = [
+    ("weights-dir-is-a-file", {"BENCH_WEIGHTS_DIR": "{world}/file.txt"}, ["weights", "check"], "is a file"),
+    ("weights-fetch-read-only", {"BENCH_WEIGHTS_DIR": "{readonly}/w"}, ["weights", "fetch", "inception"],
+     "cannot write"),
+    ("digits-cache-is-a-file", {"BENCH_CACHE": "{world}/file.txt"}, ["teacher", "train", "--suite", "digits"],
+     "cannot write the digits cache"),
+    ("digits-cache-read-only", {"BENCH_CACHE": "{readonly}/c"}, ["teacher", "train", "--suite", "digits"],
+     "cannot write the digits cache"),
+]
+
+
 def _make_read_only(path: Path) -> bool:
     """A folder nobody can create files in (root ignores modes, so also the immutable attribute)."""
     path.mkdir()
@@ -200,6 +216,16 @@ def world(tmp_path_factory):
             torch.save({"progress": {}, "generator": Planted(root / "ran")}, state)
         manifest = json.loads((copy / "manifest.json").read_text())
         (copy / "manifest.json").write_text(json.dumps({**manifest, "status": status}))
+    copy = root / "lock_folder" / "gaussian" / run_dir.name  # a folder where the lock file belongs
+    shutil.copytree(run_dir, copy)
+    (copy / "lock").unlink(missing_ok=True)
+    (copy / "lock").mkdir()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    (root / "links").mkdir()
+    (root / "links" / "dangling").symlink_to(root / "nowhere")
+    (root / "links" / "loop1").symlink_to(root / "links" / "loop2")
+    (root / "links" / "loop2").symlink_to(root / "links" / "loop1")
     readonly = root / "readonly"
     writable = not _make_read_only(readonly)
     yield {"world": root, "readonly": readonly, "readonly_works": not writable, "run_id": run_dir.name}
@@ -236,6 +262,44 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(world, cli, monkeyp
     assert len(lines) == 1 and lines[0].startswith("bench: error:") and word in lines[0], err
     assert "Traceback" not in err
     assert snapshot(world["world"]) == before
+
+
+@pytest.mark.parametrize("case, env, argv, word", ENV_CASES, ids=[c[0] for c in ENV_CASES])
+def test_environment_problems_exit_2_with_one_line(world, cli, monkeypatch, case, env, argv, word):
+    if "{readonly}" in " ".join(env.values()) and not world["readonly_works"]:
+        pytest.skip("cannot make a read-only folder here")
+    for key, value in env.items():
+        monkeypatch.setenv(key, _argv([value], world)[0])
+    before = snapshot(world["world"])
+    code, out, err = cli(*_argv(argv, world))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and word in lines[0] and "Traceback" not in err, err
+    assert snapshot(world["world"]) == before
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(world, cli, monkeypatch):
+    import errno
+
+    import pandas as pd
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    before = snapshot(world["world"])
+    code, _, err = cli("results", str(world["world"] / "results"), "-o", str(world["world"] / "table.csv"))
+    assert code == 2 and err.startswith("bench: error: No space left on device: ") and len(err.splitlines()) == 1
+    assert snapshot(world["world"]) == before  # the half-written temporary file is gone
+
+
+def test_output_piped_into_head_stops_quietly(world):
+    """``bench leaderboard DIR | head -1``: exit 141 (SIGPIPE's convention), no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "leaderboard", str(world["world"] / "results"),
+                             "--format", "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141 and proc.stderr.read() == b""
 
 
 def test_a_planted_checkpoint_never_runs(world, cli):
