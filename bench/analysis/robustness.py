@@ -317,14 +317,15 @@ def analyse(table: pd.DataFrame, metric: str | None = None, factor: float = 2.0,
     for suite, m in metric_per_suite(table, metric).items():
         runs = run_matrix(table, suite, m)
         if not runs.empty:
-            out.append(_analyse_suite(runs, suite, m, float(factor), n_boot, rng_seed))
+            out.append(analyse_runs(runs, suite, m, float(factor), n_boot, rng_seed))
             out[-1].table = table[(table["suite"] == suite) & (table["metric"] == m)]
     if not out:
         raise BadInput("no finished one-step method runs to measure (only teacher rows, or no evaluations)")
     return out
 
 
-def _analyse_suite(runs: pd.DataFrame, suite: str, metric: str, factor: float, n_boot: int, rng_seed: int) -> Analysis:
+def analyse_runs(runs: pd.DataFrame, suite: str, metric: str, factor: float, n_boot: int, rng_seed: int) -> Analysis:
+    """The Analysis of a ``run_matrix`` (every measure per arm and batch, the paired differences, flatness)."""
     seeds = sorted(runs["seed"].unique().tolist())
     rng = np.random.default_rng(rng_seed)
     point = np.arange(len(seeds))[None]  # the actual seeds: the point estimate
