@@ -221,7 +221,7 @@ def test_distillation_run_from_the_teacher_is_evaluated(trained, tmp_path, monke
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sorted({r["kimg"] for r in rows}) == [0.0, 0.064, 0.128]
-    assert {r["metric"] for r in rows} == {"fid", "is", "kid", "precision", "recall"}
+    assert {r["metric"] for r in rows} == {"fid", "is", "kid", "precision", "recall", "fd_teacher"}
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
     assert list((run_dir / "samples").glob("*.png"))
 
