@@ -331,6 +331,30 @@ LEADERBOARD_COLUMNS = (
 )
 
 
+def noise_floor(table: pd.DataFrame, suite: str, metrics: tuple[str, ...] = ("fid", "fd_teacher")) -> str | None:
+    """The measurement's noise floor from the teacher's own rows: each metric at the teacher's largest sample
+    count, per sampling seed, and its range. A teacher's FD to the teacher's reference samples is the
+    teacher-vs-teacher distance, the least a distilled generator can score. None without teacher rows."""
+    t = table[(table["suite"] == suite) & (table["method"] == TEACHER)]
+    parts = []
+    for metric in metrics:
+        m = t[t["metric"] == metric].dropna(subset=["n_samples", "value"])
+        if m.empty:
+            continue
+        m = m[m["n_samples"] == m["n_samples"].max()].sort_values("seed")
+        values = m.groupby("seed")["value"].last()
+        label = metric_label(metric, m["n_samples"].iloc[0])
+        what = "the teacher-vs-teacher distance " if metric == "fd_teacher" else ""
+        text = f"{what}{label} " + ", ".join(fmt(v) for v in values)
+        if len(values) > 1:
+            text += (f" over sampling seeds {', '.join(str(int(s)) for s in values.index)}"
+                     f" (range {fmt(values.max() - values.min())})")
+        parts.append(text)
+    if not parts:
+        return None
+    return "Noise floor (the teacher's own rows): " + "; ".join(parts)
+
+
 def value_header(board: pd.DataFrame) -> str:
     """The value column's header: the board's label ("FID-1k"), or the metric's when sample counts differ."""
     if board["label"].nunique() == 1:
@@ -349,7 +373,8 @@ def leaderboard_view(board: pd.DataFrame) -> pd.DataFrame:
 def cli_leaderboard(args) -> int:
     """``bench leaderboard DIR [--metric M] [--at kimg|gflop|wall] [--format md|csv]``: one table per suite."""
     runs = load_runs(args.results_dir)
-    board = leaderboard(load(args.results_dir, runs), args.metric, at=args.at)
+    table = load(args.results_dir, runs)
+    board = leaderboard(table, args.metric, at=args.at)
     for note in board.attrs["notes"]:
         print(f"bench: note: {note}", file=sys.stderr)
     if args.format == "csv":
@@ -359,6 +384,9 @@ def cli_leaderboard(args) -> int:
         print(f"## {suite}: {metric_label(metric)} ({direction_text(metric)}), {budget_text(b)}\n")
         text = teacher_text(runs, suite)
         print(f"{text[0].upper()}{text[1:]}.\n")
+        floor = noise_floor(table, suite)
+        if floor:
+            print(f"{floor}.\n")
         print(markdown(leaderboard_view(b)))
         print()
     return 0

@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import plots, robustness, verdict
 from .leaderboard import (LEADERBOARD_COLUMNS, ROBUSTNESS_DEFINITION, VALUE, best_configs, budget_text,
-                          config_summaries, leaderboard, lr_robustness, value_header)
+                          config_summaries, leaderboard, lr_robustness, noise_floor, value_header)
 from .styles import legend_figure
 from .table import direction_text, final_values, headline_metrics, load, load_runs, load_stats, metric_label
 from .text import fmt, fmt_duration, fmt_kimg, lr_text
@@ -350,7 +350,7 @@ def context(results_dir) -> dict:
             "samples": _sample_grid(table, runs, suite, metric),
             "side_by_side": _side_by_side(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
             "runs": int((runs["suite"] == suite).sum()), "cost": _cost_section(t, metric),
-            "study": _study(t, metric),
+            "study": _study(t, metric), "noise_floor": noise_floor(t, suite),
         })
     status = runs["status"].value_counts()
     return {

@@ -12,7 +12,8 @@ import rundirs
 from bench import results
 from bench.cli import main
 from bench_helpers import cli_caller
-from bench.analysis.leaderboard import LEADERBOARD_COLUMNS, VALUE, leaderboard, leaderboard_view, lr_robustness, spread, value_header
+from bench.analysis.leaderboard import (LEADERBOARD_COLUMNS, VALUE, leaderboard, leaderboard_view, lr_robustness,
+                                        noise_floor, spread, value_header)
 from bench.analysis.table import headline_metrics
 
 
@@ -224,3 +225,20 @@ def test_leaderboard_names_suites_without_the_metric(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "## digits" in captured.out and "gaussian" not in captured.out
     assert "fid was not measured in suite(s) gaussian" in captured.err
+
+
+def test_noise_floor_reads_the_teachers_rows_at_their_largest_count(tmp_path, capsys):
+    rundirs.write_run(tmp_path, method="sim")
+    for seed, (fid, fd) in enumerate([(3.40, 0.35), (3.82, 0.55), (3.06, 0.40)]):
+        d = rundirs.write_run(tmp_path, method="teacher", seed=seed,
+                              values=lambda k: {"fid": 9.0, "fd_teacher": 2.0})  # the smaller count: not the floor
+        with open(d / "metrics.jsonl", "a") as f:
+            for metric, value in (("fid", fid), ("fd_teacher", fd)):
+                f.write(json.dumps({"kimg": 0.0, "metric": metric, "value": value, "n_samples": 10000, "ema": True}) + "\n")
+    floor = noise_floor(results.load(tmp_path), "digits")
+    assert floor == ("Noise floor (the teacher's own rows): FID-10k 3.40, 3.82, 3.06 over sampling seeds 0, 1, 2 "
+                     "(range 0.76); the teacher-vs-teacher distance FD to teacher-10k 0.35, 0.55, 0.4 over "
+                     "sampling seeds 0, 1, 2 (range 0.2)")
+    assert main(["leaderboard", str(tmp_path), "--metric", "fid"]) == 0
+    assert floor in capsys.readouterr().out
+    assert noise_floor(results.load(tmp_path), "gaussian") is None

@@ -184,6 +184,8 @@ def test_values_as_used_side_by_side_and_notes(tmp_path):
     assert runs["note"].startswith("† Training takes whole batches") and "16 steps, 1024 images" in runs["note"]
     assert sum("†" in row["cells"][7]["text"] for row in runs["rows"]) == 2  # sim and sid; not the teacher
     assert "unbiased estimate of the squared MMD" in html and "raw features" in html
+    assert ctx["suites"][0]["noise_floor"] == "Noise floor (the teacher's own rows): FID-1k 50.00"
+    assert "Noise floor (the teacher&#39;s own rows): FID-1k 50.00." in html
 
     side = ctx["suites"][0]["side_by_side"]
     assert side["seed"] == 0 and [r["method"] for r in side["rows"]] == ["teacher", "sid", "sim"]  # board order
