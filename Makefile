@@ -66,6 +66,8 @@ study: $(VENV)/.installed-core
 	$(BENCH) robustness $(STUDY_RESULTS) --pairwise > $(STUDY_DOCS)/robustness.md
 	$(BENCH) plot robustness $(STUDY_RESULTS) --by-batch -o $(STUDY_DOCS)/robustness.png
 	$(BENCH) plot robustness $(STUDY_RESULTS) --by-batch --x gflop -o $(STUDY_DOCS)/robustness-gflop.png
+	$(BENCH) plot robustness $(STUDY_RESULTS) --by-batch --metric fd_teacher -o $(STUDY_DOCS)/robustness-fd-teacher.png
+	$(BENCH) plot robustness $(STUDY_RESULTS) --by-batch --metric fd_teacher --x gflop -o $(STUDY_DOCS)/robustness-fd-teacher-gflop.png
 	$(BENCH) report $(STUDY_RESULTS) -o $(STUDY_DOCS)/index.html
 	{ echo "# Is the study's budget long enough?"; echo; \
 	  echo "Runs of configs/digits-study-budget.yaml (lr 1e-3, batch 64, one seed, 4x the main grid's compute),"; \
