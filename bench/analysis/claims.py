@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .robustness import Analysis, analyse_runs, on_training_count, interval, seed_means
-from .table import curves, direction
+from .robustness import Analysis, analyse_runs, interval, seed_means
+from .table import curves, direction, on_training_count
 from .text import fmt, lr_text
 
 ARMS = ("sim", "sid", "di")

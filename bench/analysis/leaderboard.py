@@ -15,8 +15,8 @@ from ..errors import BadInput
 from ..metrics import registry as metric_registry
 from ..rundir import TEACHER
 from ..registry import unknown_name
-from .table import (AXES, HP_PREFIX, STATUSES, ascending, curves, direction, direction_text, final_values,
-                    headline_metrics, load, load_runs, metric_label, teacher_text)
+from .table import (AXES, HP_PREFIX, STATUSES, ascending, curves, direction, direction_text, failed_by_rule,
+                    final_values, headline_metrics, load, load_runs, metric_label, on_training_count, teacher_text)
 from .text import fmt, fmt_duration, fmt_kimg, is_missing, markdown, samples_label
 
 
@@ -167,7 +167,8 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None =
     the best mean over seeds of the final value. Columns: suite, metric, label ("FID-1k"), direction,
     method, config, lr_g, lr_fake, batch, mean, sem, n, n_samples (fewest behind any seed), kimg and
     images_seen at the final evaluation, wall_time_s, runs and one count per status (of that
-    configuration), config_id, method_runs and method_diverged (over all the method's configurations), hp_*.
+    configuration), config_id, method_runs, method_diverged and method_failed (runs that failed by the study's
+    rule, ``failed_by_rule``, or whose process failed; over all the method's configurations), hp_*.
     The teacher's multi-step row is there too (method "teacher"). Rows are sorted best first.
     ``metric=None`` takes each suite's headline metric; an unknown or unmeasured metric is BadInput.
     """
@@ -190,6 +191,11 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None =
         best["method_runs"] = best["method"].map(per_method["run_id"].nunique())
         best["method_diverged"] = best["method"].map(
             finals[finals["status"] == "diverged"].groupby("method")["run_id"].nunique()).fillna(0).astype(int)
+        one_step = t[(t["method"] != TEACHER) & (t["status"] != "failed")]
+        failed = failed_by_rule(curves(on_training_count(one_step)).dropna(subset=["value"]), m)
+        failed_ids = set(failed.index[failed]) | set(t.loc[t["status"] == "failed", "run_id"])
+        best["method_failed"] = best["method"].map(
+            finals[finals["run_id"].isin(failed_ids)].groupby("method")["run_id"].nunique()).fillna(0).astype(int)
         boards.append(best)
     board = pd.concat(boards, ignore_index=True)
     hp = [c for c in board.columns if c.startswith(HP_PREFIX)]
@@ -326,8 +332,8 @@ LEADERBOARD_COLUMNS = (
     Column("cost per kimg", lambda r: cost_text(r), lambda r: r["gflop_per_kimg"]),
     Column("wall time", lambda r: fmt_duration(r["wall_time_s"]), lambda r: r["wall_time_s"]),
     Column("runs of this config", runs_text, lambda r: r["runs"], "runs"),
-    Column("diverged, all configs", lambda r: f"{r['method_diverged']} / {r['method_runs']}",
-           lambda r: r["method_diverged"] / r["method_runs"]),
+    Column("failed, all configs", lambda r: f"{r['method_failed']} / {r['method_runs']}",
+           lambda r: r["method_failed"] / r["method_runs"]),
 )
 
 

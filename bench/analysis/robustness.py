@@ -22,7 +22,7 @@ from ..errors import BadInput
 from ..metrics import registry as metric_registry
 from ..rundir import TEACHER
 from .leaderboard import metric_per_suite
-from .table import curves, direction, final_values
+from .table import curves, direction, failed_by_rule, final_values, on_training_count
 
 
 DEFINITIONS = {
@@ -75,9 +75,6 @@ MEASURES = ("tolerance", "best", "spread", "area", "failure", "edge")
 FLAT = {"fit_from": 0.5, "last": 0.25, "within": 0.10}
 
 
-COLLAPSE = 2.0  # a run ending more than this factor worse than its own best has failed (see "failure")
-
-
 def _arm_labels(runs: pd.DataFrame) -> pd.Series:
     """Per run: its method, plus the hyperparameters where it differs from the method's most-run setting."""
     labels = pd.Series(runs["method"].values, index=runs.index, dtype=object)
@@ -116,9 +113,7 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
         area = (trapezoids.reindex(first.index) / span).where(span > 0, last["value"])
         diverged = first["status"] == "diverged"
         info = metric_registry.info(metric)
-        lower = direction(metric) == "lower"
-        best = by["value"].min() if lower else by["value"].max()
-        failed = diverged | _failed(first["value"], best.reindex(first.index), last["value"], lower, info.positive)
+        failed = failed_by_rule(c, metric).reindex(first.index)
         final = final_values(t).set_index("run_id")["value"].reindex(first.index).fillna(last["value"])
         trend = {run: late_trend(g["kimg"].to_numpy(float), g["value"].to_numpy(float), info.positive) for run, g in by}
         runs = pd.DataFrame({
@@ -135,24 +130,6 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     with_hp = pd.concat([runs.reset_index(drop=True), hp.reset_index(drop=True)], axis=1)
     runs["arm"] = _arm_labels(with_hp).values
     return runs
-
-
-def on_training_count(t: pd.DataFrame) -> pd.DataFrame:
-    """Each run's rows at its training-time sample count (its most evaluated one): a curve on one count."""
-    if t.empty or t["n_samples"].isna().all():
-        return t
-    counts = t.groupby(["run_id", "n_samples"]).size().rename("_evals").reset_index()
-    usual = counts.sort_values(["run_id", "_evals", "n_samples"]).groupby("run_id").tail(1)
-    keep = t.set_index(["run_id", "n_samples"]).index.isin(usual.set_index(["run_id", "n_samples"]).index)
-    return t[keep | t["n_samples"].isna()]
-
-
-def _failed(start: pd.Series, best: pd.Series, end: pd.Series, lower: bool, positive: bool) -> pd.Series:
-    """The failure rule (DEFINITIONS["failure"]) on finite values: worse than the start, or collapsed."""
-    worse = end > start if lower else end < start
-    if positive:
-        worse |= end > COLLAPSE * best if lower else end < best / COLLAPSE
-    return worse
 
 
 def late_trend(kimg: np.ndarray, value: np.ndarray, positive: bool) -> float:

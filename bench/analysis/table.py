@@ -275,6 +275,32 @@ def curves(table: pd.DataFrame) -> pd.DataFrame:
     return t.groupby(["run_id", "metric", "kimg"], sort=False).head(1).sort_values(["run_id", "metric", "kimg"])
 
 
+COLLAPSE = 2.0  # a run ending more than this factor worse than its own best has failed
+
+
+def on_training_count(t: pd.DataFrame) -> pd.DataFrame:
+    """Each run's rows at its training-time sample count (its most evaluated one): a curve on one count."""
+    if t.empty or t["n_samples"].isna().all():
+        return t
+    counts = t.groupby(["run_id", "n_samples"]).size().rename("_evals").reset_index()
+    usual = counts.sort_values(["run_id", "_evals", "n_samples"]).groupby("run_id").tail(1)
+    keep = t.set_index(["run_id", "n_samples"]).index.isin(usual.set_index(["run_id", "n_samples"]).index)
+    return t[keep | t["n_samples"].isna()]
+
+
+def failed_by_rule(c: pd.DataFrame, metric: str) -> pd.Series:
+    """Per run of ``c`` (``curves`` of one metric on the training-time count), whether it failed: it
+    diverged, or it ends worse than it started, or (positive metrics) more than ``COLLAPSE`` times worse
+    than the best value it reached. Start, best and end on the same latents, so sampling noise stays out."""
+    by = c.groupby("run_id", sort=True)
+    first, last = by["value"].first(), by["value"].last()
+    lower = direction(metric) != "higher"
+    worse = last > first if lower else last < first
+    if metric_registry.info(metric).positive:
+        worse |= last > COLLAPSE * by["value"].min() if lower else last < by["value"].max() / COLLAPSE
+    return by["status"].first().eq("diverged") | worse
+
+
 def final_values(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, metric): the last evaluation (EMA preferred; the latest row written).
 

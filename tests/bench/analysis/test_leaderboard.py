@@ -242,3 +242,14 @@ def test_noise_floor_reads_the_teachers_rows_at_their_largest_count(tmp_path, ca
     assert main(["leaderboard", str(tmp_path), "--metric", "fid"]) == 0
     assert floor in capsys.readouterr().out
     assert noise_floor(results.load(tmp_path), "gaussian") is None
+
+
+def test_runs_that_end_worse_than_they_started_count_as_failed(tmp_path):
+    rundirs.write_run(tmp_path, method="sim", lr=1e-4)
+    rundirs.write_run(tmp_path, method="sim", lr=1e-2, values=lambda k: {"fid": 50.0 + k})  # worse at every step
+    rundirs.write_run(tmp_path, method="sid", lr=1e-4, diverged_at=2.0, status="diverged")
+    board = leaderboard(results.load(tmp_path), "fid").set_index("method")
+    assert board.loc["sim", "method_failed"] == 1 and board.loc["sim", "method_diverged"] == 0
+    assert board.loc["sid", "method_failed"] == 1 and board.loc["sid", "method_diverged"] == 1
+    view = leaderboard_view(board.reset_index()).set_index("method")
+    assert view.loc["sim", "failed, all configs"] == "1 / 2"
