@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kimg", type=float, default=None, help="training budget in thousands of generator images")
     r.add_argument("--gflop", type=float, default=None,
                    help="training budget in GFLOP instead of --kimg (measured network FLOPs, one-off costs included)")
+    r.add_argument("--steps", type=int, default=None,
+                   help="generator sampling steps (default 1: one-step); for --method teacher, its sampler's steps")
     r.add_argument("--eval-every", type=float, default=None, help="evaluate every this many kimg")
     r.add_argument("--checkpoint-every", type=float, default=None, help="checkpoint every this many kimg")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -105,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--at", default=None, choices=["kimg", "gflop", "wall"],
                     help="compare at the largest budget on this axis that every method reached (default: final)")
     lb.add_argument("--format", default="md", choices=["md", "csv"])
+    lb.add_argument("--per-nfe", action="store_true",
+                    help="one row per method and number of network evaluations per sample (few-step generators)")
     lb.set_defaults(func=_handler("bench.analysis.leaderboard:cli_leaderboard"))
 
     rob = sub.add_parser("robustness", help="robustness measures with bootstrap intervals, and the verdict")
@@ -134,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
     cp.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
     cp.set_defaults(func=_handler("bench.analysis.plots:cli_plot_compute"), check=_output_check)
+
+    nf = plsub.add_parser("nfe", help="final metric against network evaluations per sample (few-step generators)")
+    nf.add_argument("results_dir")
+    nf.add_argument("-o", "--output", required=True, help="figure.png or figure.svg")
+    nf.add_argument("--metric", default=None, help="default: each suite's headline metric (fid, frechet, ...)")
+    nf.set_defaults(func=_handler("bench.analysis.plots:cli_plot_nfe"), check=_output_check)
 
     rep = sub.add_parser("report", help="a self-contained HTML report")
     rep.add_argument("results_dir")

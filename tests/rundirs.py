@@ -166,3 +166,21 @@ def measure(a, arm, batch, name):
     row = a.measures[(a.measures["arm"] == arm) & (a.measures["batch"] == batch) & (a.measures["measure"] == name)]
     assert len(row) == 1
     return row.iloc[0]
+
+
+def write_few_step_runs(root):
+    """sim at 1, 2 and 4 generator steps (two seeds) and the teacher at its 18 Heun steps and at 2."""
+    for steps in (1, 2, 4):
+        for seed in (0, 1):
+            d = write_run(root, method="sim", seed=seed, run_id=f"sim-k{steps}-s{seed}",
+                                  values=lambda k, s=steps: {"fid": 40.0 / s + k}, sample_cost={"gflop_per_image": 0.01 * steps, "nfe": steps})
+            if steps > 1:
+                config = json.loads((d / "config.json").read_text())
+                config["train"] = {"steps": steps}
+                (d / "config.json").write_text(json.dumps(config))
+    for steps, fid in ((18, 3.0), (2, 90.0)):
+        d = write_run(root, method="teacher", run_id=f"teacher-{steps}", evals=[0.0], values=lambda k, f=fid: {"fid": f},
+                              sample_cost={"gflop_per_image": 0.0057 * (2 * steps - 1), "nfe": 2 * steps - 1})
+        config = json.loads((d / "config.json").read_text())
+        config["hparams"] = {"sampler": "heun", "steps": steps}
+        (d / "config.json").write_text(json.dumps(config))

@@ -154,7 +154,8 @@ def common_budget(table: pd.DataFrame, axis: str) -> float:
     return float(reached[methods].min())
 
 
-def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None = None) -> pd.DataFrame:
+def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None = None,
+                per_nfe: bool = False) -> pd.DataFrame:
     """Per suite: each method's best configuration and its final value (mean, sem, n over seeds).
 
     ``at`` ("kimg", "gflop" or "wall") compares at equal budget instead of at the end: every run's value
@@ -169,7 +170,9 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None =
     images_seen at the final evaluation, wall_time_s, runs and one count per status (of that
     configuration), config_id, method_runs, method_diverged and method_failed (runs that failed by the study's
     rule, ``failed_by_rule``, or whose process failed; over all the method's configurations), hp_*.
-    The teacher's multi-step row is there too (method "teacher"). Rows are sorted best first.
+    The teacher's multi-step row is there too (method "teacher"). Rows are sorted best first. With
+    ``per_nfe`` each method (the teacher too) has one row per number of network evaluations per sample
+    (``sample_nfe``: a K-step generator's K, the teacher sampler's), its best configuration there.
     ``metric=None`` takes each suite's headline metric; an unknown or unmeasured metric is BadInput.
     """
     boards, notes = [], []
@@ -182,9 +185,13 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None =
             budget = common_budget(t, at)
             finals = values_at(t, m, at, budget)
         notes += finals.attrs.get("notes", [])
-        best = best_configs(config_summaries(finals, m), m, ["suite", "method"])
+        best = best_configs(config_summaries(finals, m), m, ["suite", "method"] + (["sample_nfe"] if per_nfe else []))
         best["at"], best["budget"] = at or "final", budget
         best = best.sort_values("mean", ascending=ascending(m), na_position="last", kind="stable")
+        if per_nfe:  # each method's curve against NFE, methods in the order of their best row
+            order = {method: i for i, method in enumerate(dict.fromkeys(best["method"]))}
+            best = best.sort_values(["method", "sample_nfe"], key=lambda c: c.map(order) if c.name == "method" else c,
+                                    kind="stable")
         best.insert(2, "direction", direction(m))
         best.insert(2, "label", [metric_label(m, n) for n in best["n_samples"]])
         per_method = finals.groupby("method")
@@ -329,6 +336,7 @@ LEADERBOARD_COLUMNS = (
     Column("configuration", lambda r: str(r["config"]), kind="config"),
     Column("kimg", lambda r: fmt_kimg(r["kimg"]), lambda r: r["kimg"]),
     Column("GFLOP", lambda r: fmt(r["gflop"]), lambda r: r["gflop"]),
+    Column("NFE", lambda r: "–" if is_missing(r["sample_nfe"]) else f"{r['sample_nfe']:g}", lambda r: r["sample_nfe"]),
     Column("cost per kimg", lambda r: cost_text(r), lambda r: r["gflop_per_kimg"]),
     Column("wall time", lambda r: fmt_duration(r["wall_time_s"]), lambda r: r["wall_time_s"]),
     Column("runs of this config", runs_text, lambda r: r["runs"], "runs"),
@@ -342,6 +350,8 @@ def noise_floor(table: pd.DataFrame, suite: str, metrics: tuple[str, ...] = ("fi
     count, per sampling seed, and its range. A teacher's FD to the teacher's reference samples is the
     teacher-vs-teacher distance, the least a distilled generator can score. None without teacher rows."""
     t = table[(table["suite"] == suite) & (table["method"] == TEACHER)]
+    if "hp_steps" in t and t["hp_steps"].nunique() > 1:  # the teacher at several step counts: its most accurate
+        t = t[t["hp_steps"] == t["hp_steps"].max()]
     parts = []
     for metric in metrics:
         m = t[t["metric"] == metric].dropna(subset=["n_samples", "value"])
@@ -380,7 +390,7 @@ def cli_leaderboard(args) -> int:
     """``bench leaderboard DIR [--metric M] [--at kimg|gflop|wall] [--format md|csv]``: one table per suite."""
     runs = load_runs(args.results_dir)
     table = load(args.results_dir, runs)
-    board = leaderboard(table, args.metric, at=args.at)
+    board = leaderboard(table, args.metric, at=args.at, per_nfe=args.per_nfe)
     for note in board.attrs["notes"]:
         print(f"bench: note: {note}", file=sys.stderr)
     if args.format == "csv":

@@ -334,6 +334,54 @@ def compute_scatter(table: pd.DataFrame, metric: str | None = None) -> Figure:
     return fig
 
 
+def has_few_step_runs(table: pd.DataFrame) -> bool:
+    """Whether some method was run at more than one number of network evaluations per sample."""
+    runs = table[table["method"] != TEACHER].drop_duplicates("run_id")
+    return bool(len(runs)) and bool((runs.groupby(["suite", "method"])["sample_nfe"].nunique() > 1).any())
+
+
+def nfe_figure(table: pd.DataFrame, metric: str | None = None) -> Figure:
+    """Quality against sampling cost: per method, the final value of its best configuration at each
+    number of network evaluations per sample (mean and standard error over seeds), the teacher's
+    sampler at its step counts as a dashed curve; one panel per suite, NFE on a log axis."""
+    from .leaderboard import leaderboard
+
+    pairs = list(metric_per_suite(table, metric).items())
+    boards = {suite: leaderboard(table[table["suite"] == suite], m, per_nfe=True) for suite, m in pairs}
+    if all(b["sample_nfe"].isna().all() for b in boards.values()):
+        raise BadInput("no run carries its sampler's NFE (run directories written before cost accounting)")
+    styles = method_styles(table["method"].unique())
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(PANEL_SIZE[0] * 1.3 * len(pairs), PANEL_SIZE[1] + 0.6), layout="constrained")
+        axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+        for ax, (suite, m) in zip(axes, pairs):
+            board = boards[suite].dropna(subset=["sample_nfe", "mean"]).sort_values("sample_nfe")
+            for method, g in board.groupby("method", sort=True):
+                style = TEACHER_STYLE if method == TEACHER else styles[method]
+                ax.errorbar(g["sample_nfe"], g["mean"], yerr=g["sem"].fillna(0), color=style.color,
+                            marker=style.marker or "s", linestyle=style.linestyle, linewidth=1.6, markersize=6,
+                            capsize=2, zorder=2 if method == TEACHER else 4)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            if _log_helps(board["mean"], m):
+                ax.set_yscale("log")
+            n = board["n_samples"].min() if len(board) else None
+            ax.set_ylabel(metric_label(m, None if n is pd.NA else n))
+            ax.set_xlabel("network evaluations per sample (NFE)")
+            ax.set_title(f"{plain_text(suite)} · final value vs NFE")
+        legend(fig, styles, PANEL_SIZE[0] * 1.3 * len(pairs))
+    return fig
+
+
+def cli_plot_nfe(args) -> int:
+    """``bench plot nfe DIR -o figure.png|.svg [--metric M]``: quality against network evaluations per sample."""
+    out, fmt = Path(args.output), _figure_format(args.output)
+    data = figure_bytes(nfe_figure(load(args.results_dir), args.metric), fmt)
+    write_atomic(out, lambda p: Path(p).write_bytes(data))
+    print(out)
+    return 0
+
+
 def _figure_format(output: str) -> str:
     fmt = Path(output).suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):

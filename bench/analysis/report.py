@@ -90,6 +90,14 @@ def _cost_section(t: pd.DataFrame, metric: str) -> dict | None:
             "scatter": svg(plots.compute_scatter(t, metric))}
 
 
+def _nfe_section(t: pd.DataFrame, metric: str) -> dict | None:
+    """The per-NFE leaderboard and the quality-versus-NFE figure; None unless a method ran at several NFE."""
+    if not plots.has_few_step_runs(t):
+        return None
+    return {"board": _leaderboard_table(leaderboard(t, metric, per_nfe=True)),
+            "figure": _uri(plots.figure_bytes(plots.nfe_figure(t, metric), "svg"), "image/svg+xml")}
+
+
 def _robustness_table(rob: pd.DataFrame) -> dict:
     lr_cols = [c for c in rob.columns if c.startswith("lr=") and rob[c].notna().any()]
     metric = rob["metric"].iloc[0]
@@ -350,7 +358,7 @@ def context(results_dir) -> dict:
             "samples": _sample_grid(table, runs, suite, metric),
             "side_by_side": _side_by_side(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
             "runs": int((runs["suite"] == suite).sum()), "cost": _cost_section(t, metric),
-            "study": _study(t, metric), "noise_floor": noise_floor(t, suite),
+            "study": _study(t, metric), "noise_floor": noise_floor(t, suite), "nfe": _nfe_section(t, metric),
         })
     status = runs["status"].value_counts()
     return {

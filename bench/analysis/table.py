@@ -7,17 +7,18 @@
     impl, images_seen, eval_time_s, wall_time_s, kimg_done, kimg_budget, diverged_kimg,
     config_id, config, gflop, train_s, budget, gflop_budget, gflop_done, oneoff_gflop, train_s_done,
     gflop_per_kimg, train_s_per_kimg, sample_gflop_per_image, sample_nfe,
-    hp_<name> for every method hyperparameter (the teacher's sampler and steps too)
+    hp_<name> for every method hyperparameter (the teacher's sampler and steps too; a K-step
+    generator's ``steps`` when K > 1)
 
 ``images_seen`` is ``kimg * 1000`` generator images at that evaluation; ``wall_time_s``, ``kimg_done``
 and ``diverged_kimg`` are the run's totals from ``manifest.json``; ``config_id`` names a configuration
-(suite options, method hyperparameters, learning rates, batch; every seed shares it) and ``config``
+(suite options, method hyperparameters, learning rates, batch, generator steps; every seed shares it) and ``config``
 spells it for readers. The cost columns: ``gflop`` and ``train_s`` are the cumulative training GFLOP
 (one-off costs such as DMD's regression pairs included) and seconds in the update phases at that
 evaluation; ``budget`` says which budget the run had (``kimg`` or ``gflop``); the ``*_done`` columns are the
 run's totals, ``gflop_per_kimg`` and ``train_s_per_kimg`` its rates per 1k generator images (one-off costs
 left out); ``sample_gflop_per_image`` and ``sample_nfe`` what drawing one image costs (the teacher's
-multi-step sampler, or the generator's single pass). A run directory written before cost accounting
+multi-step sampler, or the generator's K passes). A run directory written before cost accounting
 has NaN there. Runs still in progress (status ``running``), diverged runs and a torn last JSONL
 line are all fine; a run without ``metrics.jsonl`` simply has no rows (``load_runs`` still lists it).
 
@@ -119,12 +120,18 @@ def _run_record(directory: Path) -> dict | None:
         hparams = {}
     in_use = config.get("hparams_in_use")  # defaults resolved for the data (SIM's huber_c), for readers
     shown = {**hparams, **in_use} if isinstance(in_use, dict) else hparams
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    steps = train.get("steps") if config.get("method") != TEACHER else None
+    steps = steps if isinstance(steps, int) and steps > 1 else None  # a K-step generator (one step: None)
+    if steps:
+        shown = {**shown, "steps": steps}  # beside the teacher's own (hp_steps)
     diverged = manifest.get("diverged") or {}
     if not isinstance(diverged, dict):
         diverged = {}
     lr_g, lr_fake, batch = _number(config.get("lr_g")), _number(config.get("lr_fake")), _number(config.get("batch"))
-    key = json.dumps([config.get("suite"), config.get("suite_options"), config.get("method"), hparams,
-                      config.get("lr_g"), config.get("lr_fake"), config.get("batch")], sort_keys=True, default=str)
+    key = [config.get("suite"), config.get("suite_options"), config.get("method"), hparams,
+           config.get("lr_g"), config.get("lr_fake"), config.get("batch")]
+    key = json.dumps(key + ([steps] if steps else []), sort_keys=True, default=str)  # one-step ids unchanged
     status = manifest.get("status")
     record = dict(
         suite=str(config.get("suite", directory.parent.name)), run_id=str(config.get("run_id", directory.name)),

@@ -68,6 +68,54 @@ class OneStepGenerator(nn.Module):
         sigma = torch.full((z.shape[0],), self.sigma_init, device=z.device)
         return self.denoiser(self.sigma_init * z, sigma, cond=cond)
 
+    def training_sample(self, z, cond=None):
+        """The sample a training step puts its losses on: the one step itself."""
+        return self(z, cond)
+
+
+def chain_sigmas(sigma_init: float, steps: int, sigma_min: float = 0.002, rho: float = 7.0) -> tuple[float, ...]:
+    """A K-step generator's noise levels: the first ``steps`` of EDM's Karras schedule of ``steps + 1``
+    levels from ``sigma_init`` down to ``sigma_min`` (the last, ~0, is where the chain ends). ``steps = 1``
+    is ``(sigma_init,)``; 4 steps from 80 are 80, 17.5, 2.52 and 0.170."""
+    hi, lo = float(sigma_init) ** (1 / rho), sigma_min ** (1 / rho)
+    return (float(sigma_init),) + tuple((hi + i / steps * (lo - hi)) ** rho for i in range(1, steps))
+
+
+class FewStepGenerator(OneStepGenerator):
+    """A K-step generator: ``x_1 = D(sigma_1 z; sigma_1)``, then ``x_k = D(x_{k-1} + sigma_k eps_k; sigma_k)``
+    with fresh noise ``eps_k`` (DMD2's multi-step sampler; consistency models' multistep sampling).
+
+    ``training_sample`` is DMD2's backward simulation: the chain runs without gradients to make each
+    sample's input at a step ``k`` drawn uniformly per sample, as the generator itself would reach it at
+    sampling time, and the step-``k`` output is returned with gradients. Every method's losses then act
+    on the generator's output at each of its steps (DMD2 with ``backward_simulation``); the first
+    noise level is ``sigma_init``, so one step is ``OneStepGenerator`` exactly.
+    """
+
+    def __init__(self, denoiser: nn.Module, sigmas: tuple[float, ...]):
+        super().__init__(denoiser, sigmas[0])
+        self.sigmas = tuple(float(s) for s in sigmas)
+
+    def _step(self, x_in, sigma: float, cond):
+        return self.denoiser(x_in, torch.full((x_in.shape[0],), sigma, device=x_in.device), cond=cond)
+
+    def forward(self, z, cond=None):
+        x = self._step(self.sigmas[0] * z, self.sigmas[0], cond)
+        for sigma in self.sigmas[1:]:
+            x = self._step(x + sigma * torch.randn_like(x), sigma, cond)
+        return x
+
+    def training_sample(self, z, cond=None):
+        k = torch.randint(0, len(self.sigmas), (z.shape[0],)).to(z.device)
+        with torch.no_grad():  # K - 1 passes of the current generator make each step's input
+            inputs = [self.sigmas[0] * z]
+            for previous, sigma in zip(self.sigmas, self.sigmas[1:]):
+                x = self._step(inputs[-1], previous, cond)
+                inputs.append(x + sigma * torch.randn_like(x))
+        x_in = torch.stack(inputs)[k, torch.arange(z.shape[0], device=z.device)]
+        sigma = torch.tensor(self.sigmas, device=z.device)[k]
+        return self.denoiser(x_in, sigma, cond=cond)
+
 
 class BottleneckDiscriminator(nn.Module):
     """A GAN logit from the fake denoiser's bottleneck features (DMD2): ``head(features(x_t))``.

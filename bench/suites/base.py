@@ -82,12 +82,13 @@ class Suite:
         if type(self).real_data is Suite.real_data:
             raise BadInput(f"suite {self.name} has no real data")
 
-    def teacher_sample(self, teacher: nn.Module, z: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """The teacher's own multi-step sampler from latents ``z`` (the leaderboard's baseline row)."""
+    def teacher_sample(self, teacher: nn.Module, z: torch.Tensor, cond: Any = None, steps: int | None = None) -> torch.Tensor:
+        """The teacher's own multi-step sampler from latents ``z`` (the leaderboard's baseline row), at the
+        suite's ``teacher_steps`` or at ``steps`` (the teacher's curve against NFE)."""
         raise NotImplementedError
 
-    def teacher_info(self) -> dict[str, Any]:
-        """What identifies the teacher's baseline row (sampler, steps)."""
+    def teacher_info(self, steps: int | None = None) -> dict[str, Any]:
+        """What identifies the teacher's baseline row (sampler, steps), at ``steps`` when given."""
         return {}
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:

@@ -348,11 +348,11 @@ class DigitsSuite(Suite):
         x = self.data["x_train"]
         return x[torch.randint(0, len(x), (n,), generator=generator)], None
 
-    def teacher_sample(self, teacher, z, cond=None):
-        return heun_sampler(teacher, z, cond, steps=int(self.options["teacher_steps"]))
+    def teacher_sample(self, teacher, z, cond=None, steps=None):
+        return heun_sampler(teacher, z, cond, steps=int(steps or self.options["teacher_steps"]))
 
-    def teacher_info(self) -> dict[str, Any]:
-        return {"sampler": "heun", "steps": int(self.options["teacher_steps"])}
+    def teacher_info(self, steps=None) -> dict[str, Any]:
+        return {"sampler": "heun", "steps": int(steps or self.options["teacher_steps"])}
 
     def evaluator(self, device):
         """FID, IS, KID and precision/recall against the digits, and FD to the teacher's samples, with the

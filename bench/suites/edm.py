@@ -124,13 +124,13 @@ class EDMSuite(Suite):
     def real_data(self, n, generator):
         return self.dataset().sample(n, generator)
 
-    def teacher_sample(self, teacher, z, cond=None):
+    def teacher_sample(self, teacher, z, cond=None, steps=None):
         if cond is not None:
             cond = cond.to(z.device)
-        return heun_sampler(teacher, z, cond, steps=self.options["teacher_steps"])
+        return heun_sampler(teacher, z, cond, steps=steps or self.options["teacher_steps"])
 
-    def teacher_info(self):
-        steps = self.options["teacher_steps"]
+    def teacher_info(self, steps=None):
+        steps = steps or self.options["teacher_steps"]
         return {"sampler": "heun", "steps": steps, "nfe": 2 * steps - 1}
 
     def reference(self) -> str:

@@ -171,11 +171,11 @@ class GaussianSuite(Suite):
     def load_teacher(self, device):
         return self.teacher.to(device)
 
-    def teacher_sample(self, teacher, z, cond=None):
-        return heun_sampler(teacher, z, cond, steps=int(self.options["teacher_steps"]))
+    def teacher_sample(self, teacher, z, cond=None, steps=None):
+        return heun_sampler(teacher, z, cond, steps=int(steps or self.options["teacher_steps"]))
 
-    def teacher_info(self):
-        return {"sampler": "heun", "steps": int(self.options["teacher_steps"])}
+    def teacher_info(self, steps=None):
+        return {"sampler": "heun", "steps": int(steps or self.options["teacher_steps"])}
 
     def real_data(self, n, generator):
         return self.teacher.sample(n, generator), None

@@ -261,9 +261,9 @@ class TextToImageSuite(Suite):
         return BottleneckDiscriminator(fake, self.latent_shape)
 
     # --- the teacher's sampler -------------------------------------------------------------------
-    def teacher_sample(self, teacher, z, cond=None):
+    def teacher_sample(self, teacher, z, cond=None, steps=None):
         """The guided teacher from ``z ~ N(0, I)``: the pipeline's scheduler or EDM Heun, in latents."""
-        steps, out, b = self.options["teacher_steps"], [], self.options["eval_batch"]
+        steps, out, b = steps or self.options["teacher_steps"], [], self.options["eval_batch"]
         for i in range(0, z.shape[0], b):
             c = slice_cond(cond, i, i + b)
             with torch.no_grad():
@@ -285,11 +285,11 @@ class TextToImageSuite(Suite):
             x = scheduler.step(pred, t, x, return_dict=False)[0]
         return x
 
-    def teacher_info(self):
+    def teacher_info(self, steps=None):
         sampler = self.options["teacher_sampler"]
         if sampler == "scheduler":
             sampler = (read_json_or_none(self.directory / "scheduler" / "scheduler_config.json") or {}).get("_class_name", sampler)
-        return {"sampler": sampler, "steps": self.options["teacher_steps"],
+        return {"sampler": sampler, "steps": steps or self.options["teacher_steps"],
                 "guidance_scale": self.options["guidance_scale"]}
 
     # --- evaluation ------------------------------------------------------------------------------

@@ -59,12 +59,22 @@ def eval_counts(run, evaluator) -> tuple[int, int]:
     return n, max(n, run.train_opts.get("n_eval_final") or evaluator.n_final)
 
 
+CHAIN_NOISE_SEED = 3_000_017  # a multi-step generator's re-noising at evaluation, apart from training noise
+
+
 @torch.no_grad()
-def generate(sample, z, cond, device, batch: int = 256) -> torch.Tensor:
-    """``sample(z, cond)`` in chunks of ``batch`` on ``device``; float32 samples on the CPU."""
+def generate(sample, z, cond, device, batch: int = 256, seed: int = 0) -> torch.Tensor:
+    """``sample(z, cond)`` in chunks of ``batch`` on ``device``; float32 samples on the CPU.
+
+    The noise a multi-step generator draws between its steps comes from a generator seeded with
+    ``seed``, so every evaluation of a run sees the same chain noise, and the training streams are left
+    as they were (a one-step generator draws nothing)."""
     out = []
-    for i in range(0, z.shape[0], batch):
-        out.append(sample(z[i:i + batch].to(device), to_device(slice_cond(cond, i, i + batch), device)).float().cpu())
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(CHAIN_NOISE_SEED + seed)
+        for i in range(0, z.shape[0], batch):
+            out.append(sample(z[i:i + batch].to(device), to_device(slice_cond(cond, i, i + batch), device)).float().cpu())
     return torch.cat(out)
 
 
@@ -120,14 +130,14 @@ def evaluate(run, rescore: bool = False, final: bool = False) -> list[dict]:
     if run.sample_cost is None:  # one generator image's cost, beside the teacher's multi-step one
         probe = min(64, z.shape[0])
         run.sample_cost = sampling_cost(
-            {"generator": run.ema}, lambda: generate(run.ema, z[:probe], slice_cond(cond, 0, probe), run.device),
+            {"generator": run.ema.denoiser}, lambda: generate(run.ema, z[:probe], slice_cond(cond, 0, probe), run.device),
             probe, "generator")
         run.sample_cost.pop("samples")
     nets = [(True, run.ema)] + ([(False, run.generator)] if run.train_opts["eval_raw"] else [])
     rows = []
     for ema, net in nets:
         started = time.time()
-        samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256))
+        samples = generate(net, z, cond, run.device, run.train_opts.get("eval_batch", 256), run.config["seed"])
         if not torch.isfinite(samples).all():
             raise Diverged("non-finite generator sample")
         new = measurement_rows(measure(evaluator, samples, cond, n), run.kimg, ema, started, run.cost.row())
@@ -175,7 +185,8 @@ class TeacherRun:
         started = time.time()
         self.sample_cost = sampling_cost(
             {"teacher": self.teacher},
-            lambda: generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_), z, cond, self.device),
+            lambda: generate(lambda z_, c_: self.suite.teacher_sample(self.teacher, z_, c_, self.config["hparams"].get("steps")),
+                             z, cond, self.device),
             z.shape[0], "teacher")
         samples = self.sample_cost.pop("samples")
         log = JsonlLog(self.dir / "metrics.jsonl")

@@ -50,7 +50,7 @@ def expand(spec: dict, world_size: int = 1) -> list[dict]:
     prefixed = {f"suite.{k}": v for k, v in (spec.get("suite_options") or {}).items()}
     common = {**prefixed, **{f"train.{k}": v for k, v in (spec.get("train") or {}).items()},
               **{f"optim.{k}": v for k, v in (spec.get("optim") or {}).items()}}
-    configs, seeds = [], []
+    configs, seeds, steps = [], [], set()
     import methods
 
     for method in spec.get("method_hparams") or {}:  # a misspelt method's hparams would be dropped silently
@@ -66,12 +66,17 @@ def expand(spec: dict, world_size: int = 1) -> list[dict]:
                 spec["suite"], method, lr=args.get("lr"), lr_fake=args.get("lr_fake"), batch=args.get("batch"),
                 batch_gpu=args.get("batch_gpu"), seed=args.get("seed"), kimg=args.get("kimg"), gflop=args.get("gflop"),
                 eval_every=args.get("eval_every"), checkpoint_every=args.get("checkpoint_every"),
-                sets={**common, **hparams}, precision=args.get("precision"), world_size=world_size))
+                sets={**common, **hparams}, precision=args.get("precision"), world_size=world_size,
+                steps=args.get("steps")))
             seeds.append(configs[-1]["seed"])
+            steps.add(args.get("steps"))
     if spec.get("teacher", True):
         teacher_sets = prefixed
-        teachers = [runconfig.resolve(spec["suite"], runconfig.TEACHER, seed=s, sets=teacher_sets)
-                    for s in sorted(set(seeds))]
+        # one teacher row per seed; a sweep over generator steps adds the teacher at each of them too
+        # (its Heun sampler at those steps, the teacher's curve against NFE) beside its own steps
+        teacher_steps = [None, *sorted(k for k in steps if k is not None)]
+        teachers = [runconfig.resolve(spec["suite"], runconfig.TEACHER, seed=s, sets=teacher_sets, steps=k)
+                    for s in sorted(set(seeds)) for k in teacher_steps]
         configs = teachers + configs
     ids = [c["run_id"] for c in configs]
     if len(set(ids)) != len(ids):

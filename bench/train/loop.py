@@ -26,6 +26,7 @@ from . import checkpoint, evaluation, inputs
 from .. import suites
 from .cost import CostMeter
 from ..nets.modes import set_dropout
+from ..nets.precond import FewStepGenerator, chain_sigmas
 from ..rundir import JsonlLog
 from .step import check_finite, training_step
 
@@ -60,6 +61,9 @@ class Run:
         self.inputs = inputs.providers_for(self.recipe)
         torch.manual_seed(config["seed"])  # identical initial networks on every process
         self.parts = self.suite.build(self.train_opts["sigma_init"], device)
+        if self.train_opts.get("steps", 1) > 1:  # a K-step generator around the same denoiser
+            self.parts.generator = FewStepGenerator(
+                self.parts.generator.denoiser, chain_sigmas(self.train_opts["sigma_init"], self.train_opts["steps"]))
         self.parts.teacher.eval().requires_grad_(False)
         self.generator, self.fake = self.parts.generator, self.parts.fake
         if self.train_opts.get("dropout") is not None:  # the recipe's dropout (DMD2: 0) in every network
@@ -68,7 +72,8 @@ class Run:
         self.pairs = None
         for provider in self.inputs:
             provider.build(self)
-        self.cost = CostMeter({"teacher": self.parts.teacher, "fake": self.fake, "generator": self.generator,
+        # the generator's denoiser is counted: a K-step generator is K passes of it
+        self.cost = CostMeter({"teacher": self.parts.teacher, "fake": self.fake, "generator": self.generator.denoiser,
                                "discriminator": self.parts.discriminator}, scale=self.world)
         self.sample_cost = None  # what one image from the generator costs, measured at the first evaluation
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)

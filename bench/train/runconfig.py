@@ -88,7 +88,8 @@ def check_run_args(args) -> None:
     hparams, suite_opts, optim, train = split_sets(parse_sets(args.set))
     suites.check_name(args.suite)
     check_flags(lr=args.lr, lr_fake=args.lr_fake, batch=args.batch, batch_gpu=args.batch_gpu, seed=args.seed,
-                kimg=args.kimg, gflop=args.gflop, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
+                kimg=args.kimg, gflop=args.gflop, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                steps=args.steps)
     check_train(train)
     check_optimizer(optim)
     if args.precision in ("bf16", "tf32"):
@@ -117,8 +118,21 @@ def check_eval_args(args) -> None:
         raise BadInput(f"{directory} has not finished; the same bench run command finishes it, then evaluate")
 
 
+MAX_STEPS = 64  # generator steps (or the teacher's Heun steps) a run may take per sample
+
+
+def check_steps(name: str, steps):
+    """A number of sampling steps: an integer from 1 to ``MAX_STEPS``, or None (the default)."""
+    if steps is None:
+        return None
+    validate.positive(name, steps, integer=True)
+    if steps > MAX_STEPS:
+        raise BadInput(f"{name} must be at most {MAX_STEPS}, got {steps}")
+    return int(steps)
+
+
 def check_flags(*, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None, kimg=None, eval_every=None,
-                checkpoint_every=None, world_size: int = 1, gflop=None) -> dict:
+                checkpoint_every=None, world_size: int = 1, gflop=None, steps=None) -> dict:
     """The numeric flags of a run with their defaults filled in; BadInput naming the first bad one.
 
     ``lr`` and ``lr_fake`` stay None when not given: the method's published rate fills them later.
@@ -140,7 +154,7 @@ def check_flags(*, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None,
     checkpoint_every = validate.positive("--checkpoint-every",
                                          DEFAULTS["checkpoint_every"] if checkpoint_every is None else checkpoint_every)
     return dict(lr=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg, gflop=gflop,
-                eval_every=eval_every, checkpoint_every=checkpoint_every)
+                eval_every=eval_every, checkpoint_every=checkpoint_every, steps=check_steps("--steps", steps))
 
 
 def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
@@ -167,19 +181,21 @@ def split_sets(sets: dict) -> tuple[dict, dict, dict, dict]:
 
 def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch_gpu=None, seed=None,
             kimg=None, eval_every=None, checkpoint_every=None, sets: dict | None = None,
-            precision=None, world_size: int = 1, gflop=None) -> dict:
+            precision=None, world_size: int = 1, gflop=None, steps=None) -> dict:
     """The full, validated config of one run; BadInput naming the first problem.
 
     The checks that need no torch come first; then the suite and the method are built. The budget is
     ``kimg`` (generator images) or, instead, ``gflop`` (training FLOPs, one-off costs included): a
     gflop-budget config holds ``gflop`` and ``kimg: None``; a kimg-budget config has no ``gflop`` key,
-    so run ids of configs written before compute budgets are unchanged.
+    so run ids of configs written before compute budgets are unchanged. ``steps`` is the generator's
+    number of sampling steps (``train.steps``, kept only when above 1, so one-step run ids are unchanged)
+    or, for the teacher, its sampler's steps instead of the suite's ``teacher_steps``.
     """
     hparams, suite_opts, optim, train = split_sets(sets or {})
     suites.check_name(suite)
     flags = check_flags(lr=lr, lr_fake=lr_fake, batch=batch, batch_gpu=batch_gpu, seed=seed, kimg=kimg,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, world_size=world_size,
-                        gflop=gflop)
+                        gflop=gflop, steps=steps)
     train = check_train(train)
     optim = check_optimizer(optim)
     lr, lr_fake, batch, batch_gpu, seed = (flags[k] for k in ("lr", "lr_fake", "batch", "batch_gpu", "seed"))
@@ -191,7 +207,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
         if hparams or optim or train:
             raise BadInput("--method teacher takes no method, optim. or train. options")
         return _finish(dict(suite=suite, suite_options=suite_obj.options, method=TEACHER,
-                            hparams=suite_obj.teacher_info(), lr_g=None, lr_fake=None, batch=None,
+                            hparams=suite_obj.teacher_info(flags["steps"]), lr_g=None, lr_fake=None, batch=None,
                             batch_gpu=None, seed=seed, kimg=0.0, eval_every=None, checkpoint_every=None,
                             precision="fp32", optimizer=None, train={}))
     import methods
@@ -212,6 +228,8 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
                       eval_growth=1.0, eval_raw=False, eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
                       dropout=recipe.dropout, augment_p=recipe.augment_p)
     train_opts.update(train)
+    if flags["steps"] and flags["steps"] > 1:
+        train_opts["steps"] = flags["steps"]
     if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):
         suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")

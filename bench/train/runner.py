@@ -135,7 +135,7 @@ def cli_run(args) -> int:
     config = runconfig.resolve(args.suite, args.method, lr=args.lr, lr_fake=args.lr_fake, batch=args.batch,
                                batch_gpu=args.batch_gpu, seed=args.seed, kimg=args.kimg, gflop=args.gflop,
                                eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                               sets=parse_sets(args.set), precision=args.precision,
+                               sets=parse_sets(args.set), precision=args.precision, steps=args.steps,
                                world_size=dist_utils.world_size())
     config["device"] = device.type
     directory, status = execute(config, args.results, device, quiet=args.quiet, wait=args.wait)

@@ -75,7 +75,7 @@ def set_phase_modes(run, phase: str | None) -> None:
 def generator_loss_on(run, batch: int, keep: list | None = None):
     """The generator's loss on ``batch`` fresh latents (``keep`` collects its detached samples)."""
     z, cond = draw_latents(run.suite, batch, run.device)
-    x_g = run.generator(z, cond)
+    x_g = run.generator.training_sample(z, cond)
     if keep is not None:
         keep.append((x_g.detach(), cond))
     extra = inputs.supply(run.recipe.generator_inputs, run, batch)
@@ -89,7 +89,7 @@ def fake_loss_on(run, batch: int, reused: list | None = None):
     else:
         z, cond = draw_latents(run.suite, batch, run.device)
         with torch.no_grad():
-            x_g = run.generator(z, cond)
+            x_g = run.generator.training_sample(z, cond)
     extra = inputs.supply(run.recipe.fake_inputs, run, batch)
     return run.method.fake_score_loss(x_g, run.fake, cond=cond, **extra)
 

@@ -253,3 +253,17 @@ def test_runs_that_end_worse_than_they_started_count_as_failed(tmp_path):
     assert board.loc["sid", "method_failed"] == 1 and board.loc["sid", "method_diverged"] == 1
     view = leaderboard_view(board.reset_index()).set_index("method")
     assert view.loc["sim", "failed, all configs"] == "1 / 2"
+
+
+def test_few_step_runs_are_configurations_of_their_own_ranked_per_nfe(tmp_path):
+    rundirs.write_few_step_runs(tmp_path)
+    table = results.load(tmp_path)
+    assert table.drop_duplicates("run_id").groupby("config_id").size().tolist() == [2, 2, 2, 1, 1]  # seeds share one
+    board = leaderboard(table, "fid")
+    assert "steps=4" in board.set_index("method").loc["sim", "config"]  # the best of sim's configurations
+    per = leaderboard(table, "fid", per_nfe=True)
+    assert [(m, n) for m, n in zip(per["method"], per["sample_nfe"])] == [
+        ("teacher", 3.0), ("teacher", 35.0), ("sim", 1.0), ("sim", 2.0), ("sim", 4.0)]
+    assert per["mean"].tolist()[2:] == pytest.approx([40.0 + 4, 20.0 + 4, 10.0 + 4])
+    assert leaderboard_view(per)["NFE"].tolist() == ["3", "35", "1", "2", "4"]
+    assert noise_floor(table, "digits").startswith("Noise floor (the teacher's own rows): FID-1k 3.00")  # its 18 steps

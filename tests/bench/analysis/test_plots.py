@@ -218,3 +218,15 @@ def test_rows_by_batch_size(table):
     whole = visible_axes(plots.robustness_figure(both, "fid", by_batch=True))
     assert len(whole) == 16 and whole[4].get_title() == f"digits · batch {4 * batch} · lr = 1e-5"
     assert len(visible_axes(plots.robustness_figure(both, "fid"))) == 8  # best batch per lr: one row per metric
+
+
+def test_quality_against_nfe_draws_each_method_and_the_teacher_at_their_evaluation_counts(tmp_path):
+    rundirs.write_few_step_runs(tmp_path)
+    table = results.load(tmp_path)
+    assert plots.has_few_step_runs(table) and not plots.has_few_step_runs(table[~table["run_id"].str.contains("k[24]")])
+    ax = plots.nfe_figure(table, "fid").axes[0]
+    lines = {tuple(line.get_xdata()): list(line.get_ydata()) for line in ax.get_lines() if len(line.get_xdata()) > 1}
+    assert lines[(1.0, 2.0, 4.0)] == pytest.approx([44.0, 24.0, 14.0]) and lines[(3.0, 35.0)] == [90.0, 3.0]
+    assert ax.get_xscale() == "log" and "NFE" in ax.get_xlabel()
+    assert main(["plot", "nfe", str(tmp_path), "-o", str(tmp_path / "nfe.svg")]) == 0
+    assert (tmp_path / "nfe.svg").read_text().lstrip().startswith("<?xml")

@@ -288,7 +288,8 @@ def test_cost_section(tmp_path):
     svgs = re.findall(r'<img[^>]*\ssrc="data:image/svg\+xml;base64,[^"]*" alt="([^"]*)"', html)
     assert sum("against training GFLOP" in alt for alt in svgs) == 1  # the robustness figure against GFLOP
     assert sum("against total training GFLOP" in alt for alt in svgs) == 1  # the scatter
-    assert column(tables, "leaderboard-1-fid", 8) == ["", "10.0", "25.0", "15.0"]  # GFLOP per kimg
+    assert column(tables, "leaderboard-1-fid", 8) == ["35.0", "", "", ""]  # NFE (the generators have no sample cost here)
+    assert column(tables, "leaderboard-1-fid", 9) == ["", "10.0", "25.0", "15.0"]  # GFLOP per kimg
     assert "15.00 GFLOP, 30.00 s" in html and "0.07 GFLOP/image (35 NFE x 0.002)" in html
 
 
@@ -392,3 +393,12 @@ def test_layout_fits_at_desktop_and_laptop_widths(chromium, built, tmp_path, wid
     assert Image.open(shot).size == (width, 2400)
     if os.environ.get("BENCH_REPORT_SCREENSHOTS"):  # to look at the page: BENCH_REPORT_SCREENSHOTS=folder
         shutil.copy(shot, os.environ["BENCH_REPORT_SCREENSHOTS"])
+
+
+def test_few_step_runs_get_a_section_against_nfe(tmp_path):
+    rundirs.write_few_step_runs(tmp_path / "r")
+    suite = report.context(tmp_path / "r")["suites"][0]
+    assert suite["nfe"]["figure"].startswith("data:image/svg+xml")
+    assert [row["cells"][1]["text"] for row in suite["nfe"]["board"]["rows"]] == ["teacher"] * 2 + ["sim"] * 3
+    rundirs.write_run(tmp_path / "one", method="sim")
+    assert report.context(tmp_path / "one")["suites"][0]["nfe"] is None  # one-step runs only: no such section

@@ -35,6 +35,23 @@ def test_expand_crosses_grid_and_method_hparams(tmp_path):
     assert [c["method"] for c in quick] == ["teacher", "di"] and quick[1]["kimg"] == 0.1
 
 
+def test_steps_as_a_grid_axis_adds_the_teacher_at_each_step_count(tmp_path):
+    from bench.errors import BadInput
+    from bench.train.launch import expand, load_sweep
+
+    text = SWEEP.replace("seed: [0]}", "seed: [0], steps: [1, 2, 4]}")
+    configs = expand(load_sweep(write(tmp_path, text)))
+    runs = [c for c in configs if c["method"] != "teacher"]
+    assert sorted(c["train"].get("steps", 1) for c in runs if c["method"] == "di") == [1, 1, 2, 2, 4, 4]
+    teachers = [c["hparams"]["steps"] for c in configs if c["method"] == "teacher"]
+    assert sorted(teachers) == [1, 2, 4, 18]  # the teacher's own 18 Heun steps, and the generators' counts
+    one = expand(load_sweep(write(tmp_path, SWEEP)))
+    ids = {c["run_id"] for c in configs}
+    assert {c["run_id"] for c in one} <= ids  # steps 1 are the one-step runs of the same sweep without the axis
+    with pytest.raises(BadInput, match="steps"):
+        load_sweep(write(tmp_path, SWEEP.replace("seed: [0]}", "seed: [0], steps: [two]}")))
+
+
 def test_gflop_budget_in_fixed(tmp_path):
     from bench.train.launch import expand, load_sweep
 

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -83,6 +84,8 @@ def test_divergence_stops_cleanly(tmp_path, cli):
     (["--set", "suite.std_max=0.01"], "suite.std_max"),
     (["--set", "train.n_eval=abc"], "train.n_eval"),
     (["--set", "train.eval_raw=maybe"], "train.eval_raw"),
+    (["--steps", "0"], "--steps"),
+    (["--steps", "65"], "--steps"),
 ])
 def test_bad_input_exits_2_and_leaves_nothing(tmp_path, cli, argv, word):
     args = tiny_run_args(tmp_path)
@@ -228,3 +231,26 @@ def test_dmd_regression_pairs_and_dmd2_gan_head(tmp_path, cli):
     stats = read_jsonl(run_dir / "stats.jsonl")
     assert all("loss_gan_g" in r and "loss_gan_d" in r for r in stats)
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
+
+
+def test_a_k_step_generator_trains_evaluates_and_is_costed_per_step(tmp_path, cli):
+    from bench.train import runconfig
+
+    one = runconfig.resolve("gaussian", "dmd2", kimg=1.0)
+    assert runconfig.resolve("gaussian", "dmd2", kimg=1.0, steps=1)["run_id"] == one["run_id"]  # one step: unchanged
+    assert "steps" not in one["train"]
+    code, out, _ = cli(*tiny_run_args(tmp_path, method="dmd2", extra=["--steps", "3"]))
+    assert code == 0
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 3
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["cost"]["sample"]["nfe"] == 3.0
+    passes = manifest["cost"]["passes"]
+    # per image: 3 passes for the generator's loss (2 without gradients), 3 for each of DMD2's 4 fresh fake updates
+    assert passes["generator_forward"] == 15 * passes["generator_backward"]
+    assert all(math.isfinite(r["value"]) for r in read_jsonl(run_dir / "metrics.jsonl"))
+    code, out, _ = cli("run", "--suite", "gaussian", "--method", "teacher", "--steps", "2", "--results", str(tmp_path),
+                       "--quiet")
+    teacher = Path(out.strip().splitlines()[-1])
+    assert json.loads((teacher / "config.json").read_text())["hparams"] == {"sampler": "heun", "steps": 2}
+    assert json.loads((teacher / "manifest.json").read_text())["cost"]["sample"]["nfe"] == 3.0  # Heun: 2K - 1
