@@ -277,6 +277,20 @@ def test_environment_problems_exit_2_with_one_line(world, cli, monkeypatch, case
     assert snapshot(world["world"]) == before
 
 
+def test_an_unusable_home_is_one_line(world, cli, monkeypatch):
+    """HOME a file (or missing): the default digits cache under it cannot be made, and says so; the
+    weights check still answers (every file missing, exit 1), and the error names BENCH_CACHE."""
+    monkeypatch.delenv("BENCH_CACHE", raising=False)
+    monkeypatch.delenv("BENCH_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(world["world"] / "file.txt"))
+    before = snapshot(world["world"])
+    code, _, err = cli("teacher", "train", "--suite", "digits")
+    assert code == 2 and err.count("\n") == 1 and "cannot write the digits cache" in err and "BENCH_CACHE" in err, err
+    code, out, err = cli("weights", "check")
+    assert code == 1 and "Traceback" not in err and "0 of" in out  # 1: weights are missing, as without HOME
+    assert snapshot(world["world"]) == before
+
+
 def test_a_full_disk_is_one_line_and_leaves_nothing(world, cli, monkeypatch):
     import errno
 
