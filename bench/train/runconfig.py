@@ -91,6 +91,9 @@ def check_run_args(args) -> None:
                 kimg=args.kimg, gflop=args.gflop, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every)
     check_train(train)
     check_optimizer(optim)
+    from . import mirrors
+
+    mirrors.check(getattr(args, "logger", None))
     if args.precision in ("bf16", "tf32"):
         check_precision(args.precision, device_type(args.device))
     from ..rundir import check_writable
