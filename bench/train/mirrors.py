@@ -38,7 +38,7 @@ def check(names) -> list[str]:
     for name in names:
         MIRRORS.check(name)
         if importlib.util.find_spec(NEEDS[name]) is None:
-            raise BadInput(f"--logger {name} needs the {NEEDS[name]} package: pip install 'distill-bench[{name}]'")
+            raise BadInput(f"the {name} logger needs the {NEEDS[name]} package: pip install 'distill-bench[{name}]'")
     return list(dict.fromkeys(names))
 
 
