@@ -249,3 +249,23 @@ def test_a_sweep_with_a_bad_logger_exits_2(tmp_path, cli, logger, says):
     code, _, err = cli("sweep", str(path), "--results", str(tmp_path / "r"))
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_only_rank_0_mirrors_a_two_process_run(tmp_path):
+    import os
+    import subprocess
+
+    from bench_helpers import PYTHON
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = tiny_run_args(tmp_path / "r", method="sid", extra=["--logger", "tensorboard", "--logger", "wandb"])
+    proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                           "-m", "bench", *args], cwd=Path(__file__).resolve().parents[3], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert_same(tensorboard_scalars(run_dir / "tensorboard"), expected(run_dir), rel=1e-6)
+    assert_same(wandb_history(run_dir), expected(run_dir))
