@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", default=None, choices=["fp32", "bf16", "tf32"])
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
+    r.add_argument("--logger", action="append", default=[], metavar="NAME",
+                   help="also mirror stats, metrics and sample grids to tensorboard or wandb (offline); repeatable")
     r.set_defaults(func=_handler("bench.train.runner:cli_run"), check=_handler("bench.train.runconfig:check_run_args"))
 
     s = sub.add_parser("sweep", help="run a grid of configurations from a YAML file")

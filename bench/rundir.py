@@ -104,11 +104,16 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class JsonlLog:
-    """An append-only JSONL file; every row is flushed and fsynced as it is written."""
+    """An append-only JSONL file; every row is flushed and fsynced as it is written.
+
+    ``listeners`` are called with each appended row, as the file holds it, once it is written
+    (the loggers of ``bench.train.mirrors``).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.touch(exist_ok=True)
+        self.listeners = []
 
     def size(self) -> int:
         return self.path.stat().st_size
@@ -123,10 +128,15 @@ class JsonlLog:
             f.truncate(size)
 
     def append(self, row: dict) -> None:
+        line = json.dumps(row, default=_jsonable)
         with open(self.path, "a") as f:
-            f.write(json.dumps(row, default=_jsonable) + "\n")
+            f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.listeners:
+            written = json.loads(line)
+            for listener in self.listeners:
+                listener(written)
 
     def replace(self, rows: list[dict], key: tuple[str, ...]) -> None:
         """Write ``rows`` in place of the rows with the same ``key`` values (re-scoring), atomically.

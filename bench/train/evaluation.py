@@ -102,14 +102,16 @@ def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, starte
         log.append(row)
 
 
-def save_samples(samples: torch.Tensor, path: Path, n: int = 64) -> None:
-    """A PNG grid of the first ``n`` samples (image suites only)."""
+def save_samples(samples: torch.Tensor, path: Path, n: int = 64, mirror=None, kimg: float = 0.0) -> None:
+    """A PNG grid of the first ``n`` samples (image suites only), handed to the run's ``mirror`` if any."""
     if samples.ndim != 4:
         return
     from ..metrics.images import save_grid, to_uint8
 
     path.parent.mkdir(exist_ok=True)
     save_grid(to_uint8(samples[:n]), path)
+    if mirror is not None:
+        mirror.grid(path, kimg)
 
 
 def _grid_path(directory: Path, kimg: float) -> Path:
@@ -146,7 +148,8 @@ def evaluate(run, rescore: bool = False, final: bool = False) -> list[dict]:
                 run.metrics.append(row)
         rows += new
         if ema:
-            save_samples(run.suite.to_images(samples[:64]), _grid_path(run.dir, run.kimg))
+            save_samples(run.suite.to_images(samples[:64]), _grid_path(run.dir, run.kimg),
+                         mirror=getattr(run, "mirror", None), kimg=run.kimg)
     if rescore:
         run.metrics.replace(rows, ROW_KEY)
     record_metric_impls(run.dir)
@@ -171,7 +174,10 @@ class TeacherRun:
         return time.time() - self.started
 
     def attach(self, directory: Path) -> None:
+        """Write into ``directory`` from now on (rank 0 keeps the log)."""
         self.dir = Path(directory)
+        self.mirror = None
+        self.metrics = JsonlLog(self.dir / "metrics.jsonl") if dist_utils.rank() == 0 else None
 
     def cost_summary(self) -> dict:
         """The manifest's ``cost`` entry: what one sample of the teacher's sampler costs."""
@@ -189,9 +195,9 @@ class TeacherRun:
                              z, cond, self.device),
             z.shape[0], "teacher")
         samples = self.sample_cost.pop("samples")
-        log = JsonlLog(self.dir / "metrics.jsonl")
+        log = self.metrics
         log.truncate(0)  # a teacher row is evaluated in one go: an interrupted attempt starts over
         log_measurements(log, measure(self.evaluator, samples, cond, n), 0.0, False, started)
-        save_samples(self.suite.to_images(samples[:64]), _grid_path(self.dir, 0.0))
+        save_samples(self.suite.to_images(samples[:64]), _grid_path(self.dir, 0.0), mirror=self.mirror)
         record_metric_impls(self.dir)
         return "done"

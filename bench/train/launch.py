@@ -12,6 +12,7 @@ Sweep file::
     teacher: true                                          # add the teacher's row per seed
     quick: {grid: {seed: [0]}, fixed: {kimg: 2}}           # what --quick overrides
     slurm: {partition: gpu, timeout_min: 720, gpus_per_node: 1}
+    logger: tensorboard                                    # or [tensorboard, wandb]: every run mirrors its logs
 
 Finished runs are skipped and unfinished ones resumed, because a config always maps to the same
 run directory.
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 from . import runconfig
+from .mirrors import check as check_loggers
 from .sweepfile import load_sweep  # noqa: F401  (the sweep file's reader, used with expand)
 from ..errors import BadInput
 from ..registry import unknown_name
@@ -94,7 +96,7 @@ def _init_worker(stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_one(config: dict, results: str, device: str, threads: int | None, stop=None):
+def _run_one(config: dict, results: str, device: str, threads: int | None, stop=None, loggers=()):
     """One run (in a worker process with local --jobs N); ``stop`` returns a signal number or 0."""
     import torch
 
@@ -108,7 +110,7 @@ def _run_one(config: dict, results: str, device: str, threads: int | None, stop=
         stop = lambda: _STOP.value  # noqa: E731
     if stop is not None and stop():  # queued before the sweep stopped: never started
         return config["run_id"], f"not run: stopped by signal {stop()}"
-    directory, status = execute(config, results, pick_device(device), quiet=True, stop=stop)
+    directory, status = execute(config, results, pick_device(device), quiet=True, stop=stop, loggers=loggers)
     return str(directory), status
 
 
@@ -141,7 +143,8 @@ def _stop_on_signals(received):
             signal.signal(sig, handler)
 
 
-def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) -> list[tuple[str, str]]:
+def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1,
+                 loggers=()) -> list[tuple[str, str]]:
     """Run configs one after another, or ``jobs`` at a time in worker processes (one per job slot,
     each running many runs) sharing the cores.
 
@@ -156,16 +159,16 @@ def launch_local(configs: list[dict], results: str, device: str, jobs: int = 1) 
             out = []
             for c in configs:
                 out.append(stopped(c) if received.value else _run_one_safely(c, results, device, None,
-                                                                              lambda: received.value))
+                                                                              lambda: received.value, loggers))
                 if out[-1][1].startswith("not run"):
                     _print_outcome(*out[-1])
                 elif out[-1][1].startswith("interrupted by signal"):
                     received.value = int(out[-1][1].rsplit(" ", 1)[1])
             return out
-        return _launch_pool(configs, results, device, jobs, context, received, stopped)
+        return _launch_pool(configs, results, device, jobs, context, received, stopped, loggers)
 
 
-def _launch_pool(configs, results, device, jobs, context, received, stopped) -> list[tuple[str, str]]:
+def _launch_pool(configs, results, device, jobs, context, received, stopped, loggers=()) -> list[tuple[str, str]]:
     threads = max(1, (os.cpu_count() or 1) // jobs)
     outcome = {}
     # BLAS libraries read their thread counts when numpy loads, before any worker code runs, so the
@@ -173,7 +176,7 @@ def _launch_pool(configs, results, device, jobs, context, received, stopped) -> 
     limits = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with _environment(**limits), futures.ProcessPoolExecutor(
             max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(received,)) as pool:
-        pending = {pool.submit(_run_one, c, results, device, threads): c for c in configs}
+        pending = {pool.submit(_run_one, c, results, device, threads, None, loggers): c for c in configs}
         waiting = set(pending)
         while waiting:
             done, waiting = futures.wait(waiting, timeout=0.5, return_when=futures.FIRST_COMPLETED)
@@ -195,9 +198,9 @@ def _launch_pool(configs, results, device, jobs, context, received, stopped) -> 
     return [outcome[c["run_id"]] for c in configs]
 
 
-def _run_one_safely(config, results, device, threads, stop=None):
+def _run_one_safely(config, results, device, threads, stop=None, loggers=()):
     try:
-        out = _run_one(config, results, device, threads, stop)
+        out = _run_one(config, results, device, threads, stop, loggers)
     except RunBusy as exc:  # another process is running it: not this sweep's failure
         out = (config["run_id"], f"busy: {exc}")
     except BadInput:
@@ -215,8 +218,8 @@ def _print_outcome(directory, status):
 class SlurmRun:
     """A submitit job: one run, resumable; requeued from its latest checkpoint on preemption."""
 
-    def __init__(self, config: dict, results: str, device: str):
-        self.config, self.results, self.device = config, results, device
+    def __init__(self, config: dict, results: str, device: str, loggers=()):
+        self.config, self.results, self.device, self.loggers = config, results, device, list(loggers)
 
     def __call__(self):
         import submitit
@@ -232,14 +235,14 @@ class SlurmRun:
         device = distributed.local_device(pick_device(self.device))
         # A requeued job may start while its previous attempt still holds the run: it waits for it.
         directory, status = execute({**self.config, "device": device.type}, self.results, device, quiet=True,
-                                    wait=True)
+                                    wait=True, loggers=self.loggers)
         distributed.shutdown()
         return str(directory), status
 
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SlurmRun(self.config, self.results, self.device))
+        return submitit.helpers.DelayedSubmission(SlurmRun(self.config, self.results, self.device, self.loggers))
 
 
 def slurm_cluster(slurm: dict, local_test: bool) -> str:
@@ -254,7 +257,7 @@ def slurm_cluster(slurm: dict, local_test: bool) -> str:
 
 
 def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cluster: str = "slurm",
-                 jobs: int | None = None) -> list[tuple[str, str]]:
+                 jobs: int | None = None, loggers=()) -> list[tuple[str, str]]:
     """Submit the configs as submitit job arrays and wait for them.
 
     On Slurm one array runs ``array_parallelism`` jobs at a time (``slurm:`` in the YAML); the local
@@ -279,7 +282,7 @@ def launch_slurm(configs: list[dict], results: str, device: str, slurm: dict, cl
     out = []
     for start in range(0, len(configs), size):
         chunk = configs[start:start + size]
-        submitted = executor.submit_array([SlurmRun(c, results, device) for c in chunk])
+        submitted = executor.submit_array([SlurmRun(c, results, device, loggers) for c in chunk])
         print(f"submitted {len(submitted)} jobs ({executor.cluster}): "
               f"{', '.join(j.job_id for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}", flush=True)
         for config, job in zip(chunk, submitted):
@@ -302,6 +305,7 @@ def cli_sweep(args) -> int:
         raise BadInput("--local-test goes with --launcher slurm")
     results = args.results or spec.get("results") or "results"
     configs = expand(spec)
+    loggers = check_loggers(spec.get("logger"))
     if not configs:
         raise BadInput(f"{args.config}: the grid expands to no runs")
     if args.dry_run:
@@ -313,9 +317,10 @@ def cli_sweep(args) -> int:
     check_writable(results, "results folder")
     print(f"sweep: {len(configs)} runs -> {Path(results) / spec['suite']}", flush=True)
     if args.launcher == "slurm":
-        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster, jobs=args.jobs)
+        outcome = launch_slurm(configs, results, args.device, spec.get("slurm") or {}, cluster, jobs=args.jobs,
+                               loggers=loggers)
     else:
-        outcome = launch_local(configs, results, args.device, jobs=args.jobs)
+        outcome = launch_local(configs, results, args.device, jobs=args.jobs, loggers=loggers)
     return sweep_exit(outcome)
 
 

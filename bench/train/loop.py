@@ -98,6 +98,7 @@ class Run:
                     net.to(memory_format=torch.channels_last)
         _seed_everything(config["seed"] * 7919 + self.rank)  # training noise differs across processes
         self.dir = self.stats = self.metrics = self._evaluator = None
+        self.mirror = None  # the loggers of bench.train.mirrors, when asked for (rank 0)
 
     def attach(self, directory: Path) -> None:
         """Write into ``directory`` from now on (rank 0 keeps the logs)."""

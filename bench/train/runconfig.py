@@ -92,6 +92,9 @@ def check_run_args(args) -> None:
                 steps=args.steps)
     check_train(train)
     check_optimizer(optim)
+    from . import mirrors
+
+    mirrors.check(getattr(args, "logger", None))
     if args.precision in ("bf16", "tf32"):
         check_precision(args.precision, device_type(args.device))
     from ..rundir import check_writable

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist_utils
-from . import checkpoint, evaluation, memory, runconfig
+from . import checkpoint, evaluation, memory, mirrors, runconfig
 from .. import runlock
 from ..config import parse_sets, pick_device
 from ..errors import BadInput
@@ -57,13 +57,14 @@ def check_memory(run: Run) -> float:
 
 
 def execute(config: dict, results: str | Path, device: torch.device, quiet: bool = False,
-            wait: bool = False, stop=None) -> tuple[Path, str]:
+            wait: bool = False, stop=None, loggers=()) -> tuple[Path, str]:
     """Run (or resume, or skip) one resolved config; returns its directory and final status.
 
     One process at a time owns a run directory (``bench.runlock``): another one is refused naming
     it, or with ``wait`` waits for it. A checkpoint that cannot be used is passed over for the
     previous one; when none can be, BadInput, and the manifest keeps the progress it had. ``stop``
     (returning a signal number, or 0) stops the run as that signal would (a sweep's parent asks it).
+    ``loggers`` (``bench.train.mirrors``) mirror the rows of this session; a finished run is skipped unmirrored.
     """
     directory = runconfig.run_dir(results, config)
     rank = dist_utils.rank()
@@ -88,12 +89,13 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
             print(f"bench: note: {directory.name} was left by {runlock.describe(dead)}, which died without "
                   f"finishing (killed, perhaps for memory); resuming", file=sys.stderr, flush=True)
     try:
-        return _execute_locked(job, config, directory, device, stop)
+        return _execute_locked(job, config, directory, device, stop, loggers)
     finally:
         lock.release()
 
 
-def _execute_locked(job, config: dict, directory: Path, device: torch.device, stop=None) -> tuple[Path, str]:
+def _execute_locked(job, config: dict, directory: Path, device: torch.device, stop=None,
+                    loggers=()) -> tuple[Path, str]:
     rank = dist_utils.rank()
     dist_utils.barrier()
     job.attach(directory)
@@ -110,12 +112,14 @@ def _execute_locked(job, config: dict, directory: Path, device: torch.device, st
         if resumed and resumed[1]:
             print(f"bench: note: {'; '.join(resumed[1])}: resumed from {resumed[0]} at kimg {job.kimg:g}",
                   file=sys.stderr, flush=True)
-    status, diverged = "failed", None
+    status, diverged, mirror = "failed", None, None
     with stop_requests() as received:
         def stop_signal():
             return received() or (stop() if stop is not None else None) or None
 
         try:
+            if rank == 0:
+                mirror = mirrors.attach(job, loggers, directory, config, resumed is not None)
             status = job.train(lambda: stop_signal() is not None)
         except Diverged as exc:
             status = "diverged"
@@ -123,6 +127,8 @@ def _execute_locked(job, config: dict, directory: Path, device: torch.device, st
         finally:
             if rank == 0:
                 end_run(directory, status, diverged, job.kimg, job.wall_time, job.cost_summary())
+            if mirror is not None:
+                mirror.close(status)
         if status == "interrupted":
             status = f"interrupted by signal {stop_signal()}"
     return directory, status
@@ -138,7 +144,8 @@ def cli_run(args) -> int:
                                sets=parse_sets(args.set), precision=args.precision, steps=args.steps,
                                world_size=dist_utils.world_size())
     config["device"] = device.type
-    directory, status = execute(config, args.results, device, quiet=args.quiet, wait=args.wait)
+    directory, status = execute(config, args.results, device, quiet=args.quiet, wait=args.wait,
+                                loggers=getattr(args, "logger", None) or ())
     if dist_utils.rank() == 0:
         print(directory)
     dist_utils.shutdown()

@@ -19,7 +19,7 @@ from ..errors import BadInput
 GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed", "steps")
 FIXED_KEYS = ("kimg", "gflop", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake", "steps")
 TOP_KEYS = ("suite", "suite_options", "grid", "fixed", "method_hparams", "train", "optim", "teacher", "quick",
-            "slurm", "results")
+            "slurm", "results", "logger")
 QUICK_KEYS = ("grid", "fixed")
 MAPPINGS = ("suite_options", "grid", "fixed", "method_hparams", "train", "optim", "quick", "slurm")
 PRECISIONS = ("fp32", "bf16", "tf32")
@@ -108,6 +108,16 @@ def _check(path, spec) -> None:
         validate.boolean(f"{path}: teacher", spec["teacher"])
     if "results" in spec and not isinstance(spec["results"], str):
         raise BadInput(f"{path}: results must be a folder path, got {spec['results']!r}")
+    if "logger" in spec:  # a name or a list of names; every run of the sweep mirrors to them
+        from .mirrors import check as check_loggers
+
+        loggers = spec["logger"] if isinstance(spec["logger"], list) else [spec["logger"]]
+        if not all(isinstance(name, str) for name in loggers):
+            raise BadInput(f"{path}: logger must be a logger name or a list of them, got {spec['logger']!r}")
+        try:
+            check_loggers(loggers)
+        except BadInput as exc:
+            raise BadInput(f"{path}: logger: {exc}") from None
     _check_section(path, "grid", spec.get("grid") or {}, GRID_KEYS)
     _check_section(path, "fixed", spec.get("fixed") or {}, FIXED_KEYS)
     quick = spec.get("quick") or {}

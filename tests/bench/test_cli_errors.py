@@ -49,6 +49,7 @@ CASES = [
     ("suite-typo", [*RUN, "--results", "{world}/r", "--suite", "gausian"], "gaussian", False),
     ("bf16-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "bf16"], "CUDA", False),
     ("tf32-on-cpu", [*RUN, "--results", "{world}/r", "--device", "cpu", "--precision", "tf32"], "CUDA", False),
+    ("logger-typo", [*RUN, "--results", "{world}/r", "--logger", "tensorbord"], "did you mean tensorboard", False),
     ("batch-beyond-memory", [*RUN, "--results", "{world}/r", "--batch", "10000000"], "memory", True),
     ("resume-without-usable-checkpoint", [*RUN, "--results", "{world}/broken"], "no usable checkpoint", True),
     # bench run: where the results go (and what is already there)
@@ -78,6 +79,7 @@ CASES = [
     ("sweep-teacher-string", ["sweep", "{world}/teacher_string.yaml", "--results", "{world}/r"], "teacher must be",
      False),
     ("sweep-precision-fp16", ["sweep", "{world}/fp16.yaml", "--results", "{world}/r"], "fixed.precision", False),
+    ("sweep-logger-typo", ["sweep", "{world}/logger_typo.yaml", "--results", "{world}/r"], "tensorboard, wandb", False),
     ("sweep-batch-text", ["sweep", "{world}/batch_text.yaml", "--results", "{world}/r"], "grid.batch", False),
     ("sweep-lr-overflow", ["sweep", "{world}/lr_overflow.yaml", "--results", "{world}/r"], "float32", False),
     ("sweep-seed-huge", ["sweep", "{world}/seed_huge.yaml", "--results", "{world}/r"], "grid.seed", False),
@@ -126,6 +128,7 @@ SWEEPS = {
     "fixed_typo": GOOD_SWEEP.replace("eval_every", "eval_evry"),
     "teacher_string": GOOD_SWEEP + "teacher: 'no'\n",
     "fp16": GOOD_SWEEP.replace("fixed: {", "fixed: {precision: fp16, "),
+    "logger_typo": GOOD_SWEEP + "logger: [wandb, tensorbord]\n",
     "batch_text": GOOD_SWEEP.replace("batch: [32]", "batch: [big]"),
     "lr_overflow": GOOD_SWEEP.replace("batch: [32]", "batch: [32], lr: [1.0e+39]"),
     "seed_huge": GOOD_SWEEP.replace("batch: [32]", "batch: [32], seed: [100000000000000000000]"),
