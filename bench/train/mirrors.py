@@ -138,6 +138,9 @@ class WandbMirror:
 
     def close(self, status: str) -> None:
         self.run.finish(exit_code=0 if status in ("done", "diverged", "interrupted") else 1)
+        # finish() can return before W&B's service has written the last history row to the offline
+        # file (seen under load: a run's final sample grid missing); teardown waits for the service to exit.
+        self.wandb.teardown()
 
 
 def _run_id() -> str:
