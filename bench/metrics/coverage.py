@@ -29,10 +29,14 @@ def _as_float64(x: torch.Tensor, name: str) -> torch.Tensor:
     return x.detach().to(torch.float64)
 
 
+def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances [len(a), len(b)] (the matrix-product form; float64 keeps it accurate)."""
+    return ((a * a).sum(1, keepdim=True) - 2 * a @ b.T + (b * b).sum(1)).clamp_min_(0)
+
+
 def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances [len(a), len(b)] (the matrix-product form; float64 keeps it accurate)."""
-    sq = (a * a).sum(1, keepdim=True) - 2 * a @ b.T + (b * b).sum(1)
-    return sq.clamp_min_(0).sqrt_()
+    """Euclidean distances [len(a), len(b)]."""
+    return _squared_distances(a, b).sqrt_()
 
 
 def kth_neighbour_radii(x: torch.Tensor, k: int = K_DEFAULT) -> torch.Tensor:
@@ -40,9 +44,10 @@ def kth_neighbour_radii(x: torch.Tensor, k: int = K_DEFAULT) -> torch.Tensor:
     x = _as_float64(x, "features")
     if not 1 <= k < x.shape[0]:
         raise ValueError(f"k-NN radii need 1 <= k < number of points, got k={k} for {x.shape[0]} points")
-    # the point itself is at distance 0 and is the first of the k + 1 smallest
-    return torch.cat([_distances(x[i:i + BLOCK], x).kthvalue(k + 1, dim=1).values
-                      for i in range(0, x.shape[0], BLOCK)])
+    # The point itself is at distance 0, the first of the k + 1 smallest. topk is about twice as fast as
+    # kthvalue here, and the square root, being monotonic, is taken of the k-th value alone.
+    return torch.cat([_squared_distances(x[i:i + BLOCK], x).topk(k + 1, dim=1, largest=False).values[:, k]
+                      for i in range(0, x.shape[0], BLOCK)]).sqrt_()
 
 
 def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = K_DEFAULT) -> dict[str, float]:
