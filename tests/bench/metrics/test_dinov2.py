@@ -179,3 +179,26 @@ def test_real_weights():
         a, b = model(dinov2.preprocess(x)), model(dinov2.preprocess(x))
     assert a.shape == (2, 1024) and torch.isfinite(a).all() and torch.equal(a, b)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(304e6, rel=0.01)
+
+
+def test_bench_fid_with_the_dinov2_extractor(checkpoint, tmp_path, monkeypatch, capsys):
+    """``bench fid --extractor dinov2``: FD-DINOv2 under its own name, KID and precision/recall, no IS."""
+    import json
+
+    import numpy as np
+
+    from bench.cli import main
+    from bench.metrics import fidelity
+
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "w"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for name, n, seed in (("a.npz", 30, 1), ("b.npz", 40, 2)):
+        np.savez(tmp_path / name, images=images(n, h=16, w=16, seed=seed).permute(0, 2, 3, 1).numpy())
+    argv = ["fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--extractor", "dinov2", "--json"]
+    assert main(argv) == 2  # no ViT-L/14 checkpoint here: one line naming the file
+    assert "dinov2_vitl14_pretrain.pth" in capsys.readouterr().err
+    monkeypatch.setitem(fidelity.EXTRACTORS.entries, "dinov2", lambda: dinov2.spec(checkpoint, ARCH))
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert {"fd_dinov2", "kid", "precision", "recall"} <= set(row) and "is" not in row and "fid" not in row
+    assert row["fd_dinov2"] > 0
