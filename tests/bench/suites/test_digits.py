@@ -256,5 +256,5 @@ def test_two_fresh_trainings_are_bit_identical_and_evaluate_identically(tmp_path
         run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
         rows.append([(r["metric"], r["value"], r["impl"]) for r in map(json.loads, (run_dir / "metrics.jsonl").open())])
     assert hashes[0] == hashes[1] and set(hashes[0]) == {"teacher", "classifier"}
-    assert rows[0] == rows[1] and len(rows[0]) == 6
+    assert rows[0] == rows[1] and len(rows[0]) == 6 + len(DIVERSITY)
     assert all(f"sha256:{hashes[0]['classifier'][:12]}" in impl for _, _, impl in rows[0])
