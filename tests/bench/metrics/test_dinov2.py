@@ -185,8 +185,6 @@ def test_bench_fid_with_the_dinov2_extractor(checkpoint, tmp_path, monkeypatch, 
     """``bench fid --extractor dinov2``: FD-DINOv2 under its own name, KID and precision/recall, no IS."""
     import json
 
-    import numpy as np
-
     from bench.cli import main
     from bench.metrics import fidelity
 
