@@ -65,6 +65,9 @@ REGISTRY: dict[str, Weight] = {w.name: w for w in [
     Weight("pickscore", "PickScore_v1", "PickScore (CLIP-H model directory)", hf_repo="yuvalkirstain/PickScore_v1"),
     Weight("pickscore-processor", "CLIP-ViT-H-14-laion2B-s32B-b79K", "PickScore (processor directory)",
            hf_repo="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    Weight("dinov2-vitl14", "dinov2_vitl14_pretrain.pth", "FD-DINOv2 (DINOv2 ViT-L/14, EDM2's recipe, run through timm)",
+           url="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+           extra_dirs=("~/.cache/dnnlib/torch_hub/checkpoints",)),  # where EDM2's torch.hub.load keeps it
     Weight("edm-cifar10-uncond", "edm-cifar10-32x32-uncond-vp.pkl", "cifar10 suite teacher (unconditional)",
            url="https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/edm-cifar10-32x32-uncond-vp.pkl"),
     Weight("edm-cifar10-cond", "edm-cifar10-32x32-cond-vp.pkl", "cifar10 suite teacher (class-conditional)",

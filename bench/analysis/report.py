@@ -21,6 +21,7 @@ import jinja2
 import pandas as pd
 
 from . import plots, robustness, verdict
+from .beside import beside_headline
 from .leaderboard import (LEADERBOARD_COLUMNS, ROBUSTNESS_DEFINITION, VALUE, best_configs, budget_text,
                           config_summaries, leaderboard, lr_robustness, noise_floor, value_header)
 from .styles import legend_figure
@@ -96,6 +97,24 @@ def _nfe_section(t: pd.DataFrame, metric: str) -> dict | None:
         return None
     return {"board": _leaderboard_table(leaderboard(t, metric, per_nfe=True)),
             "figure": _uri(plots.figure_bytes(plots.nfe_figure(t, metric), "svg"), "image/svg+xml")}
+
+
+def _beside_table(t: pd.DataFrame, suite: str, metric: str) -> dict | None:
+    """Coverage, density, Vendi and class balance beside the headline metric, per leaderboard row."""
+    board = beside_headline(t, suite, metric)
+    if board is None:
+        return None
+    others = board.attrs["metrics"]
+    head = ["method", f"{metric_name(metric)}"] + [metric_name(m) for m in others]
+    rows = []
+    for r in board.to_dict("records"):
+        cells = [_cell(r["method"], cls="method key" + (" teacher-name" if r["method"] == TEACHER else "")),
+                 _cell(fmt(r["mean"], r["sem"] if r["n"] > 1 else None), _num(r["mean"]), "num strong key")]
+        cells += [_cell(fmt(r[f"{m}_mean"], r[f"{m}_sem"] if r["n"] > 1 else None), _num(r[f"{m}_mean"]), "num")
+                  for m in others]
+        rows.append({"cls": "teacher" if r["method"] == TEACHER else "", "cells": cells})
+    return {"head": head, "rows": rows, "cards": True,
+            "directions": ", ".join(f"{metric_name(m)} {direction_text(m)}" for m in [metric, *others])}
 
 
 def _robustness_table(rob: pd.DataFrame) -> dict:
@@ -359,6 +378,7 @@ def context(results_dir) -> dict:
             "side_by_side": _side_by_side(table, runs, suite, metric), "compute": _compute_table(runs, stats, suite),
             "runs": int((runs["suite"] == suite).sum()), "cost": _cost_section(t, metric),
             "study": _study(t, metric), "noise_floor": noise_floor(t, suite), "nfe": _nfe_section(t, metric),
+            "beside": _beside_table(t, suite, metric),
         })
     status = runs["status"].value_counts()
     return {

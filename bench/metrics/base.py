@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass
@@ -13,6 +13,7 @@ class Measurement:
     value: float
     n_samples: int
     impl: str = ""  # implementation and version, e.g. "torch-fidelity 0.4.0 / digits-classifier"
+    detail: Optional[dict] = None  # JSON-able facts behind the value (per-class fractions); not in the table
 
 
 class Evaluator:
@@ -41,7 +42,7 @@ class Renamed(Evaluator):
         self.n_samples = evaluator.n_samples
 
     def evaluate(self, samples, cond: Any = None) -> list[Measurement]:
-        return [Measurement(self.names.get(m.metric, m.metric), m.value, m.n_samples, m.impl)
+        return [Measurement(self.names.get(m.metric, m.metric), m.value, m.n_samples, m.impl, m.detail)
                 for m in self.inner.evaluate(samples, cond)]
 
 

@@ -101,6 +101,7 @@ EXTRACTORS = Registry("feature extractor", {
     "inception": "bench.metrics.fidelity:inception_spec",
     "random-features": "bench.metrics.random_features:spec",
     "digits": "bench.suites.digits_features:extractor_spec",
+    "dinov2": "bench.metrics.dinov2:spec",
 })
 
 

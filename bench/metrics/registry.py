@@ -20,7 +20,9 @@ class Metric:
     ``direction`` is "lower" or "higher" (is better); ``positive`` metrics are always > 0, so a
     spread between two values is a ratio (in decades); ``headline`` ranks the metrics that may head
     a suite's leaderboard, plots and report section (1 first; None never heads); ``impl`` is the
-    ``"module:attribute"`` that computes it.
+    ``"module:attribute"`` that computes it; ``space`` is the feature space it is measured in: ``"suite"``
+    (the suite's own extractor: Inception for images, the classifier for digits), ``"dinov2"``, or ""
+    where that does not apply (analytic distances, text-to-image scores).
     """
 
     name: str
@@ -29,6 +31,7 @@ class Metric:
     positive: bool
     headline: int | None
     impl: str
+    space: str = ""
 
     @property
     def registered(self) -> bool:
@@ -37,15 +40,26 @@ class Metric:
 
 _FIDELITY = "bench.metrics.fidelity:FidelityEvaluator"
 _GAUSSIAN = "bench.suites.gaussian:GaussianEvaluator"
+_DIVERSITY = "bench.metrics.diversity:DiversityEvaluator"
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
-    Metric("fid", "FID", "lower", True, 1, _FIDELITY),
-    Metric("is", "IS", "higher", True, 6, _FIDELITY),
-    Metric("kid", "KID", "lower", False, None, _FIDELITY),
-    Metric("precision", "Precision", "higher", False, None, _FIDELITY),
-    Metric("recall", "Recall", "higher", False, None, _FIDELITY),
+    Metric("fid", "FID", "lower", True, 1, _FIDELITY, "suite"),
+    Metric("is", "IS", "higher", True, 6, _FIDELITY, "suite"),
+    Metric("kid", "KID", "lower", False, None, _FIDELITY, "suite"),
+    Metric("precision", "Precision", "higher", False, None, _FIDELITY, "suite"),
+    Metric("recall", "Recall", "higher", False, None, _FIDELITY, "suite"),
     # the same Frechet distance as FID, against samples of the teacher's own sampler instead of real data
-    Metric("fd_teacher", "FD to teacher", "lower", True, 7, _FIDELITY),
+    Metric("fd_teacher", "FD to teacher", "lower", True, 7, _FIDELITY, "suite"),
+    # EDM2's FD-DINOv2: the Frechet distance of DINOv2 ViT-L/14 class tokens (bench.metrics.dinov2)
+    Metric("fd_dinov2", "FD-DINOv2", "lower", True, 8, _FIDELITY, "dinov2"),
+    # Naeem et al. 2020, k-NN balls (k=5); torch-fidelity's precision/recall above are Kynkaanniemi's, k=3
+    Metric("prdc_precision", "Precision (PRDC)", "higher", False, None, _DIVERSITY, "suite"),
+    Metric("prdc_recall", "Recall (PRDC)", "higher", False, None, _DIVERSITY, "suite"),
+    Metric("density", "Density", "higher", False, None, _DIVERSITY, "suite"),
+    Metric("coverage", "Coverage", "higher", False, None, _DIVERSITY, "suite"),
+    Metric("vendi", "Vendi", "higher", True, None, _DIVERSITY, "suite"),
+    # normalised entropy of the classes the suite's classifier assigns (1: all equally frequent)
+    Metric("class_balance", "Class balance", "higher", False, None, _DIVERSITY, "suite"),
     Metric("frechet", "Fréchet", "lower", True, 2, _GAUSSIAN),
     Metric("sliced_wasserstein", "Sliced W.", "lower", True, None, _GAUSSIAN),
     Metric("aesthetic", "Aesthetic", "higher", True, 5, "bench.metrics.t2i:AestheticScorer"),

@@ -355,9 +355,11 @@ class DigitsSuite(Suite):
         return {"sampler": "heun", "steps": int(steps or self.options["teacher_steps"])}
 
     def evaluator(self, device):
-        """FID, IS, KID and precision/recall against the digits, and FD to the teacher's samples, with the
-        classifier's features (2k samples during training, 10k at the end by default)."""
+        """FID, IS, KID and precision/recall against the digits, PRDC coverage and density against the same
+        digits, the Vendi score and class balance, and FD to the teacher's samples, all with the classifier's
+        features (2k samples during training, 10k at the end by default)."""
         from ..metrics.base import Combined, Renamed
+        from ..metrics.diversity import DiversityEvaluator
         from ..metrics.fidelity import FidelityEvaluator
 
         o = self.options
@@ -369,14 +371,17 @@ class DigitsSuite(Suite):
         data = FidelityEvaluator(
             reference=to_uint8(real), reference_key=f"digits-{o['fid_reference']}", metrics=("fid", "is", "kid", "prc"),
             kid_subset_size=min(int(o["kid_subset_size"]), n, real.shape[0]), **common)
+        # mode coverage beside FID: the same reference and feature space; class balance through the logits
+        diversity = DiversityEvaluator(reference=to_uint8(real), extractor=EXTRACTOR, device=device,
+                                       extractor_options=common["extractor_options"], n_samples=n, n_final=n_final)
         n_teacher = int(o["n_teacher_reference"])
         if not n_teacher:
-            return data
+            return Combined(data, diversity, n_final=n_final)
         teacher_sha = load_cached(self._teacher_path(device))[1].get("sha256", "")[:16]
         key = f"digits-teacher-{teacher_sha}-heun{int(o['teacher_steps'])}-n{n_teacher}-seed{TEACHER_REFERENCE_SEED}"
         to_teacher = FidelityEvaluator(reference=lambda: self.teacher_reference(device, n_teacher), reference_key=key,
                                        reference_size=n_teacher, metrics=("fid",), **common)
-        return Combined(data, Renamed(to_teacher, {"fid": "fd_teacher"}), n_final=n_final)
+        return Combined(data, diversity, Renamed(to_teacher, {"fid": "fd_teacher"}), n_final=n_final)
 
     @torch.no_grad()
     def teacher_reference(self, device: torch.device, n: int, batch: int = 1000) -> torch.Tensor:

@@ -92,7 +92,8 @@ ROW_KEY = ("kimg", "metric", "n_samples", "ema")  # a metrics.jsonl row is uniqu
 def measurement_rows(measurements, kimg: float, ema: bool, started: float, cost: dict | None = None) -> list[dict]:
     """One metrics.jsonl row per measurement (Contract 2), with the run's cumulative ``cost``."""
     return [{"kimg": round(kimg, 6), "metric": m.metric, "value": m.value, "n_samples": m.n_samples,
-             "ema": ema, "impl": m.impl, "time_s": time.time() - started, **(cost or {})} for m in measurements]
+             "ema": ema, "impl": m.impl, "time_s": time.time() - started, **(cost or {}),
+             **({"detail": m.detail} if getattr(m, "detail", None) else {})} for m in measurements]
 
 
 def log_measurements(log: JsonlLog, measurements, kimg: float, ema: bool, started: float,

@@ -12,6 +12,7 @@ from bench.suites.digits import DigitsSuite, cached, load_split
 
 TINY = dict(channels=8, channel_mult=[1, 2], teacher_kimg=1.0, teacher_batch=32, classifier_epochs=1,
             teacher_steps=4, n_eval=64, n_eval_final=64, n_teacher_reference=128, kid_subset_size=32)
+DIVERSITY = ("prdc_precision", "prdc_recall", "density", "coverage", "vendi", "class_balance")
 
 
 @pytest.fixture
@@ -202,10 +203,14 @@ def test_evaluator_scores_real_digits_above_noise(trained, tmp_path, monkeypatch
     noise = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     on_real = {m.metric: m for m in evaluator.evaluate(real)}
     on_noise = {m.metric: m for m in evaluator.evaluate(noise)}
-    assert set(on_real) == {"fid", "is", "kid", "precision", "recall", "fd_teacher"}
+    assert set(on_real) == {"fid", "is", "kid", "precision", "recall", "fd_teacher", *DIVERSITY}
     assert all(m.n_samples == 64 and "digits classifier-" in m.impl for m in on_real.values())
     assert on_real["fid"].value < on_noise["fid"].value
     assert on_real["precision"].value > on_noise["precision"].value
+    assert on_real["coverage"].value > on_noise["coverage"].value
+    assert on_real["class_balance"].value > on_noise["class_balance"].value
+    fractions = on_real["class_balance"].detail["class_fractions"]
+    assert len(fractions) == 10 and sum(fractions) == pytest.approx(1)
 
 
 @pytest.mark.slow
@@ -221,7 +226,8 @@ def test_distillation_run_from_the_teacher_is_evaluated(trained, tmp_path, monke
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sorted({r["kimg"] for r in rows}) == [0.0, 0.064, 0.128]
-    assert {r["metric"] for r in rows} == {"fid", "is", "kid", "precision", "recall", "fd_teacher"}
+    assert {r["metric"] for r in rows} == {"fid", "is", "kid", "precision", "recall", "fd_teacher", *DIVERSITY}
+    assert all(len(r["detail"]["class_fractions"]) == 10 for r in rows if r["metric"] == "class_balance")
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
     assert list((run_dir / "samples").glob("*.png"))
 
@@ -250,5 +256,5 @@ def test_two_fresh_trainings_are_bit_identical_and_evaluate_identically(tmp_path
         run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
         rows.append([(r["metric"], r["value"], r["impl"]) for r in map(json.loads, (run_dir / "metrics.jsonl").open())])
     assert hashes[0] == hashes[1] and set(hashes[0]) == {"teacher", "classifier"}
-    assert rows[0] == rows[1] and len(rows[0]) == 6
+    assert rows[0] == rows[1] and len(rows[0]) == 6 + len(DIVERSITY)
     assert all(f"sha256:{hashes[0]['classifier'][:12]}" in impl for _, _, impl in rows[0])
