@@ -15,7 +15,7 @@ import torch
 from ..errors import BadInput
 from . import coverage
 from .base import Evaluator, Measurement
-from .features import EMBEDDING, LOGITS, FeatureSpace
+from .features import EMBEDDING, LOGITS, shared
 from .images import check_images, to_uint8
 
 GROUPS = ("prdc", "vendi", "classes")  # what can be asked for; "prdc" is four metrics
@@ -40,7 +40,7 @@ class DiversityEvaluator(Evaluator):
             raise BadInput("prdc needs reference images (vendi and classes work without)")
         if reference is not None and not callable(reference):
             check_images(reference, "reference images")
-        self.space = FeatureSpace(extractor, device, batch_size, extractor_options)
+        self.space = shared(extractor, device, batch_size, extractor_options)
         self.metrics, self.k, self._reference = tuple(metrics), int(k), reference
         self.uses = tuple(dict.fromkeys(
             ([EMBEDDING] if {"prdc", "vendi"} & set(metrics) else []) + ([LOGITS] if "classes" in metrics else [])))
@@ -60,7 +60,7 @@ class DiversityEvaluator(Evaluator):
         if self._reference_features is None:
             images = self._reference() if callable(self._reference) else self._reference
             check_images(images, "reference images")
-            self._reference_features = self.space.features(images.cpu(), self.uses)
+            self._reference_features = self.space.features(images.cpu(), self.uses, remember=False)
         return self._reference_features
 
     def compute(self, images: torch.Tensor) -> list[Measurement]:

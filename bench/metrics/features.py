@@ -4,8 +4,15 @@ The coverage and diversity metrics need the feature vectors themselves, not a me
 module runs an extractor of ``fidelity.EXTRACTORS`` (Inception, the digits classifier, DINOv2, random
 features, or any class registered with torch-fidelity) directly, batch by batch, on exactly the
 images torch-fidelity would see (grayscale repeated to RGB where the extractor wants three channels).
+
+Every evaluator of one feature space shares one ``FeatureSpace`` (``shared``), which remembers the
+features of the last images it saw: FID, IS, KID, precision/recall, PRDC, Vendi, class balance and
+FD to the teacher of one evaluation run the extractor over the samples once.
 """
 from __future__ import annotations
+
+import hashlib
+import os
 
 import torch
 
@@ -24,6 +31,7 @@ class FeatureSpace:
         self.name, self.spec = name, resolve_extractor(name, **(options or {}))
         self.device, self.batch_size = torch.device(device), batch_size
         self._nets: dict[tuple[str, ...], torch.nn.Module] = {}
+        self._last: tuple[str, dict[str, torch.Tensor]] = ("", {})  # (images' digest, {layer: features})
 
     @property
     def impl(self) -> str:
@@ -49,16 +57,52 @@ class FeatureSpace:
                                                           **self.spec.kwargs)
         return self._nets[layers]
 
+    def forget(self) -> None:
+        """Drop the remembered features (a benchmark timing the extraction calls this between rounds)."""
+        self._last = ("", {})
+
+    def net(self, layers):
+        """torch-fidelity's extractor module for ``layers`` (built once per set of layers)."""
+        return self._net(tuple(layers))
+
     @torch.no_grad()
-    def features(self, images: torch.Tensor, uses=(EMBEDDING,)) -> dict[str, torch.Tensor]:
-        """``{use: float32 [N, D] on the CPU}`` of uint8 NCHW ``images``, one pass for every use."""
+    def by_layer(self, images: torch.Tensor, layers, remember: bool = True) -> dict[str, torch.Tensor]:
+        """``{layer: float32 [N, D] on the CPU}`` of uint8 NCHW ``images``; the layers already extracted
+        from the same images (by content) are reused, the others come from one pass. Only the last
+        images are remembered; ``remember=False`` (a reference, read once) keeps them."""
         check_images(images, "images")
-        layers = tuple(dict.fromkeys(self.layer(u) for u in uses))
-        net, out = self._net(layers), {layer: [] for layer in layers}
-        for i in range(0, images.shape[0], self.batch_size):
-            x = images[i:i + self.batch_size]
-            if self.spec.channels == 3 and x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            for layer, f in zip(layers, net(x.to(self.device))):
-                out[layer].append(f.reshape(f.shape[0], -1).float().cpu())
-        return {u: torch.cat(out[self.layer(u)]) for u in uses}
+        images = images.detach().cpu().contiguous()
+        digest = hashlib.blake2b(images.numpy().tobytes(), digest_size=16).hexdigest() + str(tuple(images.shape))
+        done = self._last[1] if self._last[0] == digest else {}
+        missing = tuple(dict.fromkeys(layer for layer in layers if layer not in done))
+        if missing:
+            net, out = self._net(missing), {layer: [] for layer in missing}
+            for i in range(0, images.shape[0], self.batch_size):
+                x = images[i:i + self.batch_size]
+                if self.spec.channels == 3 and x.shape[1] == 1:
+                    x = x.expand(-1, 3, -1, -1)
+                for layer, f in zip(missing, net(x.to(self.device))):
+                    out[layer].append(f.reshape(f.shape[0], -1).float().cpu())
+            done = {**done, **{layer: torch.cat(parts) for layer, parts in out.items()}}
+        if remember:
+            self._last = (digest, done)
+        return {layer: done[layer] for layer in layers}
+
+    def features(self, images: torch.Tensor, uses=(EMBEDDING,), remember: bool = True) -> dict[str, torch.Tensor]:
+        """``{use: float32 [N, D] on the CPU}`` of uint8 NCHW ``images``, one pass for every use."""
+        layers = {use: self.layer(use) for use in uses}
+        found = self.by_layer(images, list(layers.values()), remember)
+        return {use: found[layer] for use, layer in layers.items()}
+
+
+_SHARED: dict[str, FeatureSpace] = {}
+
+
+def shared(name: str = "inception", device="cpu", batch_size: int = 64, options: dict | None = None) -> FeatureSpace:
+    """The one ``FeatureSpace`` of these arguments in this process (its features of the last images shared)."""
+    files = [(os.stat(v).st_mtime_ns, os.stat(v).st_size) for v in (options or {}).values()
+             if isinstance(v, (str, os.PathLike)) and os.path.isfile(v)]  # a weight file rewritten: a new space
+    key = repr((name, str(torch.device(device)), batch_size, sorted((options or {}).items()), files))
+    if key not in _SHARED:
+        _SHARED[key] = FeatureSpace(name, device, batch_size, options)
+    return _SHARED[key]

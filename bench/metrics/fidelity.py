@@ -1,7 +1,9 @@
 """FID, IS, KID and precision/recall through torch-fidelity, from memory, with cached references.
 
-Generated images stream to ``torch_fidelity.calculate_metrics`` as a Dataset of uint8 3xHxW
-tensors: nothing is written to disk. Reference features and statistics are cached by
+Generated images go through the extractor in memory (``features.shared``: one pass serves every
+metric of the feature space) and into torch-fidelity's metric functions, as its ``calculate_metrics``
+would call them; KID through ``kid``, torch-fidelity's estimator on the same subsets, faster. Nothing is
+written to disk. Reference features and statistics are cached by
 torch-fidelity under ``cache_root/<key>/``, where the key names everything that defines them
 (dataset, split, resolution, extractor, weights digest), because torch-fidelity reuses a cache
 entry without checking that it matches.
@@ -24,7 +26,12 @@ import numpy as np
 import torch
 import torch_fidelity
 from torch.utils.data import Dataset
+from torch_fidelity.metric_fid import (fid_featuresdict_to_statistics, fid_featuresdict_to_statistics_cached,
+                                      fid_input_id_to_statistics_cached, fid_statistics_to_metric)
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import DATASETS_REGISTRY, FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import extract_featuresdict_from_input_id_cached, get_cacheable_input_name
 
 try:
     import fcntl
@@ -35,6 +42,7 @@ from ..errors import BadInput
 from ..registry import Registry
 from .base import Evaluator, Measurement
 from .images import check_images, load_images, to_uint8
+from .kid import kid_from_features
 
 IMPL = f"torch-fidelity {torch_fidelity.__version__}"
 METRICS = ("fid", "is", "kid", "prc")
@@ -198,6 +206,7 @@ class FidelityEvaluator(Evaluator):
         from ..weights import weights_dir
 
         self.spec = resolve_extractor(extractor, **(extractor_options or {}))
+        self._extractor_options = dict(extractor_options or {})
         self.extractor = extractor
         self.metrics = tuple(metrics)
         self.device = torch.device(device)
@@ -262,28 +271,69 @@ class FidelityEvaluator(Evaluator):
         return images.detach().cpu()
 
     def compute(self, images: torch.Tensor) -> dict[str, float]:
-        """The raw metric dictionary ({"fid", "is", "kid", "precision", "recall"} as requested)."""
+        """The raw metric dictionary ({"fid", "is", "kid", "precision", "recall"} as requested).
+
+        The generated images' features come from the feature space shared by every evaluator of this
+        extractor (one extractor pass per evaluation); the reference's from torch-fidelity's cache.
+        """
         images = self._as_uint8(images)
         kwargs = self._kwargs(images.shape[0])
-        generated = ImageDataset(images, self.spec.channels)
-        if self.reference_stats is not None:
-            return self._compute_against_stats(generated, kwargs)
-        flags = {_FLAGS[m]: True for m in self.metrics}
-        if self.reference_input is None:  # inception score alone
-            return _rename(torch_fidelity.calculate_metrics(input1=generated, cache=False, **flags, **kwargs))
-        try:
-            with self._reference_cache():
-                raw = torch_fidelity.calculate_metrics(
-                    input1=generated, input2=self.reference_input, input2_cache_name="reference",
-                    cache_root=str(self.cache_dir), cache=True, **flags, **kwargs)
-        except RuntimeError as exc:
-            if isinstance(self.reference_input, str) and "not found" in str(exc).lower():
-                root = self.datasets_root or Path(torch.hub.get_dir()).parent / "fidelity_datasets"
-                raise BadInput(f"reference dataset {self.reference_input!r} is not in {root} (never downloaded "
-                               "here): fetch it once with torchvision's dataset class (download=True) into that "
-                               "folder, or give a statistics .npz as the reference") from None
-            raise
+        metrics = self.metrics
+        if self.reference_stats is not None:  # statistics give FID alone; IS needs no reference
+            metrics = tuple(m for m in metrics if m in ("fid", "is"))
+            if not metrics:
+                raise BadInput("a statistics file (mu, sigma) supports only fid and is; kid and prc need reference images")
+        layers = {m: self._layer(m) for m in metrics}
+        generated = self.feature_space().by_layer(images, sorted(set(layers.values())))
+        raw = {}
+        if "is" in layers:
+            raw.update(isc_featuresdict_to_metric(generated, layers["is"], **kwargs))
+        if "fid" in layers and self.reference_stats is not None:
+            raw.update(self._fid_against_stats(generated[layers["fid"]]))
+        elif self.reference_input is not None:
+            try:
+                with self._reference_cache():
+                    raw.update(self._against_reference(generated, layers, kwargs))
+            except RuntimeError as exc:
+                if isinstance(self.reference_input, str) and "not found" in str(exc).lower():
+                    root = self.datasets_root or Path(torch.hub.get_dir()).parent / "fidelity_datasets"
+                    raise BadInput(f"reference dataset {self.reference_input!r} is not in {root} (never downloaded "
+                                   "here): fetch it once with torchvision's dataset class (download=True) into that "
+                                   "folder, or give a statistics .npz as the reference") from None
+                raise
         return _rename(raw)
+
+    def feature_space(self):
+        """The shared feature space of this evaluator's extractor (features.shared)."""
+        from .features import shared
+
+        return shared(self.extractor, self.device, self.batch_size, self._extractor_options)
+
+    def _layer(self, metric: str) -> str:
+        return FEATURE_EXTRACTORS_REGISTRY[self.spec.fidelity_name].get_default_feature_layer_for_metric(_FLAGS[metric])
+
+    def _against_reference(self, generated: dict, layers: dict, kwargs: dict) -> dict[str, float]:
+        """FID, KID and precision/recall as torch-fidelity's ``calculate_metrics`` computes them, the
+        reference's features and FID statistics read from (or written to) its cache; KID by ``kid``."""
+        kwargs = {**kwargs, "input2": self.reference_input, "input2_cache_name": "reference",
+                  "cache_root": str(self.cache_dir), "cache": True}
+        extractor = self.feature_space().net(sorted(set(layers.values())))
+        raw, binary = {}, set(layers) - {"is"}
+        if binary == {"fid"}:  # statistics alone: a cached reference is never read (nor made, when lazy)
+            stats_2 = fid_input_id_to_statistics_cached(2, extractor, layers["fid"], **kwargs)
+        else:
+            reference = extract_featuresdict_from_input_id_cached(2, extractor, **kwargs)
+            if "fid" in layers:
+                stats_2 = fid_featuresdict_to_statistics_cached(
+                    reference, get_cacheable_input_name(2, **kwargs), extractor, layers["fid"], **kwargs)
+            if "kid" in layers:
+                raw.update(kid_from_features(generated[layers["kid"]], reference[layers["kid"]],
+                                             **{k: v for k, v in kwargs.items() if k.startswith("kid_") or k == "rng_seed"}))
+            if "prc" in layers:
+                raw.update(prc_featuresdict_to_metric(generated, reference, layers["prc"], **kwargs))
+        if "fid" in layers:
+            raw.update(fid_statistics_to_metric(fid_featuresdict_to_statistics(generated, layers["fid"]), stats_2, False))
+        return raw
 
     @contextlib.contextmanager
     def _reference_cache(self):
@@ -307,28 +357,12 @@ class FidelityEvaluator(Evaluator):
             yield
             marker.touch()
 
-    def _compute_against_stats(self, generated: Dataset, kwargs: dict[str, Any]) -> dict[str, float]:
-        from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
-        from torch_fidelity.metric_isc import isc_featuresdict_to_metric
-        from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id
-
-        cls = FEATURE_EXTRACTORS_REGISTRY[self.spec.fidelity_name]
-        layers = {m: cls.get_default_feature_layer_for_metric(_FLAGS[m]) for m in ("fid", "is") if m in self.metrics}
-        if not layers:
-            raise BadInput("a statistics file (mu, sigma) supports only fid and is; kid and prc need reference images")
-        kwargs = {**kwargs, "input1": generated}
-        extractor = create_feature_extractor(self.spec.fidelity_name, sorted(set(layers.values())), **kwargs)
-        features = extract_featuresdict_from_input_id(1, extractor, **kwargs)
-        raw = {}
-        if "fid" in layers:
-            stats = {k: v.astype(np.float64) for k, v in fid_featuresdict_to_statistics(features, layers["fid"]).items()}
-            if stats["mu"].shape != self.reference_stats["mu"].shape:
-                raise BadInput(f"reference statistics have {self.reference_stats['mu'].shape[0]} features, "
-                               f"extractor {self.extractor} gives {stats['mu'].shape[0]}")
-            raw.update(fid_statistics_to_metric(stats, self.reference_stats, False))
-        if "is" in layers:
-            raw.update(isc_featuresdict_to_metric(features, layers["is"], **kwargs))
-        return _rename(raw)
+    def _fid_against_stats(self, features: torch.Tensor) -> dict[str, float]:
+        stats = {k: v.astype(np.float64) for k, v in fid_featuresdict_to_statistics({"f": features}, "f").items()}
+        if stats["mu"].shape != self.reference_stats["mu"].shape:
+            raise BadInput(f"reference statistics have {self.reference_stats['mu'].shape[0]} features, "
+                           f"extractor {self.extractor} gives {stats['mu'].shape[0]}")
+        return fid_statistics_to_metric(stats, self.reference_stats, False)
 
     def evaluate(self, samples: torch.Tensor, cond: Any = None) -> list[Measurement]:
         """Measurements of ``samples`` (uint8 NCHW, or float in [-1, 1]); ``cond`` is not used:
