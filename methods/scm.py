@@ -113,7 +113,7 @@ class AdaptiveWeight(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, sigma):
-        c = (sigma.float().log() / 4).reshape(-1, 1)
+        c = (sigma.log() / 4).to(self.linear.weight.dtype).reshape(-1, 1)
         features = math.sqrt(2) * torch.cos(2 * math.pi * (c * self.freqs + self.phases))
         return self.linear(features).reshape(-1)
 
