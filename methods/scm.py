@@ -44,6 +44,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .base import LOGNORMAL, SIGMA_DATA, Method, Recipe, SigmaDistribution, check_positive, expand_as_batch, per_sample_mean
 
@@ -87,11 +88,13 @@ def consistency_tangent(student, x, sigma, dx_dsigma, cond=None):
     """``(D(x; sigma), sigma_d sigma dD/dsigma)``: the student and its total derivative along ``dx_dsigma``.
 
     One forward-mode JVP, no graph, tangents ``(sigma_d sigma dx/dsigma, sigma_d sigma)``. The random state
-    is restored afterwards, so a later call of the student draws the same dropout mask.
+    is restored afterwards, so a later call of the student draws the same dropout mask. Attention runs
+    PyTorch's composite "math" kernel here: the fused (flash) kernels have no forward-mode derivative
+    (rCM wrote its own flash-attention JVP kernel for this).
     """
     scale = SIGMA_DATA * sigma
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), sdpa_kernel(SDPBackend.MATH):
         return torch.func.jvp(lambda x_, s_: student(x_, s_, cond=cond), (x, sigma),
                               (expand_as_batch(scale, x) * dx_dsigma, scale))
 
