@@ -70,9 +70,11 @@ class RCM(SCM):
             raise ValueError("rcm: the consistency loss needs real= data and student= (the generator's denoiser)")
         loss, logs = self.consistency_loss(real, teacher, student, real_cond, real_sigma, real_noise, None,
                                            generator_updates)
-        if self.dmd_weight > 0 and self.dmd_active(generator_updates):
+        if self.dmd_weight > 0:
+            # computed during the warm-up too, at weight 0: a step's passes stay the same throughout, as the
+            # cost meter (which measures a phase once) assumes
             dm, direction = self._dmd.distribution_matching_loss(x_g, teacher, fake, cond, sigma, noise)
             logs.update(loss_dm=dm.detach(), direction_rms=direction.pow(2).mean().sqrt())
-            loss = loss + self.dmd_weight * dm
+            loss = loss + (self.dmd_weight if self.dmd_active(generator_updates) else 0.0) * dm
         logs["loss_g"] = loss.detach()
         return loss, logs

@@ -248,9 +248,10 @@ def test_rcm_adds_the_dmd_term_after_the_tangent_warm_up(closed_forms):
     x_g = teacher.sample(BATCH, gen).requires_grad_()
     fake = closed_forms.Gaussian(teacher.mean + 0.3, teacher.cov)
     common = dict(real=teacher.sample(BATCH, gen), student=ConsistencyOf(teacher, 1.2))
-    _, before = rcm.generator_loss(x_g, teacher, fake, generator_updates=99, **common)
+    early, before = rcm.generator_loss(x_g, teacher, fake, generator_updates=99, **common)
     loss, after = rcm.generator_loss(x_g, teacher, fake, generator_updates=100, **common)
-    assert "loss_dm" not in before and "loss_dm" in after
+    torch.testing.assert_close(before["loss_g"], before["loss_scm"])  # the DMD term at weight 0
+    assert torch.autograd.grad(early, x_g)[0].abs().sum() == 0
     torch.testing.assert_close(after["loss_g"], after["loss_scm"] + 0.01 * after["loss_dm"], rtol=1e-5, atol=0)
     assert torch.autograd.grad(loss, x_g)[0].abs().sum() > 0  # the DMD term reaches the generator's samples
     with pytest.raises(ValueError, match="student"):

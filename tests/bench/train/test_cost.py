@@ -1,5 +1,6 @@
 """bench.train.cost: passes and measured FLOPs of training steps, and the compute budget of a run."""
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,17 @@ def test_scm_counts_its_jvp_as_a_pass_of_about_three_forwards():
                  + pass_flops(teacher, x, False, False, False, sigma) + weight_flops)
     assert flops == pytest.approx(predicted, rel=0.01)
     assert "fake_forward" not in run.cost.passes and "loss_fake" not in training_step(run)
+
+
+def test_rcm_passes_are_the_same_before_and_after_its_dmd_term_starts():
+    """rCM's DMD term runs at weight 0 during the tangent warm-up, so the once-measured phase holds after it."""
+    run = make_run("rcm", tangent_warmup_iterations=1)
+    training_step(run)
+    (_, measured), = [(s, p) for s, (f, p) in run.cost.per_phase.items() if s[0] == "generator"]
+    assert measured == {"generator_forward": 2 * BATCH, "generator_backward": 2 * BATCH, "generator_jvp": BATCH,
+                        "teacher_forward": 2 * BATCH, "fake_forward": BATCH}
+    with count_passes(run.cost.networks) as passes:  # the next step is past the warm-up: the DMD term is on
+        row = training_step(run)
+    assert row["loss_g"] != row["loss_scm"]
+    first_step = sum((p for _, p in run.cost.per_phase.values()), Counter())
+    assert passes == first_step
