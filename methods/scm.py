@@ -36,6 +36,12 @@ embedding gets tangent ``sigma_d``); the first term is ``cos^2(t) (D_- - D_teach
 the paper's form: a linear layer on Fourier features of the noise level, starting at 0); ``1 / sigma`` is
 the paper's prior weighting ``1 / (sigma_d tan t)``.
 
+**Time embedding.** The JVP differentiates the network through its noise-level embedding, so a steep
+embedding makes a steep tangent: the paper's stability analysis. The gaussian suite's MLP uses Fourier
+features of ``ln(sigma) / 4`` at frequencies up to ``e^4``; there (batch 256, lr 1e-3, tangent warm-up 100,
+200 generator updates, Frechet distance of the EMA generator) sCM reached 3.6 after swinging up to 25,
+and 0.44 with the frequencies capped at ``e`` (rCM: 0.43 and 0.018; SiD: 0.017 and 0.022).
+
 ``weighting="none"`` drops warm-up, normalisation and weights: ``sum(D_theta * sg(dD_-/dsigma))``, whose
 gradient is the limit, as the step ``Delta`` goes to 0, of the discrete consistency loss
 ``0.5 |f_theta(x_sigma) - sg f(x_{sigma - Delta})|^2`` divided by ``Delta`` (teacher ODE steps).
