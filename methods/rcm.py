@@ -52,10 +52,13 @@ class RCM(SCM):
     tangent_norm = "l2"
     prior_weighting = False
 
+    def __init__(self, weighting: str = "paper", **hparams):
+        super().__init__(weighting, **hparams)
+        self._dmd = DMD(weighting=self.weighting, regression_weight=0.0)  # the tested DMD term, reused
+
     def check(self):
         super().check()
         check_positive(self, "dmd_weight", allow_zero=True)
-        self._dmd = DMD(weighting=self.weighting, regression_weight=0.0)  # the tested DMD term, reused
 
     def loss_weight_network(self):
         return None
