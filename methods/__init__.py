@@ -1,7 +1,7 @@
 """The method registry: every one-step distillation method under one interface.
 
     import methods
-    methods.available()   # ['di', 'dmd', 'dmd2', 'fdistill', 'sid', 'sida', 'sim', 'uni_instruct']
+    methods.available()   # ['di', 'dmd', 'dmd2', 'fdistill', 'rcm', 'scm', 'sid', 'sida', 'sim', 'uni_instruct']
     m = methods.create("sim", distance="pseudo_huber", huber_c=0.03)
     loss, logs = m.generator_loss(x_g, teacher, fake)
     loss, logs = m.fake_score_loss(x_g, fake)
@@ -15,12 +15,15 @@ from .base import Method, Recipe, SigmaDistribution, karras_sigma
 from .di import DI
 from .dmd import DMD, DMD2
 from .fdistill import FDistill
+from .rcm import RCM
+from .scm import SCM
 from .sid import SiD
 from .sida import SiDA
 from .sim import SIM
 from .uni_instruct import UniInstruct
 
-_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DI, DMD, DMD2, FDistill, SiD, SiDA, SIM, UniInstruct)}
+_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DI, DMD, DMD2, FDistill, RCM, SCM, SiD, SiDA,
+                                                                    SIM, UniInstruct)}
 
 
 def available() -> list[str]:

@@ -106,11 +106,20 @@ class Recipe:
     warmup_iterations: float = 0.0  # linear learning-rate warm-up from 0, in iterations
     fake_updates_per_generator_update: int = 1
     fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
+    # False: the method trains no fake score (sCM); the step runs no fake-score phase, and an
+    # iteration is a generator update.
+    fake_score: bool = True
+    # False: the generator loss takes no sample of the generator (``x_g=None``); sCM trains the
+    # generator's denoiser on noised real data through the "student" input instead.
+    generator_sample: bool = True
     # Extra inputs of each loss, by name; the harness supplies every name it knows (see
     # bench/train/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
     # "real_data" (real images and their conditioning), "discriminator" (the GAN / density-ratio
     # head on the fake network), "kimg" (training progress, for scheduled losses), "augment"
-    # (EDM's augmentation at augment_p, for a fake score that takes augment labels).
+    # (EDM's augmentation at augment_p, for a fake score that takes augment labels), "student" (the
+    # generator's denoiser as a function of (x, sigma): a consistency model), "loss_weight" (the
+    # module ``Method.loss_weight_network()`` builds, trained with the generator), "generator_updates"
+    # (generator updates so far, for schedules counted in iterations).
     generator_inputs: tuple[str, ...] = ()
     fake_inputs: tuple[str, ...] = ()
     ema_halflife_kimg: float | None = 500.0
@@ -172,6 +181,11 @@ class Method:
     def training_recipe(self) -> Recipe:
         """The recipe for these hyperparameters (a method may adjust it, e.g. DMD2's GAN term)."""
         return self.recipe
+
+    def loss_weight_network(self):
+        """A module the generator loss trains alongside the generator (``None``: none; sCM's adaptive
+        weighting). The harness builds it once, optimises it with the generator and checkpoints it."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters including the weighting, as stored in a run's config."""

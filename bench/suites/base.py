@@ -18,13 +18,15 @@ class Parts:
     """The three networks of a distillation run, on their device.
 
     ``teacher`` and ``fake`` are denoisers ``D(x, sigma, cond=None)``; ``generator`` maps
-    ``(z, cond)`` to a sample. ``discriminator`` is optional (DMD2's GAN head on the fake network).
+    ``(z, cond)`` to a sample. ``discriminator`` is optional (DMD2's GAN head on the fake network), and
+    so is ``loss_weight`` (built by the method, trained with the generator).
     """
 
     teacher: nn.Module
     generator: nn.Module
     fake: nn.Module
     discriminator: nn.Module | None = None
+    loss_weight: nn.Module | None = None  # a method's own module trained with the generator (sCM's weighting)
 
 
 class Suite:

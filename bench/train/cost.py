@@ -8,7 +8,10 @@ one instrumented step per shape). FlopCounterMode counts matrix products, convol
 forward and backward, not element-wise arithmetic: the cost of the networks, as papers quote it.
 
 Passes are counted in images: a forward pass of a batch of 64 through the teacher adds 64 to
-``teacher_forward``. A backward pass is one whose output received a gradient (through a frozen network
+``teacher_forward``. A forward-mode Jacobian-vector product (``torch.func.jvp``, sCM's tangent) is a pass
+of its own, ``<network>_jvp``: it computes the primal and the tangent together, and its FLOPs, measured
+like every other pass, come to about three forward passes for matrix products (the primal's and two
+for the tangent). A backward pass is one whose output received a gradient (through a frozen network
 too: SiD's generator loss backpropagates through the teacher and the fake score into the generator).
 Figures are global: a process's counts times the number of processes (every process runs the same
 shapes). One-off costs (DMD's teacher regression pairs) join the cumulative total and are also kept
@@ -39,7 +42,7 @@ def count_passes(networks: dict):
             if out is None:
                 return
             images = out.shape[0] if out.ndim else 1
-            passes[f"{name}_forward"] += images
+            passes[f"{name}_{'jvp' if in_jvp() else 'forward'}"] += images
             if out.requires_grad:  # the tensor hook fires when backward reaches this network's output
                 out.register_hook(lambda grad: passes.update({f"{name}_backward": images}))
         return on_forward
@@ -52,6 +55,16 @@ def count_passes(networks: dict):
     finally:
         for h in handles:
             h.remove()
+
+
+def in_jvp() -> bool:
+    """True inside ``torch.func.jvp``: the pass carries tangents (primal and tangent at once)."""
+    if torch._C._functorch.maybe_current_level() is None:
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
+
+    return retrieve_current_functorch_interpreter().key() == TransformType.Jvp
 
 
 def _first_tensor(output):

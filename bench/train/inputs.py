@@ -94,12 +94,43 @@ class Progress(Provider):
         return {"kimg": run.nimg / 1000}
 
 
+class GeneratorUpdates(Provider):
+    """Generator updates so far, for schedules counted in iterations (sCM's and rCM's tangent warm-up)."""
+
+    def supply(self, run, batch):
+        return {"generator_updates": run.step}
+
+
+class Student(Provider):
+    """The generator's denoiser as a function ``D(x, sigma, cond)``: a consistency model trained at every
+    noise level (sCM), with gradients to the generator's parameters."""
+
+    def supply(self, run, batch):
+        return {"student": run.generator.denoiser}
+
+
+class LossWeight(Provider):
+    """The module the method's generator loss trains alongside the generator (sCM's adaptive weighting):
+    built by ``Method.loss_weight_network()``, optimised with the generator, kept in the checkpoint."""
+
+    def build(self, run):
+        if run.parts.loss_weight is None:
+            module = run.method.loss_weight_network()
+            run.parts.loss_weight = None if module is None else module.to(run.device)
+
+    def supply(self, run, batch):
+        return {} if run.parts.loss_weight is None else {"loss_weight": run.parts.loss_weight}
+
+
 PROVIDERS: dict[str, Provider] = {
     "teacher_pairs": TeacherPairs(),
     "real_data": RealData(),
     "discriminator": Discriminator(),
     "kimg": Progress(),
     "augment": Augment(),
+    "generator_updates": GeneratorUpdates(),
+    "student": Student(),
+    "loss_weight": LossWeight(),
 }
 
 

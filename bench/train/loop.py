@@ -77,7 +77,10 @@ class Run:
                                "discriminator": self.parts.discriminator}, scale=self.world)
         self.sample_cost = None  # what one image from the generator costs, measured at the first evaluation
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.opt_g = self._optimizer(self.generator.parameters(), config["lr_g"])
+        # a method's own trained module (sCM's adaptive weight) learns with the generator
+        extra = [] if self.parts.loss_weight is None else list(self.parts.loss_weight.parameters())
+        self.generator_params = list(self.generator.parameters()) + extra
+        self.opt_g = self._optimizer(self.generator_params, config["lr_g"])
         fake_params = list(self.fake.parameters())
         if self.parts.discriminator is not None:
             fake_params += [p for p in self.parts.discriminator.parameters() if all(p is not q for q in fake_params)]
@@ -141,6 +144,7 @@ class Run:
         return {
             "generator": self.generator.state_dict(), "fake": self.fake.state_dict(), "ema": self.ema.state_dict(),
             "discriminator": self.parts.discriminator.state_dict() if self.parts.discriminator is not None else None,
+            "loss_weight": self.parts.loss_weight.state_dict() if self.parts.loss_weight is not None else None,
             "opt_g": self.opt_g.state_dict(), "opt_f": self.opt_f.state_dict(),
             "progress": {"step": self.step, "nimg": self.nimg, "next_eval_nimg": self.next_eval, "last_eval": self.last_eval,
                          "next_ckpt_nimg": self.next_ckpt, "next_tick_nimg": self.next_tick,
@@ -175,6 +179,8 @@ class Run:
         self.ema.load_state_dict(state["ema"])
         if state["discriminator"] is not None:
             self.parts.discriminator.load_state_dict(state["discriminator"])
+        if state.get("loss_weight") is not None:  # checkpoints from before loss weights have none
+            self.parts.loss_weight.load_state_dict(state["loss_weight"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_f.load_state_dict(state["opt_f"])
         p = state["progress"]
@@ -238,7 +244,7 @@ class Run:
                     else cfg["batch"]
             if bar is not None:
                 bar.n = min(*self.progress())  # exact progress, not a sum of float increments
-                bar.set_postfix(loss_g=f"{row['loss_g']:.3g}", loss_fake=f"{row['loss_fake']:.3g}")
+                bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_g", "loss_fake") if k in row})
             if self.rank == 0 and self.nimg >= self.next_tick:
                 elapsed = time.time() - tick_start
                 self.stats.append({"kimg": round(self.kimg, 6), "step": self.step, "time_s": self.wall_time,

@@ -3,7 +3,8 @@
 The method's recipe says how many fake-score updates go with each generator update, whether they
 reuse the generator's samples, which networks run in train mode in each phase, and which extra
 inputs each loss takes; ``bench.train.inputs`` supplies those by name. The step knows no method and no
-input. An *iteration* is one fake-score update (DMD2's unit); learning-rate warm-up counts them.
+input. An *iteration* is one fake-score update (DMD2's unit), or a generator update for a method with no fake
+score (sCM); learning-rate warm-up counts them.
 """
 from __future__ import annotations
 
@@ -73,11 +74,14 @@ def set_phase_modes(run, phase: str | None) -> None:
 
 
 def generator_loss_on(run, batch: int, keep: list | None = None):
-    """The generator's loss on ``batch`` fresh latents (``keep`` collects its detached samples)."""
-    z, cond = draw_latents(run.suite, batch, run.device)
-    x_g = run.generator.training_sample(z, cond)
-    if keep is not None:
-        keep.append((x_g.detach(), cond))
+    """The generator's loss on ``batch`` fresh latents (``keep`` collects its detached samples); a recipe
+    with ``generator_sample=False`` (sCM) draws none and the loss gets ``x_g=None``."""
+    x_g, cond = None, None
+    if run.recipe.generator_sample:
+        z, cond = draw_latents(run.suite, batch, run.device)
+        x_g = run.generator.training_sample(z, cond)
+        if keep is not None:
+            keep.append((x_g.detach(), cond))
     extra = inputs.supply(run.recipe.generator_inputs, run, batch)
     return run.method.generator_loss(x_g, run.parts.teacher, run.fake, cond=cond, **extra)
 
@@ -120,8 +124,7 @@ def training_step(run) -> dict:
         for p in run.fake_params:  # gradients reach the generator through the fake's inputs only
             p.requires_grad_(False)
         try:
-            return optimizer_step(run.opt_g, run.generator.parameters(), generator_loss, rounds, grad_clip,
-                                  run.autocast)
+            return optimizer_step(run.opt_g, run.generator_params, generator_loss, rounds, grad_clip, run.autocast)
         finally:
             for p in run.fake_params:
                 p.requires_grad_(True)
@@ -138,7 +141,11 @@ def training_step(run) -> dict:
         with run.cost.phase(name, b, rounds, ratio):
             return phase()
 
-    if recipe.fresh_latents_per_phase:  # SiD's order: fake score first, then generator
+    loss_f = norm_f = None
+    logs_f = {}
+    if not recipe.fake_score:  # sCM trains no fake score: the generator update is the whole step
+        loss_g, norm_g, logs_g = accounted("generator", generator_phase)
+    elif recipe.fresh_latents_per_phase:  # SiD's order: fake score first, then generator
         loss_f, norm_f, logs_f = accounted("fake", fake_phase)
         loss_g, norm_g, logs_g = accounted("generator", generator_phase)
     else:  # DMD2's order: generator on fresh samples, then fake updates starting on the same ones
@@ -149,8 +156,9 @@ def training_step(run) -> dict:
                run.train_opts["ema_rampup"])
     run.step += 1
     run.nimg += cfg["batch"]
-    row = {"iterations": run.step * ratio, "loss_g": loss_g, "loss_fake": loss_f, "grad_norm_g": norm_g,
-           "grad_norm_fake": norm_f}
+    row = {"iterations": run.step * ratio, "loss_g": loss_g, "grad_norm_g": norm_g}
+    if recipe.fake_score:
+        row.update(loss_fake=loss_f, grad_norm_fake=norm_f)
     for k, v in {**logs_f, **logs_g}.items():
         row.setdefault(k, float(v))
     return row
@@ -192,4 +200,4 @@ def loss_bytes_per_sample(run) -> float:
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return max(per_generator, bytes_per_sample(fake_loss))
+    return max(per_generator, bytes_per_sample(fake_loss)) if run.recipe.fake_score else per_generator

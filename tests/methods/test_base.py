@@ -49,11 +49,18 @@ def zero_logits(x, sigma, cond=None):
     return torch.zeros(x.shape[0], dtype=x.dtype)
 
 
-def declared_inputs(names, x):
-    """What the harness would supply for the inputs a recipe declares, with a neutral discriminator."""
+def declared_inputs(names, x, method=None, student=None, cond=None):
+    """What the harness would supply for the inputs a recipe declares, with a neutral discriminator; a
+    consistency method (sCM, rCM) gets ``student``, the real data's ``cond`` and its loss weight."""
     extra = {"discriminator": zero_logits} if "discriminator" in names else {}
     if "real_data" in names:
-        extra["real"] = x.detach().flip(0)
+        extra["real"], extra["real_cond"] = x.detach().flip(0), cond
+    if "student" in names:
+        extra["student"] = student
+    if "generator_updates" in names:
+        extra["generator_updates"] = 10**6  # past every warm-up: every term of the loss is on
+    if "loss_weight" in names and method is not None and method.loss_weight_network() is not None:
+        extra["loss_weight"] = method.loss_weight_network().to(x.dtype)
     return extra
 
 
@@ -209,7 +216,8 @@ def test_image_batches_sampled_sigma_and_cond(name):
     x_g = weight * torch.randn(3, 2, 4, 4)
     recipe = method.training_recipe
     extra = {"pairs": (x_g[:1], torch.zeros(1, 2, 4, 4))} if "teacher_pairs" in recipe.generator_inputs else {}
-    extra.update(declared_inputs(recipe.generator_inputs, x_g))
+    student = lambda x, s, cond=None: weight * denoiser(1.0)(x, s, cond=cond)  # noqa: E731  (the generator's denoiser)
+    extra.update(declared_inputs(recipe.generator_inputs, x_g, method, student, cond))
     loss, logs = method.generator_loss(x_g, denoiser(1.0), denoiser(0.5), cond=cond, **extra)
     assert loss.shape == () and torch.isfinite(loss) and "loss_g" in logs
     (grad,) = torch.autograd.grad(loss, weight)

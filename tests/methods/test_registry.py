@@ -6,7 +6,8 @@ import methods
 
 
 def test_available_lists_every_method():
-    assert methods.available() == ["di", "dmd", "dmd2", "fdistill", "sid", "sida", "sim", "uni_instruct"]
+    assert methods.available() == ["di", "dmd", "dmd2", "fdistill", "rcm", "scm", "sid", "sida", "sim",
+                                    "uni_instruct"]
 
 
 def test_unknown_method_names_close_matches():

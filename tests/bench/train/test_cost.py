@@ -1,5 +1,6 @@
 """bench.train.cost: passes and measured FLOPs of training steps, and the compute budget of a run."""
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,41 @@ def test_gflop_budget_writes_about_fifty_stats_rows(tmp_path, cli):
     assert all(b - a == 4 for a, b in zip(steps[1:], steps[2:]))  # 200 steps / 50 rows
     code, _, err = cli(*args, "--gflop", "10")
     assert code == 2 and "alternative budgets" in err
+
+
+def test_scm_counts_its_jvp_as_a_pass_of_about_three_forwards():
+    """sCM's step: no fake-score phase; the student's tangent is one ``torch.func.jvp``, counted as
+    ``generator_jvp`` and measured at 2 to 3.5 forward passes of FLOPs (primal and tangent together)."""
+    run = make_run("scm")
+    training_step(run)
+    (shape, (flops, passes)), = run.cost.per_phase.items()
+    assert shape[0] == "generator"
+    assert passes == {"generator_forward": BATCH, "generator_backward": BATCH, "generator_jvp": BATCH,
+                      "teacher_forward": BATCH}
+    student, teacher = run.generator.denoiser, run.parts.teacher
+    x, sigma = torch.randn(BATCH, DIM), torch.full((BATCH,), 1.0)
+    forward = pass_flops(student, x, False, False, False, sigma)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        torch.func.jvp(lambda x_, s_: student(x_, s_), (x, sigma), (torch.randn_like(x), sigma))
+    jvp = counter.get_total_flops()
+    assert 2 <= jvp / forward <= 3.5, jvp / forward
+    weight = run.parts.loss_weight.linear  # the learned weight: a linear layer, forward and backward
+    weight_flops = 3 * 2 * BATCH * weight.in_features
+    predicted = (forward + pass_flops(student, x, True, True, False, sigma) + jvp
+                 + pass_flops(teacher, x, False, False, False, sigma) + weight_flops)
+    assert flops == pytest.approx(predicted, rel=0.01)
+    assert "fake_forward" not in run.cost.passes and "loss_fake" not in training_step(run)
+
+
+def test_rcm_passes_are_the_same_before_and_after_its_dmd_term_starts():
+    """rCM's DMD term runs at weight 0 during the tangent warm-up, so the once-measured phase holds after it."""
+    run = make_run("rcm", tangent_warmup_iterations=1)
+    training_step(run)
+    (_, measured), = [(s, p) for s, (f, p) in run.cost.per_phase.items() if s[0] == "generator"]
+    assert measured == {"generator_forward": 2 * BATCH, "generator_backward": 2 * BATCH, "generator_jvp": BATCH,
+                        "teacher_forward": 2 * BATCH, "fake_forward": BATCH}
+    with count_passes(run.cost.networks) as passes:  # the next step is past the warm-up: the DMD term is on
+        row = training_step(run)
+    assert row["loss_g"] != row["loss_scm"]
+    first_step = sum((p for _, p in run.cost.per_phase.values()), Counter())
+    assert passes == first_step

@@ -59,3 +59,31 @@ def test_an_input_nobody_supplies_is_bad_input(monkeypatch):
 
     with pytest.raises(BadInput, match="'real_dta'.*did you mean real_data"):
         run_of(monkeypatch, Needy)
+
+
+def test_a_consistency_method_gets_the_student_and_trains_its_loss_weight(monkeypatch, tmp_path):
+    """sCM's inputs: the generator's denoiser as student, real data, the update count, and the learned
+    weight, optimised with the generator and carried through a checkpoint; no fake-score phase, no x_g."""
+    seen = {}
+
+    class Spy(methods.get("scm")):
+        name = "spy_scm"
+
+        def generator_loss(self, x_g, teacher, fake, cond=None, **extra):
+            seen.update(extra, x_g=x_g)
+            return super().generator_loss(x_g, teacher, fake, cond=cond, **extra)
+
+    run = run_of(monkeypatch, Spy)
+    weight = run.parts.loss_weight
+    assert weight is not None and all(any(p is q for q in run.generator_params) for p in weight.parameters())
+    fake_before = [p.detach().clone() for p in run.fake.parameters()]
+    training_step(run)
+    training_step(run)
+    assert seen["x_g"] is None and seen["student"] is run.generator.denoiser and seen["generator_updates"] == 1
+    assert seen["loss_weight"] is weight and seen["real"].shape == (8, 4)
+    assert weight.linear.weight.abs().sum() > 0  # learned: it started at zero
+    assert all(torch.equal(a, b) for a, b in zip(fake_before, run.fake.parameters()))
+    run.attach(tmp_path)
+    resumed = run_of(monkeypatch, Spy)
+    resumed._apply(run.state_dict())
+    assert torch.equal(resumed.parts.loss_weight.linear.weight, weight.linear.weight)
