@@ -9,13 +9,18 @@ from bench.train.launch import expand, load_sweep
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
+# The published study (issue 22) covers the score-distillation methods; the consistency methods (sCM,
+# rCM: issue 26) came after it and are in the demo, not in the study's grids.
+STUDY_METHODS = set(methods.available()) - {"scm", "rcm"}
+
+
 def runs(name, quick=False):
     return [c for c in expand(load_sweep(CONFIGS / name, quick=quick)) if c["method"] != "teacher"]
 
 
 def test_main_grid_covers_every_method_half_decades_up_to_failure_and_three_seeds():
     study = runs("digits-study.yaml")
-    assert {c["method"] for c in study} == set(methods.available())
+    assert {c["method"] for c in study} == STUDY_METHODS
     lrs = sorted({c["lr_g"] for c in study})
     assert lrs[0] == 1e-5 and lrs[-1] >= 3.16e-2
     assert np.allclose(np.diff(np.log10(lrs)), 0.5, atol=0.01)  # half-decades
@@ -44,7 +49,7 @@ def test_sim_variants_sit_at_the_claim_cells_and_share_the_exact_forms_runs():
 
 def test_budget_probe_runs_every_method_beyond_the_main_budget():
     probe, main = runs("digits-study-budget.yaml"), runs("digits-study.yaml")
-    assert {c["method"] for c in probe} == set(methods.available())
+    assert {c["method"] for c in probe} == STUDY_METHODS
     assert {c["gflop"] for c in probe} == {4 * main[0]["gflop"]}
 
 
