@@ -187,6 +187,12 @@ class Method:
         weighting). The harness builds it once, optimises it with the generator and checkpoints it."""
         return None
 
+    def work_key(self, kimg: float) -> tuple:
+        """What, besides the batch shape, decides which network passes a step at ``kimg`` runs: the
+        harness measures a step's cost once per distinct key. ``()``: the same passes throughout; a
+        method whose losses switch a term on at some point (SiDA's GAN term) returns where it stands."""
+        return ()
+
     def config(self) -> dict[str, Any]:
         """Hyperparameters including the weighting, as stored in a run's config."""
         return {"weighting": self.weighting, **self.hparams}

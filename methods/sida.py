@@ -47,6 +47,10 @@ class SiDA(SiD):
         """Whether the generator's GAN term is on (``kimg=None``: the schedule is over)."""
         return self.gan_weight > 0 and (kimg is None or kimg >= self.gan_start_kimg)
 
+    def work_key(self, kimg) -> tuple:
+        # the generator's GAN term (and Uni-Instruct's density ratio) add discriminator passes from here on
+        return (kimg >= self.gan_start_kimg,)
+
     def score_terms(self, delta, f_fake, x_g, x_t, sigma, cond, discriminator, kimg):
         """Per-sample score-distillation loss before normalisation; SiD's here."""
         return per_sample_sum((1 - self.alpha) * delta**2 + delta * (f_fake - x_g)), {}

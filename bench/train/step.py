@@ -137,8 +137,10 @@ def training_step(run) -> dict:
             out = optimizer_step(run.opt_f, run.fake_params, fake_loss, rounds, grad_clip, run.autocast)
         return out
 
+    work = run.method.work_key(run.nimg / 1000)  # the kimg the losses see (bench.train.inputs.Progress)
+
     def accounted(name, phase):  # each phase shape's passes and FLOPs are measured once (bench.train.cost)
-        with run.cost.phase(name, b, rounds, ratio):
+        with run.cost.phase(name, b, rounds, ratio, *work):
             return phase()
 
     loss_f = norm_f = None

@@ -253,3 +253,23 @@ def test_rcm_passes_are_the_same_before_and_after_its_dmd_term_starts():
     assert row["loss_g"] != row["loss_scm"]
     first_step = sum((p for _, p in run.cost.per_phase.values()), Counter())
     assert passes == first_step
+
+
+@pytest.mark.parametrize("method", ["sida", "uni_instruct"])
+def test_passes_after_the_gan_term_starts_include_the_discriminator(method):
+    """SiDA's GAN term (and Uni-Instruct's density ratio) start at gan_start_kimg: the step's cost is
+    measured again there, so the meter's totals match the passes the steps actually ran."""
+    sets = {"gan_start_kimg": 1.5 * BATCH / 1000}  # off in the first step, on from the second
+    if method == "uni_instruct":
+        sets["divergence"] = "kl"
+    run = make_run(method, **sets)
+    counted = Counter()
+    for _ in range(3):
+        with count_passes(run.cost.networks) as passes:
+            training_step(run)
+        counted.update(passes)
+    assert len({s[0] for s in run.cost.per_phase}) == 2 and len(run.cost.per_phase) == 4  # before and after
+    assert run.cost.passes == counted
+    before, after = ({s: p for s, (f, p) in run.cost.per_phase.items() if s[-1] is on} for on in (False, True))
+    generator = [sum(p.values()) for phases in (before, after) for s, p in phases.items() if s[0] == "generator"]
+    assert generator[1] > generator[0]  # the discriminator's passes on the generator's samples
