@@ -14,6 +14,7 @@ import sys
 import warnings
 
 from .errors import BadInput, BenchWarning
+from .suites import SUITES
 
 
 
@@ -38,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="train one (suite, method, hyperparameters, seed) to a budget")
-    r.add_argument("--suite", required=True)
-    r.add_argument("--method", required=True)
+    r.add_argument("--suite", required=True, help=f"one of: {', '.join(SUITES.names())} (bench suites)")
+    r.add_argument("--method", required=True, help="a registered method (bench methods lists them)")
     r.add_argument("--lr", type=float, default=None, help="learning rate of generator and fake score")
     r.add_argument("--lr-fake", type=float, default=None, help="fake-score learning rate (default: --lr)")
     r.add_argument("--batch", type=int, default=None, help="global batch size")
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--suite", required=True)
     tt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    tt.set_defaults(func=_handler("bench.suites:cli_teacher_train"))
+    tt.set_defaults(func=_handler("bench.suites.cli:cli_teacher_train"))
 
     e = sub.add_parser("eval", help="evaluate a run's latest generator")
     e.add_argument("run_dir")
@@ -151,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results_dir")
     rep.add_argument("-o", "--output", required=True)
     rep.set_defaults(func=_handler("bench.analysis.report:cli_report"), check=_output_check)
+
+    ms = sub.add_parser("methods", help="the registered methods: paper, divergence, defaults, recipe")
+    ms.add_argument("--json", action="store_true")
+    ms.add_argument("--results", default=None, help="add each method's measured GFLOP per kimg from the runs here")
+    ms.set_defaults(func=_handler("bench.catalog:cli_methods"), check=_handler("bench.catalog:check_results_arg"))
+
+    su = sub.add_parser("suites", help="the registered suites: teacher, data, shape, conditioning, metrics")
+    su.add_argument("--json", action="store_true")
+    su.set_defaults(func=_handler("bench.catalog:cli_suites"))
 
     w = sub.add_parser("weights", help="model weights: list, check, fetch")
     w.add_argument("action", choices=["list", "check", "fetch"])

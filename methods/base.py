@@ -157,6 +157,8 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""  # authors, year, title: for `bench methods`
+    minimises: ClassVar[str] = ""  # the divergence (or loss) the generator is trained to minimise
     defaults: ClassVar[dict[str, Any]] = {}
     recipe: ClassVar[Recipe]
     WEIGHTINGS = ("paper", "none")

@@ -27,6 +27,8 @@ class DI(Method):
     one dropout mask: the random state is restored between the two calls, so with the fake score
     a copy of the teacher the direction is exactly zero.
     """
+    paper = "Luo et al. 2023, Diff-Instruct (NeurIPS)"
+    minimises = "integral KL divergence"
 
     name = "di"
     defaults = {}

@@ -40,6 +40,8 @@ class DMD(Method):
     between ``G(z_ref)`` and the teacher's ODE output for fixed ``z_ref`` (LPIPS in the paper), passed
     as ``pairs=(x_g_ref, x_teacher_ref)``.
     """
+    paper = "Yin et al. 2024, One-step Diffusion with Distribution Matching Distillation (CVPR)"
+    minimises = "reverse KL (plus a regression loss on teacher pairs)"
 
     name = "dmd"
     defaults = {"regression_weight": 0.25}
@@ -89,6 +91,8 @@ class DMD2(DMD):
     The GAN term needs a ``discriminator(x_t, sigma, cond) -> logits`` (in DMD2 a head on the fake
     network's bottleneck) passed as ``discriminator=``, and real images for the fake-score phase.
     """
+    paper = "Yin et al. 2024, Improved Distribution Matching Distillation (NeurIPS)"
+    minimises = "reverse KL (plus a GAN term)"
 
     name = "dmd2"
     defaults = {"fake_updates_per_generator_update": 5, "gan_weight": 0.0, "gan_fake_weight": 1e-2}

@@ -26,6 +26,8 @@ class FDistill(DMD2):
     the expected gradient is ``sigma^2`` times that of ``D_f(p_sigma || q_sigma) = E_q f(p/q)``.
     ``divergence="rkl"`` (``h = 1``) is DMD2 exactly. Needs ``discriminator=`` (logit ``log p/q``).
     """
+    paper = "Xu et al. 2025, One-step Diffusion Models with f-Divergence Distribution Matching"
+    minimises = "an f-divergence (reverse KL, JS, ...)"
 
     name = "fdistill"
     defaults = {"divergence": "js", "fake_updates_per_generator_update": 5, "gan_weight": 1e-3,

@@ -45,6 +45,8 @@ RCM_RECIPE = replace_recipe(
 
 class RCM(SCM):
     """sCM's consistency loss plus ``dmd_weight`` times DMD's distribution-matching loss."""
+    paper = "Zheng et al. 2025, Large Scale Diffusion Distillation via Score-Regularized Continuous-Time Consistency"
+    minimises = "consistency loss plus reverse KL"
 
     name = "rcm"
     defaults = {"tangent_c": 0.1, "tangent_warmup_iterations": 1000, "dmd_weight": 0.01}

@@ -130,6 +130,8 @@ class AdaptiveWeight(nn.Module):
 class SCM(Method):
     """sCM distillation: the generator's denoiser is a consistency model trained on noised real data with
     the teacher's ODE tangent (see the module docstring for the derivation and the stabilisers)."""
+    paper = "Lu & Song 2025, Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models (ICLR)"
+    minimises = "continuous-time consistency loss"
 
     name = "scm"
     defaults = {"tangent_c": 0.1, "tangent_warmup_iterations": 10_000}

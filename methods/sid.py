@@ -27,6 +27,8 @@ class SiD(Method):
     divergence ``E_q |s_q - s_p|^2``; the published ``alpha = 1.2`` is deliberately not.
     The paper weighting divides by the normaliser and scales the loss by 100.
     """
+    paper = "Zhou et al. 2024, Score identity Distillation (ICML)"
+    minimises = "Fisher divergence (model-based explicit score matching)"
 
     name = "sid"
     defaults = {"alpha": 1.2}

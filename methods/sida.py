@@ -21,6 +21,8 @@ class SiDA(SiD):
 
     With ``gan_weight=0`` it is SiD exactly, under either weighting.
     """
+    paper = "Zhou et al. 2025, Adversarial Score identity Distillation (ICLR)"
+    minimises = "Fisher divergence plus a GAN term"
 
     name = "sida"
     defaults = {"alpha": 1.2, "gan_weight": 0.01, "gan_fake_weight": 1.0, "gan_start_kimg": 200.0}

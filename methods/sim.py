@@ -28,6 +28,8 @@ class SIM(Method):
     (no longer that gradient: on the Gaussian test case 0.68 to 1.09 of its size, cosine down to 0.83); ``normaliser="none"``
     keeps the paper weighting's x100 but not SiD's ``sg(mean |x_g - f_phi|)``.
     """
+    paper = "Luo et al. 2024, One-Step Diffusion Distillation through Score Implicit Matching (NeurIPS)"
+    minimises = "a general score-based divergence (distance d)"
 
     name = "sim"
     defaults = {"distance": "pseudo_huber", "huber_c": None, "d_term": True, "normaliser": "sid"}

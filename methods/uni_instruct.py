@@ -29,6 +29,8 @@ class UniInstruct(SiDA):
     Needs ``discriminator=`` (logit ``log p/q``); under ``weighting="none"`` the ratio is exact and
     differentiated through its input, under ``"paper"`` it is a clamped, batch-normalised constant.
     """
+    paper = "Wang et al. 2025, Uni-Instruct: One-step Diffusion Model through Unified Diffusion Divergence Instruction"
+    minimises = "expanded f-divergence"
 
     name = "uni_instruct"
     defaults = {"divergence": "kl", "alpha": 1.0, "gan_weight": 0.01, "gan_fake_weight": 1.0,

@@ -34,6 +34,8 @@ class Suite:
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    # For `bench suites`: what a reader needs to pick a suite (teacher, data, shape, conditioning, metrics).
+    summary: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))

@@ -241,6 +241,13 @@ class DigitsSuite(Suite):
     """Unconditional 8x8 digits: EDM UNet teacher trained here; generator and fake score copy it."""
 
     name = "digits"
+    summary = {
+        "teacher": "EDM UNet trained here on the CPU (cached by its configuration's hash)",
+        "data": "scikit-learn's 8x8 digits (1,797)",
+        "shape": "1x8x8",
+        "conditioning": "none",
+        "metrics": "fid, is, kid, precision, recall, fd_teacher, prdc_precision, prdc_recall, density, coverage, vendi, class_balance (digits classifier features)",
+    }
     defaults = {
         # teacher network and its training (all part of the teacher's cache key)
         "channels": 16, "channel_mult": [1, 2], "blocks": 1, "attention": False,

@@ -149,6 +149,13 @@ class Cifar10Suite(EDMSuite):
     """CIFAR-10 32x32, EDM's DDPM++ teachers (``cond`` selects the class-conditional one)."""
 
     name = "cifar10"
+    summary = {
+        "teacher": "NVlabs EDM DDPM++ checkpoint (.pkl)",
+        "data": "CIFAR-10 (EDM dataset_tool zip, for real-data methods)",
+        "shape": "3x32x32",
+        "conditioning": "none",
+        "metrics": "fid, is (Inception)",
+    }
     defaults = {"teacher": None, "cond": False, "teacher_steps": 18, "n_eval": 50000, "reference": "cifar10-train",
                 "fp16": False, "data": None}
 
@@ -164,6 +171,13 @@ class ImageNet64Suite(EDMSuite):
     """ImageNet 64x64, EDM's class-conditional ADM teacher; FID against EDM's reference statistics."""
 
     name = "imagenet64"
+    summary = {
+        "teacher": "NVlabs EDM ADM checkpoint (.pkl)",
+        "data": "ImageNet 64x64 (EDM dataset_tool zip)",
+        "shape": "3x64x64",
+        "conditioning": "class labels (1000, one-hot)",
+        "metrics": "fid, is (Inception)",
+    }
     resolution = 64
     num_classes = 1000
     defaults = {"teacher": None, "teacher_steps": 40, "n_eval": 50000, "reference": None, "fp16": False, "data": None}

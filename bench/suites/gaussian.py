@@ -136,6 +136,13 @@ class GaussianSuite(Suite):
     """Analytic teacher: a mixture of diagonal Gaussians with exact denoisers; MLP generator and fake."""
 
     name = "gaussian"
+    summary = {
+        "teacher": "exact denoiser of a Gaussian mixture (closed form)",
+        "data": "samples of the mixture",
+        "shape": "2",
+        "conditioning": "none",
+        "metrics": "frechet, sliced_wasserstein (against the teacher's samples)",
+    }
     defaults = {"dim": 8, "components": 4, "spread": 1.0, "std_min": 0.1, "std_max": 0.3,
                 "teacher_seed": 0, "width": 256, "depth": 3, "n_eval": 2000, "teacher_steps": 18}
 

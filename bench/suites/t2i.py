@@ -89,6 +89,13 @@ class TextToImageSuite(Suite):
     """Distil a diffusers text-to-image pipeline (PixArt-alpha first) in its latent space."""
 
     name = "t2i"
+    summary = {
+        "teacher": "diffusers pipeline folder (PixArt-alpha/Sigma transformer or Stable Diffusion UNet)",
+        "data": "prompts (bench/data/prompts.txt or a file)",
+        "shape": "VAE latents of the pipeline",
+        "conditioning": "text prompts (cross-attention)",
+        "metrics": ", ".join(METRICS),
+    }
     defaults = {
         "pipeline": None,  # a diffusers pipeline directory; None: bench weights' "pixart-alpha" (PixArt-XL-2-512x512)
         "prompts": None,  # a COCO captions JSON or one prompt a line; None: bench/data/prompts.txt
