@@ -262,7 +262,10 @@ def test_rcm_adds_the_dmd_term_after_the_tangent_warm_up(closed_forms):
 @pytest.mark.parametrize("name", ["scm", "rcm"])
 def test_training_reaches_the_exact_consistency_function(teacher, name):
     """Adam on the consistency loss drives ``beta`` (a family of consistency functions with the boundary
-    condition, exact at 1) from 1.6 to the teacher's within 1%, on fresh data and noise each step."""
+    condition, exact at 1) from 1.6 to the teacher's within 1%, on fresh data and noise each step. What is
+    checked is the median of the last 200 iterates: the adaptive weighting's heavy-tailed noise (a rare
+    tiny sigma) kicks single iterates away by up to 6% (measured on the isotropic teacher: 0.938 at step
+    600 between 0.999 at 500 and 0.996 at 700), which a mean would carry too."""
     method = methods.create(name, tangent_warmup_iterations=0, **({"dmd_weight": 0.0} if name == "rcm" else {}))
     student = ConsistencyOf(teacher, 1.6)
     weight = method.loss_weight_network()
@@ -270,6 +273,7 @@ def test_training_reaches_the_exact_consistency_function(teacher, name):
     opt = torch.optim.Adam(params, lr=0.02)
     gen = torch.Generator().manual_seed(10)
     keys = ("real_sigma", "real_noise") if name == "rcm" else ("sigma", "noise")
+    late = []
     for _ in range(600):
         x0 = teacher.sample(256, gen)
         sigma = torch.exp(torch.randn(256, generator=gen, dtype=DT) * 1.4 - 1.0)
@@ -280,4 +284,6 @@ def test_training_reaches_the_exact_consistency_function(teacher, name):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert abs(student.beta.item() - 1) < 0.01, student.beta.item()
+        late.append(student.beta.item())
+    beta = float(torch.tensor(late[-200:]).median())
+    assert abs(beta - 1) < 0.01, beta
