@@ -3,7 +3,9 @@
 The estimator of the paper's code (google-research ``cmmd/distance.py``): with
 ``k(x, x') = exp(-||x - x'||^2 / (2 sigma^2))``, sigma = 10,
 ``CMMD = 1000 * (mean K_xx + mean K_yy - 2 mean K_xy)`` over all pairs, diagonals included (the
-biased, minimum-variance estimate, Gretton et al. 2012 eq. 5). Inputs are L2-normalised embeddings.
+biased, minimum-variance estimate, Gretton et al. 2012 eq. 5). Inputs are L2-normalised embeddings;
+the t2i suite uses OpenAI CLIP ViT-L/14 (``ClipScorer.embed_images``), the paper ViT-L/14@336px,
+so values are not comparable with the paper's tables.
 """
 from __future__ import annotations
 
