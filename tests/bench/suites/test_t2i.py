@@ -474,6 +474,15 @@ def test_evaluator_cmmd_to_teacher_reference(tiny, tmp_path):
     assert same.evaluate(latents, cond)[0].value == pytest.approx(0.0, abs=1e-9)  # identical sets
 
 
+def test_evaluator_loads_clip_for_cmmd_alone(configs_only, monkeypatch):
+    """``metrics: [cmmd]``: no per-image rows, but the CLIP scorer is loaded as CMMD's embedder."""
+    metrics_t2i = _metrics_t2i()
+    monkeypatch.setattr(metrics_t2i, "load", lambda name, device="cpu": f"loaded {name}")
+    suite = suite_for(configs_only, metrics=["cmmd"])
+    evaluator = t2i.TextToImageEvaluator(suite, CPU)
+    assert evaluator.scorers == {} and evaluator.embedder == "loaded clip_score"
+
+
 def _real_pixart():
     from bench import weights
 
