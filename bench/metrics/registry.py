@@ -21,7 +21,7 @@ class Metric:
     spread between two values is a ratio (in decades); ``headline`` ranks the metrics that may head
     a suite's leaderboard, plots and report section (1 first; None never heads); ``impl`` is the
     ``"module:attribute"`` that computes it; ``space`` is the feature space it is measured in: ``"suite"``
-    (the suite's own extractor: Inception for images, the classifier for digits), ``"dinov2"``, or ""
+    (the suite's own extractor: Inception for images, the classifier for digits), ``"dinov2"``, ``"clip"``, or ""
     where that does not apply (analytic distances, text-to-image scores).
     """
 
@@ -65,6 +65,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("aesthetic", "Aesthetic", "higher", True, 5, "bench.metrics.t2i:AestheticScorer"),
     Metric("image_reward", "ImageReward", "higher", False, 3, "bench.metrics.t2i:ImageRewardScorer"),
     Metric("pickscore_raw", "PickScore", "higher", True, 4, "bench.metrics.t2i:PickScorer"),
+    # Hessel et al. 2021: 100 * max(cos, 0) of OpenAI CLIP ViT-L/14 image and prompt embeddings
+    Metric("clip_score", "CLIP score", "higher", False, None, "bench.metrics.t2i:ClipScorer"),
+    # Jayasumana et al. 2024: 1000 * MMD^2 (RBF, sigma 10) of CLIP image embeddings, to the teacher's samples
+    Metric("cmmd", "CMMD", "lower", False, None, "bench.metrics.cmmd:cmmd", "clip"),
 ]}
 
 

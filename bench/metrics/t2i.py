@@ -1,4 +1,4 @@
-"""Text-to-image scores: LAION aesthetic, ImageReward and PickScore, one small interface each.
+"""Text-to-image scores: LAION aesthetic, ImageReward, PickScore and CLIP score, one small interface each.
 
 Each scorer loads from local files (``from_files``; defaults come from ``bench.weights``), scores a
 uint8 NCHW batch with one prompt per image (``score`` -> a float tensor, one value per image) and
@@ -7,7 +7,8 @@ README section "Text-to-image metrics") are imported only here, lazily, with a m
 missing package.
 
 Metric names in metrics.jsonl: ``aesthetic``, ``image_reward``, ``pickscore_raw`` (the raw
-``logit_scale * cosine``, about 22; papers print it divided by 100).
+``logit_scale * cosine``, about 22; papers print it divided by 100), ``clip_score``
+(``100 * max(cos, 0)``). CMMD, a distance between image sets, is ``bench.metrics.cmmd``.
 """
 from __future__ import annotations
 
@@ -278,6 +279,56 @@ class PickScorer(T2IScorer):
         img = img / img.norm(dim=-1, keepdim=True)
         txt = txt / txt.norm(dim=-1, keepdim=True)
         return self.model.logit_scale.exp() * (img * txt).sum(-1)
+
+
+# --- CLIP score -------------------------------------------------------------------------------
+
+class ClipScorer(T2IScorer):
+    """CLIP score (Hessel et al. 2021, as torchmetrics computes it): ``100 * max(cos(image, text), 0)``.
+
+    Uses open-clip ``ViT-L-14-quickgelu`` with the OpenAI ViT-L/14 weights (``bench.weights``
+    ``clip-vit-l-14``, the file the aesthetic score loads; torchmetrics' default is the same
+    model). ``embed_images`` gives the L2-normalised image embeddings CMMD compares.
+    """
+
+    metric = "clip_score"
+    scale = "100 * max(cosine, 0) of OpenAI CLIP ViT-L/14, 0..100 (higher is better)"
+
+    def __init__(self, clip_model, preprocess, tokenizer, model_name: str, device="cpu"):
+        self.clip, self.preprocess, self.tokenizer = clip_model.eval().to(device), preprocess, tokenizer
+        self.model_name, self.device = model_name, torch.device(device)
+
+    @classmethod
+    def from_files(cls, clip_path=None, model_name: str = "ViT-L-14-quickgelu", device="cpu"):
+        """Load CLIP from a local OpenAI checkpoint; the tokenizer is open-clip's bundled BPE."""
+        from ..weights import find_weight
+
+        open_clip = require("open_clip", "open-clip-torch")
+        clip_path = Path(clip_path or find_weight("clip-vit-l-14"))
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(clip_path), device="cpu")
+        return cls(model, preprocess, open_clip.get_tokenizer(model_name), model_name, device)
+
+    @property
+    def impl(self) -> str:
+        return f"open-clip-torch {_version('open-clip-torch')}/{self.model_name}"
+
+    def _image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([self.preprocess(im) for im in to_pil(images)]).to(self.device)
+        emb = self.clip.encode_image(x).float()
+        return emb / emb.norm(dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings ``[N, D]`` (float64, CPU) of a uint8 NCHW batch."""
+        check_images(images)
+        return torch.cat([self._image_embeddings(images[i:i + self.batch_size]).double().cpu()
+                          for i in range(0, images.shape[0], self.batch_size)])
+
+    def _score_batch(self, images, prompts):
+        img = self._image_embeddings(images)
+        txt = self.clip.encode_text(self.tokenizer(prompts).to(self.device)).float()
+        txt = txt / txt.norm(dim=-1, keepdim=True)
+        return 100 * (img * txt).sum(-1).clamp_min(0)  # negative similarity counts as 0 (Hessel et al.)
 
 
 # The scorers of this module, as the metric registry names them.

@@ -31,7 +31,7 @@ from ..metrics.base import Evaluator, Measurement
 from ..nets.precond import OneStepGenerator
 from ..nets.vp import VPDenoiser, pad_sequence
 from ..rundir import read_json_or_none
-from .base import Parts, Suite, heun_sampler, slice_cond
+from .base import Parts, Suite, heun_sampler, slice_cond, to_device
 
 
 PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
@@ -40,7 +40,11 @@ PIPELINE_WEIGHT = "pixart-alpha"  # bench.weights entry of the default teacher
 DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "prompts.txt"
 
 
-METRICS = metric_registry.implemented_in("bench.metrics.t2i")
+# per-image scores, then CMMD (a distance between image sets, to the teacher's samples)
+METRICS = metric_registry.implemented_in("bench.metrics.t2i") + metric_registry.implemented_in("bench.metrics.cmmd")
+
+
+TEACHER_REFERENCE_SEED = 7_777_777  # CMMD's reference: apart from every run's latent bank and training noise
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -311,6 +315,18 @@ class TextToImageSuite(Suite):
                 out.append(vae.decode(x, return_dict=False)[0].float().clamp(-1, 1).cpu())
         return torch.cat(out)
 
+    @torch.no_grad()
+    def teacher_reference(self, device, n: int) -> torch.Tensor:
+        """``n`` uint8 images of the guided teacher's own sampler, prompts and latents of their own seed."""
+        from ..metrics.images import to_uint8
+
+        teacher = self.load_teacher(device)
+        gen = torch.Generator().manual_seed(TEACHER_REFERENCE_SEED)
+        cond = self.sample_cond(n, gen)
+        z = torch.randn(n, *self.latent_shape, generator=gen)
+        latents = self.teacher_sample(teacher, z.to(self._device), to_device(cond, self._device))
+        return to_uint8(self.to_images(latents.float()))
+
     def evaluator(self, device):
         self._pipeline(device)
         return TextToImageEvaluator(self, device)
@@ -319,15 +335,38 @@ class TextToImageSuite(Suite):
 class TextToImageEvaluator(Evaluator):
     """Decodes latents through the VAE and scores the images against their prompts.
 
-    Metrics (aesthetic, ImageReward, raw PickScore) come from ``bench.metrics.t2i``: any object with
-    ``score(images_uint8, prompts) -> one value per image`` and an ``impl`` string; each
-    measurement is the mean over the evaluated samples.
+    Per-image metrics (aesthetic, ImageReward, raw PickScore, CLIP score) come from
+    ``bench.metrics.t2i``: any object with ``score(images_uint8, prompts) -> one value per image``
+    and an ``impl`` string; each measurement is the mean over the evaluated samples.
+
+    CMMD needs a reference image set and the suite has none, so (like FD-to-teacher elsewhere) it is
+    measured against ``n_eval`` samples of the guided teacher's own sampler (``teacher_reference``,
+    drawn and embedded once per evaluator) in the CLIP scorer's embedding (``embed_images``).
     """
 
-    def __init__(self, suite: TextToImageSuite, device: torch.device, scorers: dict | None = None):
+    def __init__(self, suite: TextToImageSuite, device: torch.device, scorers: dict | None = None,
+                 embedder=None, reference=None):
+        """``scorers``/``embedder`` given (tests): only those are used; None loads what ``suite.metrics``
+        names. ``reference``: CMMD's uint8 reference images (or a callable); None: the teacher's."""
         self.suite, self.device = suite, device
         self.n_samples = suite.options["n_eval"]
-        self.scorers = scorers if scorers is not None else load_scorers(suite.metrics, device)
+        if scorers is None:
+            scorers = load_scorers([m for m in suite.metrics if m != "cmmd"], device)
+            if "cmmd" in suite.metrics:
+                embedder = scorers.get("clip_score") or load_scorers(["clip_score"], device)["clip_score"]
+        self.scorers, self.embedder = scorers, embedder
+        self._reference, self._reference_emb = reference, None
+
+    def reference_embeddings(self) -> torch.Tensor:
+        """CMMD's reference embeddings, computed on first use."""
+        if self._reference_emb is None:
+            ref = self._reference
+            if ref is None:
+                ref = self.suite.teacher_reference(self.device, self.n_samples)
+            elif callable(ref):
+                ref = ref()
+            self._reference_emb = self.embedder.embed_images(ref)
+        return self._reference_emb
 
     def evaluate(self, samples, cond=None):
         from ..metrics.images import to_uint8
@@ -340,6 +379,11 @@ class TextToImageEvaluator(Evaluator):
         for name, scorer in self.scorers.items():
             scores = torch.as_tensor(scorer.score(images, prompts), dtype=torch.float64)
             out.append(Measurement(name, float(scores.mean()), len(images), getattr(scorer, "impl", name)))
+        if self.embedder is not None:
+            from ..metrics.cmmd import cmmd
+
+            value = cmmd(self.embedder.embed_images(images), self.reference_embeddings())
+            out.append(Measurement("cmmd", value, len(images), f"{self.embedder.impl}+cmmd-rbf-sigma10"))
         return out
 
 

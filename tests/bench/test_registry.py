@@ -32,7 +32,7 @@ def test_every_registered_metric_names_its_code_and_ranks_once():
         assert m.direction in ("lower", "higher") and m.registered
         module, attr = m.impl.split(":")
         assert hasattr(importlib.import_module(module), attr), m.impl
-    assert metric_registry.implemented_in("bench.metrics.t2i") == ("aesthetic", "image_reward", "pickscore_raw")
+    assert metric_registry.implemented_in("bench.metrics.t2i") == ("aesthetic", "image_reward", "pickscore_raw", "clip_score")
 
 
 def test_unknown_and_unregistered_metrics():

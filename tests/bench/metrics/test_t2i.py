@@ -160,6 +160,53 @@ def test_pickscore_end_to_end(pickscore):
     assert pickscore.metric == "pickscore_raw" and "divided by 100" in pickscore.scale
 
 
+# --- CLIP score -------------------------------------------------------------------------------
+
+@pytest.fixture
+def clip_score(tmp_path):
+    needs("open_clip", "open-clip-torch")
+    import open_clip
+
+    cfg = {"embed_dim": 16, "quick_gelu": True,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "bench-tiny-clipscore.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "bench-tiny-clipscore.json")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("bench-tiny-clipscore", pretrained=None).state_dict(), tmp_path / "clip.pt")
+    return t2i.ClipScorer.from_files(tmp_path / "clip.pt", model_name="bench-tiny-clipscore")
+
+
+def test_clip_score_by_hand(clip_score):
+    import open_clip
+
+    x = images()
+    s = clip_score.score(x, PROMPTS)
+    assert s.shape == (6,) and s.dtype == torch.float64 and ((s >= 0) & (s <= 100)).all()
+    # independently: 100 * max(cos, 0) from the model's own encode_image / encode_text
+    with torch.no_grad():
+        img = clip_score.clip.encode_image(torch.stack([clip_score.preprocess(p) for p in t2i.to_pil(x)]))
+        txt = clip_score.clip.encode_text(open_clip.tokenize(PROMPTS))
+    cos = torch.nn.functional.cosine_similarity(img.double(), txt.double(), dim=-1)
+    assert torch.allclose(s, 100 * cos.clamp_min(0), rtol=1e-4, atol=1e-4)
+    emb = clip_score.embed_images(x)
+    assert emb.shape == (6, 16) and torch.allclose(emb.norm(dim=1), torch.ones(6, dtype=torch.float64))
+    assert clip_score.metric == "clip_score" and "open-clip-torch" in clip_score.impl
+
+
+def test_clip_score_clamps_negative_cosine(clip_score, monkeypatch):
+    x = images(2)
+    with torch.no_grad():
+        opposite = -clip_score._image_embeddings(x)  # text embeddings pointing away from the images: cos = -1
+    monkeypatch.setattr(clip_score.clip, "encode_text", lambda tokens: opposite)
+    assert clip_score.score(x, PROMPTS[:2]).tolist() == [0.0, 0.0]
+
+
+def test_clip_score_prompt_count(clip_score):
+    with pytest.raises(BadInput, match="6 images but 5 prompts"):
+        clip_score.score(images(), PROMPTS[:5])
+
+
 # --- shared interface -------------------------------------------------------------------------
 
 def test_prompt_count_and_image_checks(aesthetic):
@@ -191,6 +238,7 @@ def test_missing_weights_name_file(monkeypatch, tmp_path):
     (t2i.AestheticScorer, ["clip-vit-l-14", "aesthetic-head"], 1, 10),
     (t2i.ImageRewardScorer, ["image-reward", "image-reward-med-config", "bert-base-uncased-vocab"], -3, 3),
     (t2i.PickScorer, ["pickscore", "pickscore-processor"], 5, 40),
+    (t2i.ClipScorer, ["clip-vit-l-14"], 0, 100),
 ])
 def test_real_weights_score_in_documented_range(cls, names, low, high):
     from bench.weights import REGISTRY, locate
@@ -205,7 +253,7 @@ def test_real_weights_score_in_documented_range(cls, names, low, high):
 
 def test_load_by_metric_name(monkeypatch, tmp_path):
     with pytest.raises(BadInput, match="unknown text-to-image metric"):
-        t2i.load("clip_score")
+        t2i.load("cmmd")  # a set distance (bench.metrics.cmmd), not a per-image scorer
     monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))

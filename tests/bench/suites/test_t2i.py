@@ -406,6 +406,7 @@ def tiny_scorers(metrics_t2i, directory: Path) -> dict:
         torch.save(metrics_t2i.AestheticHead(16).state_dict(), directory / "head.pth")
         scorers["aesthetic"] = metrics_t2i.AestheticScorer.from_files(directory / "clip.pt", directory / "head.pth",
                                                                       model_name="t2i-suite-tiny-clip")
+        scorers["clip_score"] = metrics_t2i.ClipScorer.from_files(directory / "clip.pt", model_name="t2i-suite-tiny-clip")
     if all(importlib.util.find_spec(m) is not None for m in ("ImageReward", "fairscale")):
         words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "the", "in", "of", "on", "red", "cat", "##s"]
         (directory / "vocab.txt").write_text("\n".join(words) + "\n")
@@ -442,6 +443,44 @@ def test_evaluator_with_tiny_metric_models(tiny, tmp_path):
         expected = scorer.score(images, cond["prompts"]).mean().item()
         assert measured[name].value == pytest.approx(expected, rel=1e-6)
         assert measured[name].n_samples == 6 and measured[name].impl == scorer.impl
+
+
+@needs_t2i
+def test_evaluator_cmmd_to_teacher_reference(tiny, tmp_path):
+    """CMMD: the evaluated images' CLIP embeddings against the teacher's own samples (drawn once)."""
+    metrics_t2i = _metrics_t2i()
+    if "clip_score" not in (scorers := tiny_scorers(metrics_t2i, tmp_path)):
+        pytest.skip("needs open-clip-torch (the t2i-metrics extra)")
+    from bench.metrics.cmmd import cmmd
+    from bench.metrics.images import to_uint8
+
+    suite = suite_for(tiny, n_eval=4)
+    assert "clip_score" in suite.metrics and suite.metrics[-1] == "cmmd"  # on by default
+    suite.load_teacher(CPU)
+    clip = scorers["clip_score"]
+    evaluator = t2i.TextToImageEvaluator(suite, CPU, scorers={"clip_score": clip}, embedder=clip)
+    reference = suite.teacher_reference(CPU, 4)
+    assert reference.shape == (4, 3, 16, 16) and reference.dtype == torch.uint8
+    assert torch.equal(reference, suite.teacher_reference(CPU, 4))  # its own seed: the same every time
+    latents = torch.randn(4, 4, 8, 8)
+    cond = suite.sample_cond(4, torch.Generator().manual_seed(2))
+    measured = {m.metric: m for m in evaluator.evaluate(latents, cond)}
+    assert set(measured) == {"clip_score", "cmmd"} and measured["cmmd"].n_samples == 4
+    images = to_uint8(suite.to_images(latents))
+    expected = cmmd(clip.embed_images(images), clip.embed_images(reference))
+    assert measured["cmmd"].value == pytest.approx(expected, rel=1e-6) and measured["cmmd"].value > 0
+    assert "cmmd" in measured["cmmd"].impl and clip.impl in measured["cmmd"].impl
+    same = t2i.TextToImageEvaluator(suite, CPU, scorers={}, embedder=clip, reference=lambda: images)
+    assert same.evaluate(latents, cond)[0].value == pytest.approx(0.0, abs=1e-9)  # identical sets
+
+
+def test_evaluator_loads_clip_for_cmmd_alone(configs_only, monkeypatch):
+    """``metrics: [cmmd]``: no per-image rows, but the CLIP scorer is loaded as CMMD's embedder."""
+    metrics_t2i = _metrics_t2i()
+    monkeypatch.setattr(metrics_t2i, "load", lambda name, device="cpu": f"loaded {name}")
+    suite = suite_for(configs_only, metrics=["cmmd"])
+    evaluator = t2i.TextToImageEvaluator(suite, CPU)
+    assert evaluator.scorers == {} and evaluator.embedder == "loaded clip_score"
 
 
 def _real_pixart():
