@@ -28,19 +28,24 @@ def needs(module, package):
 
 # --- aesthetic --------------------------------------------------------------------------------
 
-@pytest.fixture
-def aesthetic(tmp_path):
+def tiny_clip(tmp_path, name: str):
+    """A tiny random open-clip model registered as ``name``, its weights saved as ``tmp_path/clip.pt``."""
     needs("open_clip", "open-clip-torch")
     import open_clip
 
     cfg = {"embed_dim": 16, "quick_gelu": True,
            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "bench-tiny-quickgelu.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "bench-tiny-quickgelu.json")
+    (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
     torch.manual_seed(0)
-    model = open_clip.create_model("bench-tiny-quickgelu", pretrained=None)
+    model = open_clip.create_model(name, pretrained=None)
     torch.save(model.state_dict(), tmp_path / "clip.pt")
+    return model
+
+@pytest.fixture
+def aesthetic(tmp_path):
+    tiny_clip(tmp_path, "bench-tiny-quickgelu")
     head = t2i.AestheticHead(16)
     torch.save(head.state_dict(), tmp_path / "head.pth")
     return t2i.AestheticScorer.from_files(tmp_path / "clip.pt", tmp_path / "head.pth", model_name="bench-tiny-quickgelu")
@@ -164,16 +169,7 @@ def test_pickscore_end_to_end(pickscore):
 
 @pytest.fixture
 def clip_score(tmp_path):
-    needs("open_clip", "open-clip-torch")
-    import open_clip
-
-    cfg = {"embed_dim": 16, "quick_gelu": True,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    (tmp_path / "bench-tiny-clipscore.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "bench-tiny-clipscore.json")
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("bench-tiny-clipscore", pretrained=None).state_dict(), tmp_path / "clip.pt")
+    tiny_clip(tmp_path, "bench-tiny-clipscore")
     return t2i.ClipScorer.from_files(tmp_path / "clip.pt", model_name="bench-tiny-clipscore")
 
 
