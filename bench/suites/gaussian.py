@@ -136,6 +136,7 @@ class GaussianSuite(Suite):
     """Analytic teacher: a mixture of diagonal Gaussians with exact denoisers; MLP generator and fake."""
 
     name = "gaussian"
+    samples_are_images = False
     summary = {
         "teacher": "exact denoiser of a Gaussian mixture (closed form)",
         "data": "samples of the mixture",

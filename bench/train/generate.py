@@ -1,0 +1,122 @@
+"""``bench generate RUN_DIR -o OUT``: a run's EMA generator's samples, one seed per image, for other evaluators.
+
+Image ``i`` is drawn from its own seed as EDM's ``generate.py`` does (``z = randn`` of a generator
+seeded with the seed, then the class label from the same stream), so any subset of seeds is
+reproducible on its own. ``OUT`` ending in ``.npz`` is written in the ADM evaluation suite's layout
+(``arr_0``: uint8 NHWC; ``arr_1``: class labels where the suite is conditional); any other ``OUT`` is a
+PNG folder laid out as EDM's ``generate.py`` writes it (``000000/000123.png``), which EDM's and SiD's
+``fid.py`` read, with EDM's ``dataset.json`` labels where conditional. Both are written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import BadInput
+
+
+def check_generate_args(args) -> None:
+    """The run, its checkpoint, ``--n``/``--seed-start`` and the output, before torch loads."""
+    from . import runconfig
+
+    runconfig.check_eval_args(args)  # a finished run with a checkpoint, and a valid --n
+    if args.n is None or args.batch < 1:
+        raise BadInput("--n and --batch must be positive integers")
+    if args.seed_start < 0 or args.seed_start + args.n > 2**31:
+        raise BadInput(f"--seed-start {args.seed_start}: seeds must lie in [0, 2**31)")
+    out = Path(args.output)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise BadInput(f"{out} exists; give a new .npz file or folder")
+    if not os.access(_existing_parent(out), os.W_OK):
+        raise BadInput(f"{out}: its folder is not writable")
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.absolute().parent
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def seeded_latents(suite, seeds):
+    """One latent (and conditioning) per seed, each from a generator seeded with that seed."""
+    import torch
+
+    from .evaluation import _cat_cond
+
+    zs, cond = [], None
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        zs.append(torch.randn(1, *suite.latent_shape, generator=gen))
+        c = suite.sample_cond(1, gen)
+        cond = c if cond is None else _cat_cond(cond, c)
+    return torch.cat(zs), cond
+
+
+def cli_generate(args) -> int:
+    """``bench generate RUN_DIR -o OUT [--n N] [--seed-start S] [--batch B]``."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..config import pick_device
+    from ..metrics.images import to_uint8
+    from ..rundir import read_json, write_atomic
+    from ..runlock import RunLock
+    from .evaluation import generate
+    from .loop import Run
+
+    directory = Path(args.run_dir)
+    run = Run(read_json(directory / "config.json"), pick_device(args.device), quiet=True)
+    if not run.suite.samples_are_images:
+        raise BadInput(f"suite {run.suite.name}: its generator's samples are not images; bench generate writes images")
+    with RunLock(directory) as lock:
+        lock.acquire(wait=False)
+        run.attach(directory)
+        used, problems = run.load(truncate_logs=False)
+    if problems:
+        print(f"bench: note: {'; '.join(problems)}: generating from {used}", file=sys.stderr)
+    seeds = list(range(args.seed_start, args.seed_start + args.n))
+    images, labels = [], []
+    for i in tqdm(range(0, len(seeds), args.batch), unit="batch", disable=args.quiet):
+        z, cond = seeded_latents(run.suite, seeds[i:i + args.batch])
+        images.append(to_uint8(generate(run.ema, z, cond, run.device, args.batch, run.config["seed"])))
+        if torch.is_tensor(cond):
+            labels.append(cond.argmax(1))
+    images = torch.cat(images).permute(0, 2, 3, 1).numpy()  # NHWC
+    labels = torch.cat(labels).numpy() if labels else None
+    out = Path(args.output)
+    if out.suffix == ".npz":
+        arrays = {"arr_0": images} if labels is None else {"arr_0": images, "arr_1": labels}
+        write_atomic(out, lambda tmp: np.savez(tmp, **arrays))
+    else:
+        _write_png_folder(out, images, seeds, labels)
+    print(out)
+    return 0
+
+
+def _write_png_folder(out: Path, images, seeds, labels) -> None:
+    """EDM's layout, written into a temporary sibling folder that is renamed into place when complete."""
+    from PIL import Image
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        names = []
+        for image, seed in zip(images, seeds):
+            name = f"{seed - seed % 1000:06d}/{seed:06d}.png"
+            (tmp / name).parent.mkdir(exist_ok=True)
+            Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(tmp / name)
+            names.append(name)
+        if labels is not None:
+            (tmp / "dataset.json").write_text(json.dumps({"labels": [[n, int(c)] for n, c in zip(names, labels)]}))
+        if out.exists():
+            out.rmdir()  # checked empty beforehand
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
