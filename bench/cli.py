@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_handler("bench.train.runner:cli_eval"), check=_handler("bench.train.runconfig:check_eval_args"))
 
     g = sub.add_parser("generate", help="write a run's EMA generator samples (one seed per image) as PNGs or an .npz")
-    g.add_argument("run_dir")
+    g.add_argument("run_dir", help="a finished run directory, or a file written by bench export")
     g.add_argument("-o", "--output", required=True, help="OUT.npz (ADM layout: arr_0 uint8 NHWC) or a new folder of PNGs")
     g.add_argument("--n", type=int, default=1000, help="number of images (seeds seed-start .. seed-start+n-1)")
     g.add_argument("--seed-start", type=int, default=0)
@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_handler("bench.train.generate:cli_generate"), check=_handler("bench.train.generate:check_generate_args"))
+
+    x = sub.add_parser("export", help="write a run's EMA generator as weights plus the config that rebuilds it")
+    x.add_argument("run_dir")
+    x.add_argument("--format", default="safetensors", choices=["safetensors"])
+    x.add_argument("-o", "--output", required=True, help="OUT.safetensors (bench generate reads it)")
+    x.set_defaults(func=_handler("bench.train.export:cli_export"), check=_handler("bench.train.export:check_export_args"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")
     f.add_argument("images_a")

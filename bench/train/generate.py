@@ -23,7 +23,12 @@ def check_generate_args(args) -> None:
     """The run, its checkpoint, ``--n``/``--seed-start`` and the output, before torch loads."""
     from . import runconfig
 
-    runconfig.check_eval_args(args)  # a finished run with a checkpoint, and a valid --n
+    if Path(args.run_dir).suffix == ".safetensors":
+        from .export import read_header
+
+        read_header(args.run_dir)
+    else:
+        runconfig.check_eval_args(args)  # a finished run with a checkpoint, and a valid --n
     if args.n is None or args.batch < 1:
         raise BadInput("--n and --batch must be positive integers")
     if args.seed_start < 0 or args.seed_start + args.n > 2**31:
@@ -71,15 +76,21 @@ def cli_generate(args) -> int:
     from .loop import Run
 
     directory = Path(args.run_dir)
-    run = Run(read_json(directory / "config.json"), pick_device(args.device), quiet=True)
+    if directory.suffix == ".safetensors":
+        from .export import load_exported
+
+        run, _ = load_exported(directory, pick_device(args.device))
+    else:
+        run = Run(read_json(directory / "config.json"), pick_device(args.device), quiet=True)
     if not run.suite.samples_are_images:
         raise BadInput(f"suite {run.suite.name}: its generator's samples are not images; bench generate writes images")
-    with RunLock(directory) as lock:
-        lock.acquire(wait=False)
-        run.attach(directory)
-        used, problems = run.load(truncate_logs=False)
-    if problems:
-        print(f"bench: note: {'; '.join(problems)}: generating from {used}", file=sys.stderr)
+    if directory.suffix != ".safetensors":
+        with RunLock(directory) as lock:
+            lock.acquire(wait=False)
+            run.attach(directory)
+            used, problems = run.load(truncate_logs=False)
+        if problems:
+            print(f"bench: note: {'; '.join(problems)}: generating from {used}", file=sys.stderr)
     seeds = list(range(args.seed_start, args.seed_start + args.n))
     images, labels = [], []
     for i in tqdm(range(0, len(seeds), args.batch), unit="batch", disable=args.quiet):

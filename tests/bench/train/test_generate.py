@@ -102,3 +102,29 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, run_dir, tmp_path,
 def test_a_missing_run_or_a_run_without_checkpoint_is_refused(cli, tmp_path):
     code, _, err = cli("generate", str(tmp_path / "nope"), "-o", str(tmp_path / "s.npz"))
     assert code == 2 and "not a run directory" in err and not (tmp_path / "s.npz").exists()
+
+
+# --- bench export -------------------------------------------------------------------------------
+
+def test_export_then_generate_from_the_file_gives_the_runs_samples(cli, run_dir, tmp_path):
+    code, _, err = cli("export", str(run_dir), "--format", "safetensors", "-o", str(tmp_path / "g.safetensors"))
+    assert code == 0, err
+    assert cli("generate", str(tmp_path / "g.safetensors"), "-o", str(tmp_path / "f.npz"), "--n", "4", "--quiet")[0] == 0
+    assert cli("generate", str(run_dir), "-o", str(tmp_path / "r.npz"), "--n", "4", "--quiet")[0] == 0
+    assert np.array_equal(np.load(tmp_path / "f.npz")["arr_0"], np.load(tmp_path / "r.npz")["arr_0"])
+    assert np.array_equal(np.load(tmp_path / "f.npz")["arr_0"], expected(run_dir, range(4))[0])
+
+
+def test_export_and_generate_refuse_bad_input_in_one_line(cli, run_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    code, _, err = cli("export", str(run_dir), "--format", "onnx", "-o", str(tmp_path / "g.onnx"))
+    assert code == 2 and "invalid choice" in err
+    code, _, err = cli("export", str(run_dir), "-o", str(tmp_path / "g.pt"))
+    assert code == 2 and ".safetensors file" in err and not (tmp_path / "g.pt").exists()
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    for name, message in (("junk", "is not a safetensors file"), ("other", "not a generator exported by bench export")):
+        code, _, err = cli("generate", str(tmp_path / f"{name}.safetensors"), "-o", str(tmp_path / "s.npz"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.npz").exists()

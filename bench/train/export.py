@@ -1,0 +1,99 @@
+"""``bench export RUN_DIR -o OUT.safetensors``: a run's EMA generator as weights plus the config that rebuilds it.
+
+The file holds the EMA generator's state dict and, in the safetensors metadata, the run's
+``config.json`` (``bench_config``): ``load_exported`` rebuilds the generator from it through the same
+suite and method code as the run (the suite's teacher file must be where the config says), so
+``bench generate OUT.safetensors`` draws exactly the run's samples. Reading is safetensors, which
+holds tensors only: no code runs on load.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from ..errors import BadInput
+
+FORMAT = "distill-bench-generator"
+
+
+def read_header(path) -> dict:
+    """The metadata of an exported generator (no torch); BadInput when ``path`` is not one."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            if size > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, struct.error) as exc:
+        raise BadInput(f"{path} is not a safetensors file ({type(exc).__name__})") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT or "bench_config" not in meta:
+        raise BadInput(f"{path} is a safetensors file but not a generator exported by bench export")
+    return meta
+
+
+def _safetensors():
+    """``safetensors.torch``, or BadInput naming the extra to install."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise BadInput("bench export needs safetensors: pip install 'distill-bench[export]'") from None
+    return safetensors.torch
+
+
+def check_export_args(args) -> None:
+    """A finished run with a checkpoint and a new, writable ``.safetensors`` output, before torch loads."""
+    import argparse
+    import os
+
+    from . import runconfig
+    from .generate import _existing_parent
+
+    runconfig.check_eval_args(argparse.Namespace(run_dir=args.run_dir, n=None))
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise BadInput(f"{out}: --format safetensors writes a .safetensors file")
+    if out.exists():
+        raise BadInput(f"{out} exists; give a new file")
+    if not os.access(_existing_parent(out), os.W_OK):
+        raise BadInput(f"{out}: its folder is not writable")
+
+
+def cli_export(args) -> int:
+    """``bench export RUN_DIR --format safetensors -o OUT.safetensors``."""
+    save_file = _safetensors().save_file
+
+    from ..config import pick_device
+    from ..rundir import read_json, write_atomic
+    from ..runlock import RunLock
+    from .loop import Run
+
+    directory = Path(args.run_dir)
+    config = read_json(directory / "config.json")
+    run = Run(config, pick_device("cpu"), quiet=True)
+    with RunLock(directory) as lock:
+        lock.acquire(wait=False)
+        run.attach(directory)
+        run.load(truncate_logs=False)
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in run.ema.state_dict().items()}
+    meta = {"format": FORMAT, "bench_config": json.dumps(config), "kimg": f"{run.kimg:g}"}
+    write_atomic(Path(args.output), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    print(args.output)
+    return 0
+
+
+def load_exported(path, device):
+    """A ``Run`` whose EMA generator holds the exported weights (``run.ema``), and the file's metadata."""
+    from .loop import Run
+
+    load_file = _safetensors().load_file
+
+    meta = read_header(path)
+    run = Run(json.loads(meta["bench_config"]), device, quiet=True)
+    try:
+        run.ema.load_state_dict(load_file(str(path), device=str(device)))
+    except RuntimeError as exc:
+        raise BadInput(f"{path}: its weights do not fit the generator its config builds ({str(exc).splitlines()[0]})") from None
+    return run, meta
