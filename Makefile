@@ -41,10 +41,10 @@ demo: $(VENV)/.installed-core
 	@echo "report: $(CURDIR)/$(DEMO_REPORT)"
 
 # The full digits robustness study (configs/digits-study*.yaml; sizing in their comments), then its
-# published results in docs/results/digits/. Re-running resumes: finished runs are skipped.
+# published results in docs/published/digits/. Re-running resumes: finished runs are skipped.
 # `make study QUICK=1` runs the configs' quick variants into results/study-quick (a smoke test).
 STUDY_RESULTS := results/study$(if $(QUICK),-quick)
-STUDY_DOCS := $(if $(QUICK),$(STUDY_RESULTS)/published,docs/results/digits)
+STUDY_DOCS := $(if $(QUICK),$(STUDY_RESULTS)/published,docs/published/digits)
 BUDGET_RESULTS := $(STUDY_RESULTS)-budget
 # the study's budget, read from its config, at which budget.md reads the probe's longer runs
 STUDY_GFLOP = $$($(PY) -c 'import yaml; print(int(yaml.safe_load(open("configs/digits-study.yaml"))["fixed"]["gflop"]))')
