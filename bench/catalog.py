@@ -21,7 +21,8 @@ def method_rows(results_dir=None) -> list[dict]:
         r = cls.recipe
         rows.append(dict(
             name=name, paper=cls.paper, minimises=cls.minimises, defaults=dict(cls.defaults),
-            lr=r.lr, sigma_init=r.sigma_init, optimizer=r.optimizer, betas=list(r.betas),
+            lr=r.lr, lr_fake=r.lr * r.fake_lr_ratio, sigma_init=r.sigma_init, optimizer=r.optimizer,
+            betas=list(r.betas), chain=r.chain,
             fake_updates_per_generator_update=r.fake_updates_per_generator_update,
             fake_score=r.fake_score, inputs=sorted(set(r.generator_inputs) | set(r.fake_inputs)),
             published=dict(r.published), gflop_per_kimg=rates.get(name)))
@@ -50,8 +51,10 @@ def _method_line(row: dict) -> str:
     defaults = ", ".join(f"{k}={v}" for k, v in row["defaults"].items()) or "-"
     rate = f"{row['gflop_per_kimg']:.4g} GFLOP/kimg" if row["gflop_per_kimg"] is not None else "GFLOP/kimg not measured"
     updates = row["fake_updates_per_generator_update"] if row["fake_score"] else "no fake score"
-    return (f"{row['name']}: {row['paper']}; minimises {row['minimises']}; lr {row['lr']:g}, "
-            f"sigma_init {row['sigma_init']:g}, fake updates per generator update {updates}; "
+    lr = f"lr {row['lr']:g}" + (f" (fake score {row['lr_fake']:g})" if row["lr_fake"] != row["lr"] else "")
+    chain = f", {row['chain']} chain between steps" if row["chain"] != "stochastic" else ""
+    return (f"{row['name']}: {row['paper']}; minimises {row['minimises']}; {lr}, "
+            f"sigma_init {row['sigma_init']:g}{chain}, fake updates per generator update {updates}; "
             f"inputs {', '.join(row['inputs']) or 'none'}; defaults {defaults}; {rate}")
 
 

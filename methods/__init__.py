@@ -1,7 +1,7 @@
 """The method registry: every one-step distillation method under one interface.
 
     import methods
-    methods.available()   # ['di', 'dmd', 'dmd2', 'fdistill', 'rcm', 'scm', 'sid', 'sida', 'sim', 'uni_instruct']
+    methods.available()   # ['di', 'dmd', 'dmd2', 'fdistill', 'rcm', 'scm', 'sid', 'sida', 'sim', 'tdm', 'uni_instruct']
     m = methods.create("sim", distance="pseudo_huber", huber_c=0.03)
     loss, logs = m.generator_loss(x_g, teacher, fake)
     loss, logs = m.fake_score_loss(x_g, fake)
@@ -20,10 +20,11 @@ from .scm import SCM
 from .sid import SiD
 from .sida import SiDA
 from .sim import SIM
+from .tdm import TDM
 from .uni_instruct import UniInstruct
 
 _REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DI, DMD, DMD2, FDistill, RCM, SCM, SiD, SiDA,
-                                                                    SIM, UniInstruct)}
+                                                                    SIM, TDM, UniInstruct)}
 
 
 def available() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 
@@ -62,6 +62,17 @@ KARRAS_GRID = SigmaDistribution("karras_grid", lo=0, hi=999)
 KARRAS_GRID_20_980 = SigmaDistribution("karras_grid", lo=20, hi=980)
 
 
+class ChainPoint(NamedTuple):
+    """A training sample and its place on the generator's chain, per sample: the step's output ``x0``
+    (with gradients), its input ``x_in`` (constant), its noise level ``sigma`` and the chain's next
+    one ``sigma_next`` (0 after the last step). TDM's losses place each step's target between them."""
+
+    x0: torch.Tensor
+    x_in: torch.Tensor
+    sigma: torch.Tensor
+    sigma_next: torch.Tensor
+
+
 @dataclass(frozen=True)
 class Modes:
     """Which networks are in train mode (dropout on) in each phase of an update; the rest are in eval.
@@ -105,6 +116,7 @@ class Recipe:
     grad_clip: float | None = None
     warmup_iterations: float = 0.0  # linear learning-rate warm-up from 0, in iterations
     fake_updates_per_generator_update: int = 1
+    fake_lr_ratio: float = 1.0  # the fake score's published learning rate over the generator's (TDM: 5)
     fresh_latents_per_phase: bool = True  # False: fake updates reuse the generator's samples
     # False: the method trains no fake score (sCM); the step runs no fake-score phase, and an
     # iteration is a generator update.
@@ -112,6 +124,12 @@ class Recipe:
     # False: the generator loss takes no sample of the generator (``x_g=None``); sCM trains the
     # generator's denoiser on noised real data through the "student" input instead.
     generator_sample: bool = True
+    # How a K-step generator moves between its steps: "stochastic" re-noises each output (DMD2),
+    # "deterministic" follows the predicted noise (DDIM; TDM). One step has no between.
+    chain: str = "stochastic"
+    # True: both losses also take ``trajectory=``, the ``ChainPoint`` each sample was made at (its step's
+    # input and noise levels; TDM's targets lie between a step's level and the next).
+    chain_point: bool = False
     # Extra inputs of each loss, by name; the harness supplies every name it knows (see
     # bench/train/inputs.py): "teacher_pairs" (DMD's regression on (G(z_ref), teacher ODE output)),
     # "real_data" (real images and their conditioning), "discriminator" (the GAN / density-ratio

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.base import SIGMA_DATA
+from methods.base import SIGMA_DATA, ChainPoint
 
 
 class EDMPrecond(nn.Module):
@@ -72,6 +72,15 @@ class OneStepGenerator(nn.Module):
         """The sample a training step puts its losses on: the one step itself."""
         return self(z, cond)
 
+    def training_point(self, z, cond=None) -> ChainPoint:
+        """``training_sample`` with where on the generator's chain it was made (one step: from pure noise)."""
+        x_in = self.sigma_init * z
+        sigma = torch.full((z.shape[0],), self.sigma_init, device=z.device)
+        return ChainPoint(self.denoiser(x_in, sigma, cond=cond), x_in, sigma, torch.zeros_like(sigma))
+
+
+CHAINS = ("stochastic", "deterministic")
+
 
 def chain_sigmas(sigma_init: float, steps: int, sigma_min: float = 0.002, rho: float = 7.0) -> tuple[float, ...]:
     """A K-step generator's noise levels: the first ``steps`` of EDM's Karras schedule of ``steps + 1``
@@ -82,8 +91,12 @@ def chain_sigmas(sigma_init: float, steps: int, sigma_min: float = 0.002, rho: f
 
 
 class FewStepGenerator(OneStepGenerator):
-    """A K-step generator: ``x_1 = D(sigma_1 z; sigma_1)``, then ``x_k = D(x_{k-1} + sigma_k eps_k; sigma_k)``
-    with fresh noise ``eps_k`` (DMD2's multi-step sampler; consistency models' multistep sampling).
+    """A K-step generator: ``x_1 = D(sigma_1 z; sigma_1)``, then the next step's input at ``sigma_k``.
+
+    ``chain="stochastic"`` (DMD2's multi-step sampler; consistency models' multistep sampling) re-noises
+    each output with fresh noise, ``x_k = D(x_{k-1} + sigma_k eps_k; sigma_k)``; ``"deterministic"``
+    (TDM's DDIM steps) moves along the predicted noise instead: the next input is
+    ``x0 + sigma_k (x_in - x0) / sigma_{k-1}``, so a sample is a function of ``z`` alone.
 
     ``training_sample`` is DMD2's backward simulation: the chain runs without gradients to make each
     sample's input at a step ``k`` drawn uniformly per sample, as the generator itself would reach it at
@@ -92,29 +105,42 @@ class FewStepGenerator(OneStepGenerator):
     noise level is ``sigma_init``, so one step is ``OneStepGenerator`` exactly.
     """
 
-    def __init__(self, denoiser: nn.Module, sigmas: tuple[float, ...]):
+    def __init__(self, denoiser: nn.Module, sigmas: tuple[float, ...], chain: str = "stochastic"):
         super().__init__(denoiser, sigmas[0])
-        self.sigmas = tuple(float(s) for s in sigmas)
+        if chain not in CHAINS:
+            raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
+        self.sigmas, self.chain = tuple(float(s) for s in sigmas), chain
 
     def _step(self, x_in, sigma: float, cond):
         return self.denoiser(x_in, torch.full((x_in.shape[0],), sigma, device=x_in.device), cond=cond)
 
+    def _next_input(self, x_in, x0, sigma: float, sigma_next: float):
+        if self.chain == "deterministic":
+            return x0 + sigma_next / sigma * (x_in - x0)
+        return x0 + sigma_next * torch.randn_like(x0)
+
     def forward(self, z, cond=None):
-        x = self._step(self.sigmas[0] * z, self.sigmas[0], cond)
-        for sigma in self.sigmas[1:]:
-            x = self._step(x + sigma * torch.randn_like(x), sigma, cond)
+        x_in = self.sigmas[0] * z
+        x = self._step(x_in, self.sigmas[0], cond)
+        for previous, sigma in zip(self.sigmas, self.sigmas[1:]):
+            x_in = self._next_input(x_in, x, previous, sigma)
+            x = self._step(x_in, sigma, cond)
         return x
 
     def training_sample(self, z, cond=None):
+        return self.training_point(z, cond).x0
+
+    def training_point(self, z, cond=None) -> ChainPoint:
         k = torch.randint(0, len(self.sigmas), (z.shape[0],)).to(z.device)
         with torch.no_grad():  # K - 1 passes of the current generator make each step's input
             inputs = [self.sigmas[0] * z]
             for previous, sigma in zip(self.sigmas, self.sigmas[1:]):
                 x = self._step(inputs[-1], previous, cond)
-                inputs.append(x + sigma * torch.randn_like(x))
+                inputs.append(self._next_input(inputs[-1], x, previous, sigma))
         x_in = torch.stack(inputs)[k, torch.arange(z.shape[0], device=z.device)]
-        sigma = torch.tensor(self.sigmas, device=z.device)[k]
-        return self.denoiser(x_in, sigma, cond=cond)
+        levels = torch.tensor((*self.sigmas, 0.0), device=z.device)
+        sigma, sigma_next = levels[k], levels[k + 1]
+        return ChainPoint(self.denoiser(x_in, sigma, cond=cond), x_in, sigma, sigma_next)
 
 
 class BottleneckDiscriminator(nn.Module):

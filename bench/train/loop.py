@@ -63,7 +63,8 @@ class Run:
         self.parts = self.suite.build(self.train_opts["sigma_init"], device)
         if self.train_opts.get("steps", 1) > 1:  # a K-step generator around the same denoiser
             self.parts.generator = FewStepGenerator(
-                self.parts.generator.denoiser, chain_sigmas(self.train_opts["sigma_init"], self.train_opts["steps"]))
+                self.parts.generator.denoiser, chain_sigmas(self.train_opts["sigma_init"], self.train_opts["steps"]),
+                chain=self.recipe.chain)
         self.parts.teacher.eval().requires_grad_(False)
         self.generator, self.fake = self.parts.generator, self.parts.fake
         if self.train_opts.get("dropout") is not None:  # the recipe's dropout (DMD2: 0) in every network

@@ -222,7 +222,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     recipe = m.training_recipe
     lr_source = "given" if lr is not None else "published"  # without --lr: the method's published rate
     lr = recipe.lr if lr is None else lr
-    lr_fake = lr if lr_fake is None else lr_fake
+    lr_fake = lr * recipe.fake_lr_ratio if lr_fake is None else lr_fake
     optimizer = dict(name=recipe.optimizer, betas=list(recipe.betas), eps=recipe.eps,
                      weight_decay=recipe.weight_decay)
     optimizer = check_optimizer({**optimizer, **optim})

@@ -76,25 +76,34 @@ def set_phase_modes(run, phase: str | None) -> None:
 def generator_loss_on(run, batch: int, keep: list | None = None):
     """The generator's loss on ``batch`` fresh latents (``keep`` collects its detached samples); a recipe
     with ``generator_sample=False`` (sCM) draws none and the loss gets ``x_g=None``."""
-    x_g, cond = None, None
+    x_g, cond, extra = None, None, {}
     if run.recipe.generator_sample:
         z, cond = draw_latents(run.suite, batch, run.device)
-        x_g = run.generator.training_sample(z, cond)
+        x_g, extra = training_sample(run, z, cond)
         if keep is not None:
-            keep.append((x_g.detach(), cond))
-    extra = inputs.supply(run.recipe.generator_inputs, run, batch)
+            keep.append((x_g.detach(), cond, {k: type(v)(*(t.detach() for t in v)) for k, v in extra.items()}))
+    extra.update(inputs.supply(run.recipe.generator_inputs, run, batch))
     return run.method.generator_loss(x_g, run.parts.teacher, run.fake, cond=cond, **extra)
+
+
+def training_sample(run, z, cond):
+    """The generator's training sample of ``z`` and, where the recipe asks (``chain_point``), the
+    ``trajectory=`` keyword with where on its chain each sample was made."""
+    if not run.recipe.chain_point:
+        return run.generator.training_sample(z, cond), {}
+    point = run.generator.training_point(z, cond)
+    return point.x0, {"trajectory": point}
 
 
 def fake_loss_on(run, batch: int, reused: list | None = None):
     """The fake score's loss on the generator's kept samples when there are any, else on fresh ones."""
     if reused:
-        x_g, cond = reused.pop(0)
+        x_g, cond, extra = reused.pop(0)
     else:
         z, cond = draw_latents(run.suite, batch, run.device)
         with torch.no_grad():
-            x_g = run.generator.training_sample(z, cond)
-    extra = inputs.supply(run.recipe.fake_inputs, run, batch)
+            x_g, extra = training_sample(run, z, cond)
+    extra.update(inputs.supply(run.recipe.fake_inputs, run, batch))
     return run.method.fake_score_loss(x_g, run.fake, cond=cond, **extra)
 
 

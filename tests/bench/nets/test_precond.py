@@ -32,6 +32,9 @@ def test_one_level_is_the_one_step_generator_exactly():
     d = Recorder()
     one, few = OneStepGenerator(d, 2.5), FewStepGenerator(d, (2.5,))
     assert torch.equal(one(z), few(z)) and torch.equal(one.training_sample(z), few.training_sample(z))
+    for a, b in zip(one.training_point(z), few.training_point(z)):  # the chain point too: from pure noise
+        assert torch.equal(a, b)
+    assert torch.equal(one.training_point(z).sigma_next, torch.zeros(6))
 
 
 def test_the_chain_renoises_each_output_at_the_next_level():
@@ -72,3 +75,23 @@ def test_backward_simulation_trains_each_step_on_the_generators_own_input():
     want = (x_in / (1 + sigma.view(-1, 1))).sum()
     assert torch.allclose(d.w.grad, want, rtol=1e-5)
     assert len(d.calls) == 3  # K - 1 passes to make the inputs, one with gradients
+
+
+def test_the_deterministic_chain_moves_along_the_predicted_noise():
+    """The generator TDM trains (methods/tdm.py): DDIM steps, so a sample depends on z alone, and the chain point of a
+    training sample is the step's own input."""
+    denoiser = lambda x, s, cond=None: 0.5 * x / (1 + s[:, None])  # noqa: E731
+    gen = FewStepGenerator(denoiser, (2.0, 0.7), chain="deterministic")
+    z = torch.randn(64, 3, generator=torch.Generator().manual_seed(5))
+    x0 = denoiser(2.0 * z, torch.full((64,), 2.0))
+    x_in = x0 + 0.7 / 2.0 * (2.0 * z - x0)
+    assert torch.allclose(gen(z), denoiser(x_in, torch.full((64,), 0.7)), atol=1e-6)
+    torch.manual_seed(2)
+    first = gen(z)
+    torch.manual_seed(3)
+    assert torch.equal(first, gen(z))  # no noise between the steps
+    point = gen.training_point(z)
+    last = point.sigma == 0.7
+    assert 0 < last.sum() < 64
+    assert torch.allclose(point.x_in[last], x_in[last], atol=1e-6)
+    assert torch.equal(point.sigma_next, torch.where(last, 0.0, 0.7))

@@ -10,8 +10,8 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 # The published study (issue 22) covers the score-distillation methods; the consistency methods (sCM,
-# rCM: issue 26) came after it and are in the demo, not in the study's grids.
-STUDY_METHODS = set(methods.available()) - {"scm", "rcm"}
+# rCM) and TDM (issue 26) came after it and are in the demo, not in the study's grids.
+STUDY_METHODS = set(methods.available()) - {"scm", "rcm", "tdm"}
 
 
 def runs(name, quick=False):
