@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--suite", required=True, help=f"one of: {', '.join(SUITES.names())} (bench suites)")
     r.add_argument("--method", required=True, help="a registered method (bench methods lists them)")
     r.add_argument("--lr", type=float, default=None, help="learning rate of generator and fake score")
-    r.add_argument("--lr-fake", type=float, default=None, help="fake-score learning rate (default: --lr)")
+    r.add_argument("--lr-fake", type=float, default=None, help="fake-score learning rate (default: --lr times the method's published ratio, 1 but for TDM)")
     r.add_argument("--batch", type=int, default=None, help="global batch size")
     r.add_argument("--batch-gpu", type=int, default=None, help="per-device micro-batch (gradient accumulation)")
     r.add_argument("--seed", type=int, default=0)
