@@ -1,7 +1,7 @@
 """The method registry: every one-step distillation method under one interface.
 
     import methods
-    methods.available()   # ['di', 'dmd', 'dmd2', 'fdistill', 'rcm', 'scm', 'sid', 'sida', 'sim', 'tdm', 'uni_instruct']
+    methods.available()   # ['ddmd', 'di', 'dmd', 'dmd2', 'fdistill', 'rcm', 'scm', 'sid', 'sida', 'sim', 'tdm', 'uni_instruct']
     m = methods.create("sim", distance="pseudo_huber", huber_c=0.03)
     loss, logs = m.generator_loss(x_g, teacher, fake)
     loss, logs = m.fake_score_loss(x_g, fake)
@@ -12,6 +12,7 @@ Adding a method: write ``methods/<name>.py`` with a ``Method`` subclass (its los
 import difflib
 
 from .base import Method, Recipe, SigmaDistribution, karras_sigma
+from .ddmd import DecoupledDMD
 from .di import DI
 from .dmd import DMD, DMD2
 from .fdistill import FDistill
@@ -23,7 +24,7 @@ from .sim import SIM
 from .tdm import TDM
 from .uni_instruct import UniInstruct
 
-_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DI, DMD, DMD2, FDistill, RCM, SCM, SiD, SiDA,
+_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DecoupledDMD, DI, DMD, DMD2, FDistill, RCM, SCM, SiD, SiDA,
                                                                     SIM, TDM, UniInstruct)}
 
 

@@ -137,7 +137,8 @@ class Recipe:
     # (EDM's augmentation at augment_p, for a fake score that takes augment labels), "student" (the
     # generator's denoiser as a function of (x, sigma): a consistency model), "loss_weight" (the
     # module ``Method.loss_weight_network()`` builds, trained with the generator), "generator_updates"
-    # (generator updates so far, for schedules counted in iterations).
+    # (generator updates so far, for schedules counted in iterations), "guidance" (a conditional suite's
+    # guided teacher: ``.conditional(x, sigma, c)``, ``.unconditional(x, sigma)`` and ``.scale``).
     generator_inputs: tuple[str, ...] = ()
     fake_inputs: tuple[str, ...] = ()
     ema_halflife_kimg: float | None = 500.0

@@ -118,9 +118,13 @@ class DMD2(DMD):
     def generator_loss(self, x_g, teacher, fake, cond=None, sigma=None, noise=None, discriminator=None, **extra):
         loss, direction = self.distribution_matching_loss(x_g, teacher, fake, cond, sigma, noise)
         logs = {"loss_dm": loss.detach(), "direction_rms": direction.pow(2).mean().sqrt()}
+        return self._with_gan(loss, logs, x_g, cond, discriminator)
+
+    def _with_gan(self, loss, logs, x_g, cond, discriminator):
+        """``loss`` plus the generator's GAN term when ``gan_weight > 0``, and the logs with ``loss_g``."""
         if self.gan_weight > 0:
             if discriminator is None:
-                raise ValueError("dmd2: gan_weight > 0 needs discriminator=")
+                raise ValueError(f"{self.name}: gan_weight > 0 needs discriminator=")
             x_t, s = self._gan_inputs(x_g, None, None)
             gan = F.softplus(-discriminator(x_t, s, cond)).mean()
             logs["loss_gan_g"] = gan.detach()

@@ -40,6 +40,7 @@ class Metric:
 
 _FIDELITY = "bench.metrics.fidelity:FidelityEvaluator"
 _GAUSSIAN = "bench.suites.gaussian:GaussianEvaluator"
+_GAUSSIAN_COND = "bench.suites.gaussian_cond:ConditionalGaussianEvaluator"
 _DIVERSITY = "bench.metrics.diversity:DiversityEvaluator"
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
@@ -62,6 +63,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("class_balance", "Class balance", "higher", False, None, _DIVERSITY, "suite"),
     Metric("frechet", "Fréchet", "lower", True, 2, _GAUSSIAN),
     Metric("sliced_wasserstein", "Sliced W.", "lower", True, None, _GAUSSIAN),
+    # the conditional mixture (bench.suites.gaussian_cond): per-class Frechet to the guided teacher's samples
+    Metric("frechet_class", "Fréchet per class", "lower", True, 3, _GAUSSIAN_COND),
+    # conditional suites: the share of samples classified as the class they were asked for (the digits
+    # classifier; the conditional mixture's exact Bayes classifier computes it there)
+    Metric("class_accuracy", "Class accuracy", "higher", True, None, "bench.metrics.conditional:ClassAccuracy"),
     Metric("aesthetic", "Aesthetic", "higher", True, 5, "bench.metrics.t2i:AestheticScorer"),
     Metric("image_reward", "ImageReward", "higher", False, 3, "bench.metrics.t2i:ImageRewardScorer"),
     Metric("pickscore_raw", "PickScore", "higher", True, 4, "bench.metrics.t2i:PickScorer"),

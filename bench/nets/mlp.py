@@ -26,8 +26,8 @@ class ResidualMLP(nn.Module):
     def features(self, x, c_noise, cond=None):
         """The last hidden layer (DMD2's GAN head reads it)."""
         parts = [x, self.noise_features(c_noise).to(x.dtype)]
-        if self.cond_dim:
-            parts.append(cond.to(x.dtype))
+        if self.cond_dim:  # no condition: the null class, an all-zero row
+            parts.append(x.new_zeros(x.shape[0], self.cond_dim) if cond is None else cond.to(x.dtype))
         h = self.embed(torch.cat(parts, dim=1))
         for block in self.blocks:
             h = h + block(h)

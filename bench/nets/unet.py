@@ -122,9 +122,7 @@ class UNet(nn.Module):
     def _embedding(self, c_noise, cond):
         emb = self.noise_embed(c_noise.reshape(-1)).to(self.conv_in.weight.dtype)
         emb = self.embed(emb)
-        if self.label_embed is not None:
-            if cond is None:
-                raise ValueError("this UNet is class-conditional: pass one-hot labels as cond")
+        if self.label_embed is not None and cond is not None:  # no labels: the null class (an all-zero row)
             emb = emb + self.label_embed(cond.to(emb.dtype))
         return F.silu(emb)
 

@@ -6,7 +6,9 @@ from ..registry import Registry
 # name -> "module:Class", imported lazily so a suite's heavy dependencies load only when used.
 SUITES = Registry("suite", {
     "gaussian": "bench.suites.gaussian:GaussianSuite",
+    "gaussian_cond": "bench.suites.gaussian_cond:ConditionalGaussianSuite",
     "digits": "bench.suites.digits:DigitsSuite",
+    "digits_cond": "bench.suites.digits_cond:ConditionalDigitsSuite",
     "cifar10": "bench.suites.edm:Cifar10Suite",
     "imagenet64": "bench.suites.edm:ImageNet64Suite",
     "t2i": "bench.suites.t2i:TextToImageSuite",

@@ -37,6 +37,7 @@ class Suite:
     # For `bench suites`: what a reader needs to pick a suite (teacher, data, shape, conditioning, metrics).
     summary: ClassVar[dict[str, str]] = {}
     samples_are_images: ClassVar[bool] = True  # False: the generator makes latents or vectors (bench generate refuses)
+    guided: ClassVar[bool] = False  # True: the teacher is a GuidedDenoiser (conditional, classifier-free guidance)
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))

@@ -29,6 +29,7 @@ from ..metrics.images import from_uint8, to_uint8
 from ..rundir import write_atomic
 from ..nets.classifier import DigitClassifier
 from ..nets.ema import update_ema
+from ..nets.guidance import GuidedDenoiser, one_hot
 from ..nets.precond import EDMPrecond, OneStepGenerator
 from ..nets.unet import UNet
 from .base import Parts, Suite, heun_sampler
@@ -151,10 +152,13 @@ def make_denoiser(net_config: dict) -> EDMPrecond:
     return EDMPrecond(UNet(in_channels=1, **net_config))
 
 
-def train_denoiser(config: dict, x_train: torch.Tensor, device: torch.device) -> tuple[dict, dict]:
+def train_denoiser(config: dict, x_train: torch.Tensor, device: torch.device,
+                   y_train: torch.Tensor | None = None) -> tuple[dict, dict]:
     """EDM training: ``ln sigma ~ N(P_mean, P_std)``, loss weight ``(s^2+sd^2)/(s sd)^2``, Adam, EMA.
 
-    Returns the EMA network's state dict and a summary (final loss, wall time).
+    A network with ``label_dim`` learns ``D(x, sigma, c)`` from one-hot ``y_train``, each label dropped to
+    the null class (an all-zero row) with probability ``train.label_dropout``: classifier-free guidance's
+    training. Returns the EMA network's state dict and a summary (final loss, wall time).
     """
     t = config["train"]
     with reproducible(t["seed"]):
@@ -171,8 +175,12 @@ def train_denoiser(config: dict, x_train: torch.Tensor, device: torch.device) ->
             y = x_train[idx].to(device)
             sigma = (torch.randn(t["batch"], generator=gen) * t["p_std"] + t["p_mean"]).exp().to(device)
             noise = torch.randn(y.shape, generator=gen).to(device)
+            cond = None
+            if config["net"].get("label_dim"):  # unconditional teachers draw nothing more: unchanged
+                keep = torch.rand(t["batch"], generator=gen) >= t["label_dropout"]
+                cond = (one_hot(y_train[idx], config["net"]["label_dim"]) * keep[:, None]).to(device)
             weight = ((sigma**2 + sd**2) / (sigma * sd) ** 2).reshape(-1, 1, 1, 1)
-            loss = (weight * (net(y + sigma.reshape(-1, 1, 1, 1) * noise, sigma) - y).square()).mean()
+            loss = (weight * (net(y + sigma.reshape(-1, 1, 1, 1) * noise, sigma, cond) - y).square()).mean()
             for group in opt.param_groups:
                 group["lr"] = t["lr"] * min(1.0, (step + 1) / warmup)
             opt.zero_grad(set_to_none=True)
@@ -332,7 +340,8 @@ class DigitsSuite(Suite):
 
     def _teacher_path(self, device: torch.device) -> Path:
         config = self.teacher_config()
-        return cached(self.root, "teacher", config, lambda: train_denoiser(config, self.data["x_train"], device))
+        return cached(self.root, "teacher", config,
+                      lambda: train_denoiser(config, self.data["x_train"], device, self.data["y_train"]))
 
     def load_teacher(self, device: torch.device) -> EDMPrecond:
         """The cached teacher (trained first if absent), frozen, in eval mode."""
@@ -385,10 +394,19 @@ class DigitsSuite(Suite):
         if not n_teacher:
             return Combined(data, diversity, n_final=n_final)
         teacher_sha = load_cached(self._teacher_path(device))[1].get("sha256", "")[:16]
-        key = f"digits-teacher-{teacher_sha}-heun{int(o['teacher_steps'])}-n{n_teacher}-seed{TEACHER_REFERENCE_SEED}"
+        key = (f"digits-teacher-{teacher_sha}{self.reference_tag()}-heun{int(o['teacher_steps'])}-n{n_teacher}"
+               f"-seed{TEACHER_REFERENCE_SEED}")
         to_teacher = FidelityEvaluator(reference=lambda: self.teacher_reference(device, n_teacher), reference_key=key,
                                        reference_size=n_teacher, metrics=("fid",), **common)
         return Combined(data, diversity, Renamed(to_teacher, {"fid": "fd_teacher"}), n_final=n_final)
+
+    def reference_tag(self) -> str:
+        """What besides the teacher's weights decides its reference samples (a conditional suite's guidance)."""
+        return ""
+
+    def reference_cond(self, n: int):
+        """The conditioning of the teacher's reference samples (None: unconditional)."""
+        return None
 
     @torch.no_grad()
     def teacher_reference(self, device: torch.device, n: int, batch: int = 1000) -> torch.Tensor:
@@ -396,6 +414,9 @@ class DigitsSuite(Suite):
         teacher = self.load_teacher(device)
         gen = torch.Generator().manual_seed(TEACHER_REFERENCE_SEED)
         z = torch.randn(n, *self.latent_shape, generator=gen)
+        cond = self.reference_cond(n)
         _log(f"drawing {n} teacher samples for the FD-to-teacher reference (once per teacher)")
-        return torch.cat([to_uint8(self.teacher_sample(teacher, z[i:i + batch].to(device)).float().cpu())
+        return torch.cat([to_uint8(self.teacher_sample(teacher, z[i:i + batch].to(device),
+                                                       None if cond is None else cond[i:i + batch].to(device)
+                                                       ).float().cpu())
                           for i in range(0, n, batch)])

@@ -65,17 +65,27 @@ class GaussianMixture(torch.nn.Module):
     def dim(self) -> int:
         return self.means.shape[-1]
 
-    def forward(self, x, sigma, cond=None):
+    def _components(self, x, sigma):
+        """Each component's posterior mean ``[B, K, D]`` and the log posterior ``log p_sigma(k | x)`` ``[B, K]``."""
         s2 = _sigma_column(sigma, x).pow(2)[:, None, :]  # [B, 1, 1]
         var = self.stds.pow(2)[None] + s2  # [B, K, D]
         diff = x[:, None, :] - self.means[None]  # [B, K, D]
         log_lik = -0.5 * (diff.pow(2) / var + var.log() + math.log(2 * math.pi)).sum(-1)
-        resp = torch.softmax(self.log_weights[None] + log_lik, dim=1)  # [B, K]
-        posterior_means = self.means[None] + self.stds.pow(2)[None] / var * diff
-        return (resp[:, :, None] * posterior_means).sum(1)
+        log_resp = torch.log_softmax(self.log_weights[None] + log_lik, dim=1)
+        return self.means[None] + self.stds.pow(2)[None] / var * diff, log_resp
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        k = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+    def log_posterior(self, x, sigma) -> torch.Tensor:
+        """``log p_sigma(k | x)`` of every component ``k`` at noise level ``sigma``, ``[B, K]``."""
+        return self._components(x, sigma)[1]
+
+    def forward(self, x, sigma, cond=None):
+        posterior_means, log_resp = self._components(x, sigma)
+        return (log_resp.exp()[:, :, None] * posterior_means).sum(1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, labels: torch.Tensor | None = None):
+        """``n`` samples; of components ``labels`` when given (their classes), else of the mixture."""
+        k = labels if labels is not None else torch.multinomial(self.log_weights.exp(), n, replacement=True,
+                                                                generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype)
         return self.means[k] + self.stds[k] * z
 
@@ -86,6 +96,20 @@ class GaussianMixture(torch.nn.Module):
         second = sum(w[k] * (torch.diag(self.stds[k] ** 2) + torch.outer(self.means[k], self.means[k]))
                      for k in range(len(w)))
         return mean, second - torch.outer(mean, mean)
+
+
+class ClassConditionalMixture(GaussianMixture):
+    """The mixture with its components as classes: ``D(x, sigma, c)`` is component ``c``'s exact denoiser
+    for a one-hot ``c``, the mixture's for ``c = None`` or an all-zero row (the null class)."""
+
+    def forward(self, x, sigma, cond=None):
+        posterior_means, log_resp = self._components(x, sigma)
+        weights = log_resp.exp()
+        if cond is not None:
+            cond = cond.to(weights.dtype)
+            labelled = cond.sum(1, keepdim=True) > 0
+            weights = torch.where(labelled, cond, weights)
+        return (weights[:, :, None] * posterior_means).sum(1)
 
 
 def frechet_distance(mean1, cov1, mean2, cov2) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import BadInput
 from ..nets.augment import AUGMENT_DIM, AugmentPipe, augment_dim
-from ..suites.base import to_device
+from ..suites.base import slice_cond, to_device
 
 PAIRS_SEED_OFFSET = 2_000_006  # the regression latents of seed s, apart from training and evaluation noise
 
@@ -42,15 +42,18 @@ class TeacherPairs(Provider):
         n = run.train_opts["n_regression_pairs"]
         gen = torch.Generator().manual_seed(run.config["seed"] + PAIRS_SEED_OFFSET)
         z = torch.randn(n, *run.suite.latent_shape, generator=gen)
+        cond = run.suite.sample_cond(n, gen)  # None for an unconditional suite: the pairs are (z, x)
         with torch.no_grad(), run.cost.once("regression_pairs"):  # a one-off cost of the run
-            x = torch.cat([run.suite.teacher_sample(run.parts.teacher, z[i:i + 256].to(run.device), None).cpu()
+            x = torch.cat([run.suite.teacher_sample(run.parts.teacher, z[i:i + 256].to(run.device),
+                                                    to_device(slice_cond(cond, i, i + 256), run.device)).cpu()
                            for i in range(0, n, 256)])
-        run.pairs = (z, x)
+        run.pairs = (z, x) if cond is None else (z, x, cond)
 
     def supply(self, run, batch):
         idx = torch.randint(0, run.pairs[0].shape[0], (batch,))
         z_ref, x_ref = run.pairs[0][idx].to(run.device), run.pairs[1][idx].to(run.device)
-        return {"pairs": (run.generator(z_ref, None), x_ref)}
+        cond = to_device(run.pairs[2][idx], run.device) if len(run.pairs) > 2 else None
+        return {"pairs": (run.generator(z_ref, cond), x_ref)}
 
 
 class RealData(Provider):
@@ -122,6 +125,14 @@ class LossWeight(Provider):
         return {} if run.parts.loss_weight is None else {"loss_weight": run.parts.loss_weight}
 
 
+class Guidance(Provider):
+    """The conditional suite's guided teacher, whose conditional and unconditional parts and scale the
+    guidance-based losses read (``GuidedDenoiser``; ``runconfig`` refuses a suite without one)."""
+
+    def supply(self, run, batch):
+        return {"guidance": run.parts.teacher}
+
+
 PROVIDERS: dict[str, Provider] = {
     "teacher_pairs": TeacherPairs(),
     "real_data": RealData(),
@@ -131,6 +142,7 @@ PROVIDERS: dict[str, Provider] = {
     "generator_updates": GeneratorUpdates(),
     "student": Student(),
     "loss_weight": LossWeight(),
+    "guidance": Guidance(),
 }
 
 

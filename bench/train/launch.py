@@ -52,7 +52,7 @@ def expand(spec: dict, world_size: int = 1) -> list[dict]:
     prefixed = {f"suite.{k}": v for k, v in (spec.get("suite_options") or {}).items()}
     common = {**prefixed, **{f"train.{k}": v for k, v in (spec.get("train") or {}).items()},
               **{f"optim.{k}": v for k, v in (spec.get("optim") or {}).items()}}
-    configs, seeds, steps = [], [], set()
+    configs, seeds, steps, guidances = [], [], set(), set()
     import methods
 
     for method in spec.get("method_hparams") or {}:  # a misspelt method's hparams would be dropped silently
@@ -64,21 +64,27 @@ def expand(spec: dict, world_size: int = 1) -> list[dict]:
         per_method = (spec.get("method_hparams") or {}).get(method) or {}
         for hparams in _cross(per_method):
             args = {**spec["fixed"], **point}
+            # a guidance axis sets a conditional suite's suite.guidance, run by run
+            guided = {} if point.get("guidance") is None else {"suite.guidance": point["guidance"]}
             configs.append(runconfig.resolve(
                 spec["suite"], method, lr=args.get("lr"), lr_fake=args.get("lr_fake"), batch=args.get("batch"),
                 batch_gpu=args.get("batch_gpu"), seed=args.get("seed"), kimg=args.get("kimg"), gflop=args.get("gflop"),
                 eval_every=args.get("eval_every"), checkpoint_every=args.get("checkpoint_every"),
-                sets={**common, **hparams}, precision=args.get("precision"), world_size=world_size,
+                sets={**common, **guided, **hparams}, precision=args.get("precision"), world_size=world_size,
                 steps=args.get("steps")))
             seeds.append(configs[-1]["seed"])
             steps.add(args.get("steps"))
+            guidances.add(point.get("guidance"))
     if spec.get("teacher", True):
         teacher_sets = prefixed
         # one teacher row per seed; a sweep over generator steps adds the teacher at each of them too
         # (its Heun sampler at those steps, the teacher's curve against NFE) beside its own steps
         teacher_steps = [None, *sorted(k for k in steps if k is not None)]
-        teachers = [runconfig.resolve(spec["suite"], runconfig.TEACHER, seed=s, sets=teacher_sets, steps=k)
-                    for s in sorted(set(seeds)) for k in teacher_steps]
+        # and at each guidance scale of the grid: the teacher's rows at several guidance scales
+        teachers = [runconfig.resolve(spec["suite"], runconfig.TEACHER, seed=s, steps=k,
+                                      sets={**teacher_sets, **({} if w is None else {"suite.guidance": w})})
+                    for s in sorted(set(seeds)) for k in teacher_steps
+                    for w in sorted(guidances, key=lambda v: (v is not None, v or 0))]
         configs = teachers + configs
     ids = [c["run_id"] for c in configs]
     if len(set(ids)) != len(ids):

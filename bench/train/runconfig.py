@@ -235,6 +235,9 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
         train_opts["steps"] = flags["steps"]
     if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):
         suite_obj.check_real_data()  # e.g. DMD2's GAN term on a suite without --set suite.data=PATH
+    if "guidance" in recipe.generator_inputs and not suite_obj.guided:
+        raise BadInput(f"method {method} needs a conditional teacher with classifier-free guidance; "
+                       f"suite {suite} has none (try gaussian_cond)")
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
     return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),

@@ -16,7 +16,7 @@ import yaml
 from .. import validate
 from ..errors import BadInput
 
-GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed", "steps")
+GRID_KEYS = ("method", "lr", "lr_fake", "batch", "seed", "steps", "guidance")
 FIXED_KEYS = ("kimg", "gflop", "eval_every", "checkpoint_every", "batch_gpu", "precision", "lr_fake", "steps")
 TOP_KEYS = ("suite", "suite_options", "grid", "fixed", "method_hparams", "train", "optim", "teacher", "quick",
             "slurm", "results", "logger")
@@ -34,6 +34,7 @@ def _value_check(key: str):
         "batch_gpu": lambda n, v: validate.positive(n, v, integer=True),
         "seed": validate.seed,
         "steps": lambda n, v: validate.positive(n, v, integer=True),
+        "guidance": validate.positive,  # a conditional suite's guidance scale (its suite.guidance)
         "kimg": validate.positive, "gflop": validate.positive,
         "eval_every": validate.positive, "checkpoint_every": validate.positive,
         "precision": lambda n, v: validate.choice(n, v, PRECISIONS),

@@ -19,7 +19,7 @@ def test_methods_lists_every_registered_method_with_its_recipe(cli):
     assert rows["dmd"]["inputs"] == ["teacher_pairs"] and not rows["scm"]["fake_score"]
     code, text, _ = cli("methods")
     assert code == 0 and len(text.splitlines()) == len(rows)
-    assert text.splitlines()[0].startswith("di: Luo et al. 2023")
+    assert text.splitlines()[1].startswith("di: Luo et al. 2023")
 
 
 def test_methods_reads_the_measured_gflop_per_kimg_from_runs(cli, tmp_path):
@@ -42,7 +42,7 @@ def test_suites_lists_every_suite_with_its_summary(cli):
     t2i = next(r for r in rows if r["name"] == "t2i")
     assert "pickscore_raw" in t2i["metrics"]  # from the metric registry, not written by hand
     code, text, _ = cli("suites")
-    assert code == 0 and text.splitlines()[1].startswith("digits: teacher EDM UNet")
+    assert code == 0 and text.splitlines()[2].startswith("digits: teacher EDM UNet")
 
 
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):

@@ -6,7 +6,7 @@ import methods
 
 
 def test_available_lists_every_method():
-    assert methods.available() == ["di", "dmd", "dmd2", "fdistill", "rcm", "scm", "sid", "sida", "sim",
+    assert methods.available() == ["ddmd", "di", "dmd", "dmd2", "fdistill", "rcm", "scm", "sid", "sida", "sim",
                                     "tdm", "uni_instruct"]
 
 

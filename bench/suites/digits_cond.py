@@ -1,0 +1,80 @@
+"""Class-conditional digits with classifier-free guidance: the digits suite with labels.
+
+The teacher is the digits UNet with a class embedding, trained with each label dropped to the null class
+with probability ``suite.label_dropout`` (cached by its configuration's hash like the unconditional one);
+distillation sees it guided, ``D_w = D(x, null) + w (D(x, c) - D(x, null))`` with ``w = suite.guidance``,
+so the teacher's rows at several guidance scales are runs of ``--method teacher`` at several
+``suite.guidance`` (a sweep's ``guidance`` grid axis). Generators and fake scores are copies of the
+unguided conditional network, conditioned on the class. Metrics: the digits suite's (FID over all
+samples against the digits, FD to the guided teacher's class-balanced samples) plus ``class_accuracy``,
+the digits classifier's accuracy on the requested classes.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .. import validate
+from ..metrics.base import Combined
+from ..metrics.conditional import ClassAccuracy
+from ..nets.guidance import GuidedDenoiser, one_hot
+from ..nets.precond import OneStepGenerator
+from .base import Parts
+from .digits import DigitsSuite, load_classifier, quantise
+
+CLASSES = 10
+
+
+class ConditionalDigitsSuite(DigitsSuite):
+    """The digits suite with class labels and a guided teacher."""
+
+    name = "digits_cond"
+    guided = True
+    summary = {**DigitsSuite.summary,
+               "teacher": "EDM UNet with a class embedding, trained here with label dropout (cached by its hash)",
+               "conditioning": "class (10 digits), classifier-free guidance suite.guidance",
+               "metrics": DigitsSuite.summary["metrics"] + ", class_accuracy"}
+    defaults = {**DigitsSuite.defaults, "label_dropout": 0.1, "guidance": 2.0}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        validate.positive(self.option_name("guidance"), self.options["guidance"])
+        validate.fraction(self.option_name("label_dropout"), self.options["label_dropout"], upper_open=True)
+
+    def teacher_config(self) -> dict:
+        config = super().teacher_config()
+        config["net"]["label_dim"] = CLASSES
+        config["train"]["label_dropout"] = float(self.options["label_dropout"])
+        return config
+
+    def load_teacher(self, device):
+        return GuidedDenoiser(super().load_teacher(device), self.options["guidance"])
+
+    def build(self, sigma_init, device):
+        teacher = self.load_teacher(device)
+        student = lambda: copy.deepcopy(teacher.base).train().requires_grad_(True)  # noqa: E731
+        return Parts(teacher=teacher, generator=OneStepGenerator(student(), sigma_init), fake=student())
+
+    def sample_cond(self, n, generator):
+        return one_hot(torch.randint(0, CLASSES, (n,), generator=generator), CLASSES)
+
+    def real_data(self, n, generator):
+        idx = torch.randint(0, len(self.data["x_train"]), (n,), generator=generator)
+        return self.data["x_train"][idx], one_hot(self.data["y_train"][idx], CLASSES)
+
+    def teacher_info(self, steps=None):
+        return {**super().teacher_info(steps), "guidance": float(self.options["guidance"])}
+
+    def reference_tag(self) -> str:
+        return f"-cond-w{float(self.options['guidance']):g}"
+
+    def reference_cond(self, n: int):
+        return one_hot(torch.arange(n) % CLASSES, CLASSES)  # class-balanced
+
+    def evaluator(self, device):
+        base = super().evaluator(device)
+        classifier = load_classifier(self.train_classifier()).to(device)
+        logits = lambda x: classifier(quantise(x.to(device)))[1]  # noqa: E731
+        accuracy = ClassAccuracy(logits, base.n_samples, impl="digits classifier (distill-bench)")
+        return Combined(base, accuracy, n_final=base.n_final)
