@@ -398,6 +398,32 @@ def load_pt(path: str | Path) -> EDMPrecond:
     return net.eval().requires_grad_(False)
 
 
+def load_state_dict_file(path: str | Path, like: EDMPrecond) -> EDMPrecond:
+    """A plain state dict of an EDMPrecond (DMD2's ``pytorch_model.bin``) loaded onto a copy of ``like``.
+
+    DMD2 saves its generator, EDM's EDMPrecond, with ``state_dict()``: the keys are ``model.<module>...``
+    as here (a ``module.`` prefix of a DDP-wrapped save is removed). This project's ``.pt`` teacher file
+    is read as ``load_pt`` does. Read with ``weights_only=True``; every tensor must fit ``like``.
+    """
+    import copy
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or unsafe file
+        raise BadInput(f"{path}: not a readable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if isinstance(payload, dict) and payload.get("format") == PT_FORMAT:
+        return load_pt(path)
+    if not isinstance(payload, dict) or not payload or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
+        raise BadInput(f"{path}: not a generator's state dict (expected names mapped to tensors, as DMD2's "
+                       "pytorch_model.bin)")
+    if all(k.startswith("module.") for k in payload):
+        payload = {k[len("module."):]: v for k, v in payload.items()}
+    net = copy.deepcopy(like).cpu()
+    _load_exactly(net, payload, str(path))
+    return net.eval().requires_grad_(False)
+
+
 def load_teacher(path: str | Path) -> EDMPrecond:
     """An EDM teacher from an NVlabs ``.pkl`` or this project's ``.pt``, on the CPU, frozen."""
     path = Path(path).expanduser()
