@@ -117,6 +117,9 @@ class NamedRecord(Record):
 
     class_name = version = None
 
+    def __init__(self, *args, **kwargs):  # only NEWOBJ (no constructor call) makes one; a call is refused
+        raise pickle.UnpicklingError(f"{self.class_name} is created by NEWOBJ, not called")
+
     def __setstate__(self, state):
         if not isinstance(state, dict):
             raise pickle.UnpicklingError(f"{self.class_name}: a module's state must be a dict")

@@ -122,17 +122,33 @@ def load_generator(path: Path, suite, sigma_init: float | None, device):
     return generator.to(device).eval().requires_grad_(False), float(sigma)
 
 
-def resolve(args, sigma: float, digest: str) -> dict:
-    """The config of the external generator's run directory (hashed into its name like any run's)."""
+def build_suite(args):
+    """The suite that scores the file: ``--suite`` with ``--set suite.*`` and ``--n``; for a ``bench export``
+    safetensors file, over the suite options it was trained with (its latents and labels fit them)."""
+    import json
+
     from .. import suites
     from ..config import parse_sets
     from . import runconfig
 
-    path = Path(args.generator).expanduser().resolve()
+    path = Path(args.generator).expanduser()
+    base = {}
+    if file_format(path) == SAFETENSORS:
+        from .export import read_header
+
+        base = dict(json.loads(read_header(path)["bench_config"]).get("suite_options") or {})
     _, suite_opts, _, _ = runconfig.split_sets(parse_sets(args.set))
+    suite_opts = {**base, **suite_opts}
     if args.n is not None:
         suite_opts["n_eval"] = args.n
-    suite = suites.create(args.suite, **suite_opts)  # validates the options
+    return suites.create(args.suite, **suite_opts)  # validates the options
+
+
+def resolve(args, suite, sigma: float, digest: str) -> dict:
+    """The config of the external generator's run directory (hashed into its name like any run's)."""
+    from . import runconfig
+
+    path = Path(args.generator).expanduser().resolve()
     return runconfig.finish(dict(
         suite=args.suite, suite_options=suite.options, method=f"{EXTERNAL}{path.stem}",
         hparams={"format": file_format(path), "sigma_init": sigma},
@@ -187,21 +203,16 @@ class ExternalRun:
 
 def cli_eval_generator(args) -> int:
     """``bench eval --generator FILE --suite SUITE [--n N] [--sigma-init S] [--seed S] [--results DIR]``."""
-    from .. import suites
-    from ..config import parse_sets, pick_device
+    from ..config import pick_device
     from ..rundir import read_jsonl
-    from . import runconfig
     from .runner import execute
 
     check_external_args(args)
     device = pick_device(args.device)
     path = Path(args.generator).expanduser()
-    _, suite_opts, _, _ = runconfig.split_sets(parse_sets(args.set))
-    if args.n is not None:
-        suite_opts["n_eval"] = args.n
-    suite = suites.create(args.suite, **suite_opts)
+    suite = build_suite(args)
     generator, sigma = load_generator(path, suite, args.sigma_init, device)
-    config = resolve(args, sigma, sha256(path))
+    config = resolve(args, suite, sigma, sha256(path))
     config["device"] = device.type
     job = ExternalRun(config, device, generator, suite)
     directory, _ = execute(config, args.results, device, quiet=True, job=job)

@@ -191,6 +191,10 @@ def test_by_name_unknown_class_and_bad_sigma_are_refused(tmp_path):
     (tmp_path / "evil.pkl").write_bytes(b"\x80\x04ctraining.networks\nExploit\n)\x81.")
     with pytest.raises(BadInput, match="refusing training.networks.Exploit"):
         read_generator_pickle(tmp_path / "evil.pkl")
+    # GLOBAL training.networks EDMPrecond, called (REDUCE) instead of created by NEWOBJ
+    (tmp_path / "called.pkl").write_bytes(b"\x80\x04ctraining.networks\nEDMPrecond\nX\x01\x00\x00\x00a\x85R.")
+    with pytest.raises(BadInput, match="created by NEWOBJ"):
+        read_generator_pickle(tmp_path / "called.pkl")
     write_by_name_pickle(tmp_path / "g.pkl", edm.edm_precond(**TINY_SONG), {"init_sigma": -1.0})
     with pytest.raises(BadInput, match="init_sigma must be a positive number"):
         read_generator_pickle(tmp_path / "g.pkl")

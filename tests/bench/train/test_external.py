@@ -129,6 +129,16 @@ def test_exported_pickle_and_safetensors_score_as_the_run_did(cli, run_dir, teac
         assert json.loads((run_of(out) / "manifest.json").read_text())["status"] == "done"
 
 
+def test_safetensors_is_scored_on_the_suite_options_it_was_trained_with(cli, run_dir, tmp_path):
+    cli("export", str(run_dir), "--format", "safetensors", "-o", str(tmp_path / "g.safetensors"))
+    code, out, err = cli("eval", "--generator", str(tmp_path / "g.safetensors"), "--suite", "cifar10",
+                         "--device", "cpu", "--results", str(tmp_path / "results"))
+    assert code == 0, err
+    assert final_row(run_of(out))["value"] == pytest.approx(final_row(run_dir)["value"], rel=1e-6)
+    code, _, err = cli("eval", "--generator", str(tmp_path / "g.safetensors"), "--suite", "imagenet64")
+    assert code == 2 and "trained on suite 'cifar10'" in err
+
+
 def test_persistent_sid_pickle_needs_its_sigma_and_gives_a_leaderboard_row(cli, teacher, tmp_path):
     net = perturbed(edm.edm_precond(**TINY_COND), seed=3).eval()
     write_nvlabs_pickle(tmp_path / "sid-snapshot.pkl", net)  # SiD's own layout: no init_sigma in the file
