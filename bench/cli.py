@@ -84,8 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     tt.set_defaults(func=_handler("bench.suites.cli:cli_teacher_train"))
 
-    e = sub.add_parser("eval", help="evaluate a run's latest generator")
-    e.add_argument("run_dir")
+    e = sub.add_parser("eval", help="evaluate a run's latest generator, or a generator file (--generator)")
+    e.add_argument("run_dir", nargs="?", default=None, help="a finished run directory")
+    e.add_argument("--generator", default=None, metavar="FILE",
+                   help="instead: a one-step generator file (SiD/EDM .pkl, DMD2 .bin, bench export .safetensors)")
+    e.add_argument("--suite", default=None, help="with --generator: the suite that scores it")
+    e.add_argument("--sigma-init", type=float, default=None,
+                   help="with --generator: its noise level (default: the file's; DMD2 80)")
+    e.add_argument("--seed", type=int, default=0, help="with --generator: the latent bank's seed")
+    e.add_argument("--set", action="append", default=[], metavar="suite.KEY=VALUE",
+                   help="with --generator: a suite option (suite.teacher, suite.reference, ...)")
+    e.add_argument("--results", default="results", help="with --generator: where its run directory goes")
     e.add_argument("--n", type=int, default=None, help="number of samples")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--wait", action="store_true", help="wait while another process holds the run directory")
@@ -103,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write a run's EMA generator as weights plus the config that rebuilds it")
     x.add_argument("run_dir")
-    x.add_argument("--format", default="safetensors", choices=["safetensors"])
-    x.add_argument("-o", "--output", required=True, help="OUT.safetensors (bench generate reads it)")
+    x.add_argument("--format", default="safetensors", choices=["safetensors", "edm-pickle"],
+                   help="safetensors (bench generate reads it) or edm-pickle (SiD's snapshot layout, EDM suites)")
+    x.add_argument("-o", "--output", required=True, help="OUT.safetensors or OUT.pkl")
     x.set_defaults(func=_handler("bench.train.export:cli_export"), check=_handler("bench.train.export:check_export_args"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")

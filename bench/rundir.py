@@ -19,6 +19,7 @@ from .errors import BadInput, BenchWarning
 
 FINISHED = ("done", "diverged")  # a run in one of these states is skipped when asked again
 TEACHER = "teacher"  # the pseudo-method of a run that evaluates the teacher's own multi-step sampler
+EXTERNAL = "external:"  # method prefix of a generator scored from a file (bench eval --generator): external:<stem>
 
 
 def write_atomic(path: Path, write) -> None:

@@ -15,7 +15,7 @@ from ..errors import BadInput
 from ..metrics import registry as metric_registry
 from ..rundir import TEACHER
 from ..registry import unknown_name
-from .table import (AXES, HP_PREFIX, STATUSES, ascending, curves, direction, direction_text, failed_by_rule,
+from .table import (AXES, HP_PREFIX, is_reference, STATUSES, ascending, curves, direction, direction_text, failed_by_rule,
                     final_values, headline_metrics, load, load_runs, metric_label, on_training_count, teacher_text)
 from .text import fmt, fmt_duration, fmt_kimg, is_missing, markdown, samples_label
 
@@ -101,9 +101,9 @@ def _interpolate(x: np.ndarray, y: np.ndarray, at: float, log: bool) -> float:
 
 
 def reach(table: pd.DataFrame, axis: str) -> pd.Series:
-    """Per method (teacher left out), the furthest any of its runs was evaluated on ``axis``."""
+    """Per method (reference rows left out), the furthest any of its runs was evaluated on ``axis``."""
     col = _axis_column(axis)
-    t = table[table["method"] != TEACHER]
+    t = table[~is_reference(table["method"])]
     return t.groupby("method")[col].max()
 
 
@@ -122,8 +122,8 @@ def values_at(table: pd.DataFrame, metric: str, axis: str, budget: float) -> pd.
     interpolated linearly to the same point. Teacher rows are their final values.
     """
     col = _axis_column(axis)
-    out = [final_values(table[table["method"] == TEACHER])]
-    for _, curve in curves(table[table["method"] != TEACHER]).groupby("run_id", sort=False):
+    out = [final_values(table[is_reference(table["method"])])]
+    for _, curve in curves(table[~is_reference(table["method"])]).groupby("run_id", sort=False):
         curve = curve.dropna(subset=[col]).sort_values(col)
         if curve.empty or curve[col].max() < budget * (1 - 1e-9) or curve[col].min() > budget * (1 + 1e-9):
             continue
@@ -145,7 +145,7 @@ def common_budget(table: pd.DataFrame, axis: str) -> float:
     BadInput when a method has no figures on that axis (run directories written before cost accounting).
     """
     reached = reach(table, axis)
-    methods = sorted(set(table.loc[table["method"] != TEACHER, "method"]))
+    methods = sorted(set(table.loc[~is_reference(table["method"]), "method"]))
     missing = [m for m in methods if not np.isfinite(reached.get(m, math.nan))]
     if missing:
         raise BadInput(f"no {axis} figures for method {missing[0]!r} (its runs predate cost accounting)")
@@ -198,7 +198,7 @@ def leaderboard(table: pd.DataFrame, metric: str | None = None, at: str | None =
         best["method_runs"] = best["method"].map(per_method["run_id"].nunique())
         best["method_diverged"] = best["method"].map(
             finals[finals["status"] == "diverged"].groupby("method")["run_id"].nunique()).fillna(0).astype(int)
-        one_step = t[(t["method"] != TEACHER) & (t["status"] != "failed")]
+        one_step = t[~is_reference(t["method"]) & (t["status"] != "failed")]
         failed = failed_by_rule(curves(on_training_count(one_step)).dropna(subset=["value"]), m)
         failed_ids = set(failed.index[failed]) | set(t.loc[t["status"] == "failed", "run_id"])
         best["method_failed"] = best["method"].map(
@@ -247,7 +247,7 @@ def lr_robustness(table: pd.DataFrame, metric: str | None = None) -> pd.DataFram
     """
     out = []
     for suite, m in metric_per_suite(table, metric).items():
-        t = table[(table["suite"] == suite) & (table["metric"] == m) & (table["method"] != TEACHER)]
+        t = table[(table["suite"] == suite) & (table["metric"] == m) & ~is_reference(table["method"])]
         if t.empty:
             continue
         finals = final_values(t).set_index("run_id")

@@ -20,9 +20,8 @@ import pandas as pd
 
 from ..errors import BadInput
 from ..metrics import registry as metric_registry
-from ..rundir import TEACHER
 from .leaderboard import metric_per_suite
-from .table import curves, direction, failed_by_rule, final_values, on_training_count
+from .table import curves, direction, failed_by_rule, final_values, is_reference, on_training_count
 
 
 DEFINITIONS = {
@@ -99,7 +98,7 @@ def run_matrix(table: pd.DataFrame, suite: str, metric: str) -> pd.DataFrame:
     slope implies (``late_trend``; NaN for a diverged run), both on the training-time count, as is
     the failure rule (``failed``, see DEFINITIONS["failure"]). Runs whose process failed are left out.
     """
-    t = table[(table["suite"] == suite) & (table["metric"] == metric) & (table["method"] != TEACHER)
+    t = table[(table["suite"] == suite) & (table["metric"] == metric) & ~is_reference(table["method"])
               & (table["status"] != "failed")]
     c = curves(on_training_count(t)).dropna(subset=["value"])
     runs = pd.DataFrame(columns=["run_id", "method", "lr", "batch", "seed", "diverged", "failed", "final", "area",

@@ -41,7 +41,7 @@ import pandas as pd
 from .. import runlock
 from ..errors import BadInput, BenchWarning
 from ..metrics import registry as metric_registry
-from ..rundir import TEACHER, read_json_or_none, read_jsonl, write_atomic
+from ..rundir import EXTERNAL, TEACHER, read_json_or_none, read_jsonl, write_atomic
 from .text import is_missing, lr_text, markdown, samples_label
 
 
@@ -97,6 +97,12 @@ def _number(value):
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def is_reference(methods: pd.Series) -> pd.Series:
+    """The reference rows: the teacher's sampler and external generators (``bench eval --generator``),
+    evaluated once and not trained here, so they take part in no budget comparison or robustness score."""
+    return (methods == TEACHER) | methods.astype(str).str.startswith(EXTERNAL)
 
 
 def config_label(hparams: dict, lr_g, lr_fake, batch) -> str:

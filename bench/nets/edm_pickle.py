@@ -15,6 +15,13 @@ with BadInput. Persistent records become plain ``Record`` objects; ``module_src`
 unread. The network is then built from this project's own classes (``bench.nets.edm``) with the
 recorded constructor arguments, checked module by module against the records (class names and
 constructor arguments), and loaded with every tensor in the file accounted for.
+
+The same loader reads the *by-name* layout that ``write_by_name_pickle`` writes (``bench export
+--format edm-pickle``): every network module is a plain ``training.networks.<Class>`` global, created
+without its constructor (``NEWOBJ``) and given its ``__dict__`` (``BUILD``), as EDM's persistent
+classes hold it (``_init_args``/``_init_kwargs`` included). No source code is in the file: inside
+EDM's or SiD's repository, where ``training.networks`` is importable, ``pickle.load`` rebuilds their own
+classes with this state; here the allow-listed names become ``Record`` stand-ins as above.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import BadInput
-from . import edm
+from . import edm, edm_layers
 from .precond import EDMPrecond
 
 # Classes a checkpoint may hold: the network's modules (built from this project's code), and
@@ -105,6 +112,24 @@ def _reconstruct_persistent_obj(meta):
     return Record(name, state, meta.get("version"))
 
 
+class NamedRecord(Record):
+    """A by-name network module (``training.networks.<Class>``): made by ``NEWOBJ``, filled by ``BUILD``."""
+
+    class_name = version = None
+
+    def __init__(self, *args, **kwargs):  # only NEWOBJ (no constructor call) makes one; a call is refused
+        raise pickle.UnpicklingError(f"{self.class_name} is created by NEWOBJ, not called")
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{self.class_name}: a module's state must be a dict")
+        self.state = state
+
+
+BY_NAME_MODULE = "training.networks"  # EDM's and SiD's module of network classes
+BY_NAME_CLASSES = {name: type(name, (NamedRecord,), {"class_name": name}) for name in sorted(NETWORK_CLASSES)}
+
+
 def _load_storage(data):
     """A tensor storage pickled by torch as bytes of a legacy ``torch.save``: load it safely."""
     if not isinstance(data, bytes):
@@ -141,6 +166,7 @@ ALLOWED = {
     ("numpy", "dtype"): _NumpyDType,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    **{(BY_NAME_MODULE, name): cls for name, cls in BY_NAME_CLASSES.items()},
 }
 
 
@@ -274,6 +300,79 @@ def load_nvlabs_pickle(path: str | Path, key: str = "ema") -> EDMPrecond:
     return network_from_record(data, str(path))
 
 
+def read_generator_pickle(path: str | Path) -> tuple[EDMPrecond, float | None, dict]:
+    """A one-step generator pickle in SiD's layout (``dict(ema=EDMPrecond, ...)``), persistent or by-name.
+
+    Returns the network, the file's ``init_sigma`` (None where the file has none, as in SiD's own
+    snapshots, whose sigma is a flag of its generate script) and the other plain entries (str, int,
+    float) of the top-level dict.
+    """
+    data = read_nvlabs_pickle(path)
+    if not isinstance(data, dict) or "ema" not in data:
+        raise BadInput(f"{path}: not a generator pickle (expected a dict with an 'ema' network)")
+    sigma = data.get("init_sigma")
+    if sigma is not None and (not isinstance(sigma, (int, float)) or isinstance(sigma, bool)
+                              or not math.isfinite(sigma) or sigma <= 0):
+        raise BadInput(f"{path}: init_sigma must be a positive number, got {sigma!r}")
+    plain = {k: v for k, v in data.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    return network_from_record(data["ema"], str(path)), (None if sigma is None else float(sigma)), plain
+
+
+class _ByNamePickler(pickle._Pickler):
+    """Pickles this project's network modules as ``training.networks.<Class>`` objects, state only.
+
+    The pure-Python pickler is used because its ``dispatch`` table can take a writer per class: each
+    module becomes ``GLOBAL training.networks <Class>``, ``EMPTY_TUPLE``, ``NEWOBJ`` (``cls.__new__(cls)``,
+    no constructor call) and ``BUILD`` with its ``__dict__`` (``nn.Module.__setstate__`` takes it).
+    Everything else (tensors, containers, dicts) pickles as torch and pickle normally do.
+    """
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_module(self, obj):
+        name = type(obj).__name__
+        self.write(pickle.GLOBAL + f"{BY_NAME_MODULE}\n{name}\n".encode())
+        self.write(pickle.EMPTY_TUPLE + pickle.NEWOBJ)
+        self.memoize(obj)
+        self.save(_persistent_state(obj))
+        self.write(pickle.BUILD)
+
+
+for _cls in (EDMPrecond, edm.SongUNet, edm.DhariwalUNet, edm_layers.UNetBlock, edm_layers.Conv2d, edm_layers.GroupNorm,
+             edm_layers.Linear, edm_layers.PositionalEmbedding, edm_layers.FourierEmbedding):
+    _ByNamePickler.dispatch[_cls] = _ByNamePickler._save_module
+
+
+def _persistent_state(module: nn.Module) -> dict:
+    """``__dict__`` as EDM's persistent classes hold it: constructor arguments in ``_init_args``/``_init_kwargs``."""
+    state = {k: v for k, v in module.__dict__.items() if k != "init_kwargs"}
+    kwargs = edm.edm_precond_kwargs(module) if isinstance(module, EDMPrecond) else dict(module.init_kwargs)
+    state.update(_init_args=(), _init_kwargs=kwargs)
+    return state
+
+
+def write_by_name_pickle(path: str | Path, net: EDMPrecond, extra: dict | None = None) -> None:
+    """Write ``dict(ema=net, **extra)`` in the by-name layout (no source code), atomically.
+
+    ``net`` must be built from this project's EDM classes; it is written on the CPU in float32 (as
+    EDM's snapshots are), in eval mode. ``extra`` holds plain values (``init_sigma``, ``kimg``, ...).
+    """
+    import copy
+
+    if not isinstance(net, EDMPrecond) or type(net.model).__name__ not in NETWORK_CLASSES:
+        raise BadInput("only an EDMPrecond around an EDM SongUNet or DhariwalUNet can be written as an EDM pickle")
+    net = copy.deepcopy(net).cpu().float().eval().requires_grad_(False)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            _ByNamePickler(f, protocol=4).dump({"ema": net, **(extra or {})})
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_teacher(net: EDMPrecond, path: str | Path):
     """Write ``net`` as this project's ``.pt``: a small header (class, kwargs) and the state dict."""
     payload = {"format": PT_FORMAT, "version": PT_VERSION, "class": "EDMPrecond",
@@ -299,6 +398,32 @@ def load_pt(path: str | Path) -> EDMPrecond:
     except (TypeError, ValueError) as exc:
         raise BadInput(f"{path}: cannot build EDMPrecond from its header: {exc}") from None
     _load_exactly(net, payload["state_dict"], str(path))
+    return net.eval().requires_grad_(False)
+
+
+def load_state_dict_file(path: str | Path, like: EDMPrecond) -> EDMPrecond:
+    """A plain state dict of an EDMPrecond (DMD2's ``pytorch_model.bin``) loaded onto a copy of ``like``.
+
+    DMD2 saves its generator, EDM's EDMPrecond, with ``state_dict()``: the keys are ``model.<module>...``
+    as here (a ``module.`` prefix of a DDP-wrapped save is removed). This project's ``.pt`` teacher file
+    is read as ``load_pt`` does. Read with ``weights_only=True``; every tensor must fit ``like``.
+    """
+    import copy
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or unsafe file
+        raise BadInput(f"{path}: not a readable state dict ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if isinstance(payload, dict) and payload.get("format") == PT_FORMAT:
+        return load_pt(path)
+    if not isinstance(payload, dict) or not payload or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
+        raise BadInput(f"{path}: not a generator's state dict (expected names mapped to tensors, as DMD2's "
+                       "pytorch_model.bin)")
+    if all(k.startswith("module.") for k in payload):
+        payload = {k[len("module."):]: v for k, v in payload.items()}
+    net = copy.deepcopy(like).cpu()
+    _load_exactly(net, payload, str(path))
     return net.eval().requires_grad_(False)
 
 

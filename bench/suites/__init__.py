@@ -14,6 +14,9 @@ SUITES = Registry("suite", {
     "t2i": "bench.suites.t2i:TextToImageSuite",
 })
 
+# Suites whose networks are EDM's (NVlabs checkpoints): their generators leave and enter as EDM/SiD pickles.
+EDM_SUITES = ("cifar10", "imagenet64")
+
 
 def check_name(name: str) -> None:
     """BadInput naming close matches when ``name`` is not a registered suite (imports nothing)."""

@@ -81,18 +81,22 @@ class EDMSuite(Suite):
         if self._teacher is None:
             path = self.teacher_path()
             net = load_teacher(path)
-            shape = (net.img_channels, net.img_resolution, net.img_resolution)
-            if shape != self.latent_shape:
-                raise BadInput(f"teacher {path} makes {shape} images, suite {self.name} needs {self.latent_shape}")
-            if net.label_dim != self.label_dim:
-                want = f"{self.label_dim} classes" if self.label_dim else "an unconditional network"
-                raise BadInput(f"teacher {path} has label_dim {net.label_dim}, suite {self.name} with these "
-                               f"options needs {want} (suite.cond)")
+            self.check_network(net, path, "teacher")
             # fp16 execution as the checkpoint records it (EDM's ImageNet-64) is opt-in: the runner's
             # precision (fp32, or bf16 autocast; DMD2 reports that fp16 diverges) applies otherwise.
             net.use_fp16 = self.options["fp16"]
             self._teacher = net
         return self._teacher
+
+    def check_network(self, net: EDMPrecond, path, what: str = "generator") -> None:
+        """BadInput unless ``net`` (from ``path``) makes this suite's images with its conditioning."""
+        shape = (net.img_channels, net.img_resolution, net.img_resolution)
+        if shape != self.latent_shape:
+            raise BadInput(f"{what} {path} makes {shape} images, suite {self.name} needs {self.latent_shape}")
+        if net.label_dim != self.label_dim:
+            want = f"{self.label_dim} classes" if self.label_dim else "an unconditional network"
+            raise BadInput(f"{what} {path} has label_dim {net.label_dim}, suite {self.name} with these "
+                           f"options needs {want} (suite.cond)")
 
     def load_teacher(self, device):
         return self._load().to(device)

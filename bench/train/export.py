@@ -1,20 +1,31 @@
-"""``bench export RUN_DIR -o OUT.safetensors``: a run's EMA generator as weights plus the config that rebuilds it.
+"""``bench export RUN_DIR -o OUT``: a run's EMA generator as a file that leaves the harness.
 
-The file holds the EMA generator's state dict and, in the safetensors metadata, the run's
+``--format safetensors`` (``OUT.safetensors``): the file holds the EMA generator's state dict and, in the safetensors metadata, the run's
 ``config.json`` (``bench_config``): ``load_exported`` rebuilds the generator from it through the same
 suite and method code as the run (the suite's teacher file must be where the config says), so
 ``bench generate OUT.safetensors`` draws exactly the run's samples. Reading is safetensors, which
 holds tensors only: no code runs on load.
+
+``--format edm-pickle`` (``OUT.pkl``, the EDM suites only): SiD's snapshot layout, ``dict(ema=EDMPrecond,
+init_sigma=..., kimg=..., bench_config=...)``, whose ``ema`` is the one-step generator's denoiser with
+its classes named ``training.networks.<Class>`` and no source code in the file
+(``bench.nets.edm_pickle.write_by_name_pickle``). Inside SiD's (or EDM's) repository ``pickle.load(f)['ema']``
+rebuilds their own classes with these weights, and SiD's ``sid_generate.py --network OUT.pkl
+--init_sigma S`` samples ``G(S z, S)`` from it unchanged: its generate script takes the generator's
+noise level as the ``--init_sigma`` flag (default 2.5), so pass the file's ``init_sigma``
+(``bench export`` prints it). ``bench eval --generator OUT.pkl`` reads it back through the restricted loader.
 """
 from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
 from ..errors import BadInput
 
 FORMAT = "distill-bench-generator"
+SUFFIX = {"safetensors": ".safetensors", "edm-pickle": ".pkl"}
 
 
 def read_header(path) -> dict:
@@ -44,17 +55,28 @@ def _safetensors():
 
 
 def check_export_args(args) -> None:
-    """A finished run with a checkpoint and a new, writable ``.safetensors`` output, before torch loads."""
+    """A finished run with a checkpoint and a new, writable output of the format's suffix, before torch loads."""
     import argparse
     import os
 
     from . import runconfig
     from .generate import _existing_parent
+    from ..rundir import read_json
+    from ..suites import EDM_SUITES
 
     runconfig.check_eval_args(argparse.Namespace(run_dir=args.run_dir, n=None))
     out = Path(args.output)
-    if out.suffix != ".safetensors":
-        raise BadInput(f"{out}: --format safetensors writes a .safetensors file")
+    if out.suffix != SUFFIX[args.format]:
+        raise BadInput(f"{out}: --format {args.format} writes a {SUFFIX[args.format]} file")
+    if args.format == "edm-pickle":
+        config = read_json(Path(args.run_dir) / "config.json")
+        if config.get("suite") not in EDM_SUITES:
+            raise BadInput(f"--format edm-pickle is for the EDM suites ({', '.join(EDM_SUITES)}); "
+                           f"this run is suite {config.get('suite')!r} (use --format safetensors)")
+        steps = (config.get("train") or {}).get("steps") or 1
+        if steps > 1:
+            raise BadInput(f"--format edm-pickle holds a one-step generator (SiD's layout); this run's has {steps} steps "
+                           "(use --format safetensors)")
     if out.exists():
         raise BadInput(f"{out} exists; give a new file")
     if not os.access(_existing_parent(out), os.W_OK):
@@ -62,8 +84,8 @@ def check_export_args(args) -> None:
 
 
 def cli_export(args) -> int:
-    """``bench export RUN_DIR --format safetensors -o OUT.safetensors``."""
-    save_file = _safetensors().save_file
+    """``bench export RUN_DIR --format safetensors|edm-pickle -o OUT``."""
+    save_file = _safetensors().save_file if args.format == "safetensors" else None
 
     from ..config import pick_device
     from ..rundir import read_json, write_atomic
@@ -77,6 +99,15 @@ def cli_export(args) -> int:
         lock.acquire(wait=False)
         run.attach(directory)
         run.load(truncate_logs=False)
+    if args.format == "edm-pickle":
+        from ..nets.edm_pickle import write_by_name_pickle
+
+        sigma = run.ema.sigma_init
+        write_by_name_pickle(args.output, run.ema.denoiser,
+                             {"init_sigma": sigma, "kimg": run.kimg, "bench_config": json.dumps(config)})
+        print(f"bench: note: SiD's sid_generate.py samples it with --init_sigma {sigma:g}", file=sys.stderr)
+        print(args.output)
+        return 0
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in run.ema.state_dict().items()}
     meta = {"format": FORMAT, "bench_config": json.dumps(config), "kimg": f"{run.kimg:g}"}
     write_atomic(Path(args.output), lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -15,7 +15,7 @@ from .. import suites, validate
 from ..config import parse_sets
 from ..errors import BadInput
 from ..registry import unknown_name
-from ..rundir import TEACHER
+from ..rundir import EXTERNAL, TEACHER
 
 DEFAULTS = dict(batch=256, seed=0, kimg=100.0, eval_every=10.0, checkpoint_every=5.0)
 OPTIMIZER_KEYS = ("name", "betas", "eps", "weight_decay")
@@ -103,9 +103,18 @@ def check_run_args(args) -> None:
 
 
 def check_eval_args(args) -> None:
-    """``bench eval RUN_DIR``: a finished, non-teacher run with a checkpoint, and a positive ``--n``."""
+    """``bench eval RUN_DIR``: a finished, non-teacher run with a checkpoint, and a positive ``--n``.
+
+    With ``--generator FILE`` the checks of ``bench.train.external`` apply instead."""
     from . import checkpoint
     from ..rundir import finished_status, read_run_json
+
+    if getattr(args, "generator", None) is not None:
+        from .external import check_external_args
+
+        return check_external_args(args)
+    if args.run_dir is None:
+        raise BadInput("give a run directory, or --generator FILE --suite SUITE")
 
     directory = Path(args.run_dir)
     if not (directory / "config.json").is_file():
@@ -209,7 +218,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     if method == TEACHER:
         if hparams or optim or train:
             raise BadInput("--method teacher takes no method, optim. or train. options")
-        return _finish(dict(suite=suite, suite_options=suite_obj.options, method=TEACHER,
+        return finish(dict(suite=suite, suite_options=suite_obj.options, method=TEACHER,
                             hparams=suite_obj.teacher_info(flags["steps"]), lr_g=None, lr_fake=None, batch=None,
                             batch_gpu=None, seed=seed, kimg=0.0, eval_every=None, checkpoint_every=None,
                             precision="fp32", optimizer=None, train={}))
@@ -240,7 +249,7 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
                        f"suite {suite} has none (try gaussian_cond)")
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
-    return _finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
+    return finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
                         hparams_in_use=m.in_use(suite_obj.latent_shape),
                         lr_g=lr, lr_fake=lr_fake, lr_source=lr_source, batch=batch, batch_gpu=batch_gpu, seed=seed,
                         **budget,
@@ -248,9 +257,11 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
                         optimizer=optimizer, train=train_opts))
 
 
-def _finish(config: dict) -> dict:
+def finish(config: dict) -> dict:
+    """``config`` with its ``run_id``."""
     config["run_id"] = run_id(config)
     return config
+
 
 
 def run_id(config: dict) -> str:
@@ -259,6 +270,8 @@ def run_id(config: dict) -> str:
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
     if config["method"] == TEACHER:
         slug = f"teacher-s{config['seed']}"
+    elif config["method"].startswith(EXTERNAL):
+        slug = f"external-{config['method'][len(EXTERNAL):]}-s{config['seed']}"
     else:
         slug = f"{config['method']}-lr{config['lr_g']:g}-b{config['batch']}-s{config['seed']}"
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", slug) + "-" + digest

@@ -57,7 +57,7 @@ def check_memory(run: Run) -> float:
 
 
 def execute(config: dict, results: str | Path, device: torch.device, quiet: bool = False,
-            wait: bool = False, stop=None, loggers=()) -> tuple[Path, str]:
+            wait: bool = False, stop=None, loggers=(), job=None) -> tuple[Path, str]:
     """Run (or resume, or skip) one resolved config; returns its directory and final status.
 
     One process at a time owns a run directory (``bench.runlock``): another one is refused naming
@@ -65,6 +65,8 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
     previous one; when none can be, BadInput, and the manifest keeps the progress it had. ``stop``
     (returning a signal number, or 0) stops the run as that signal would (a sweep's parent asks it).
     ``loggers`` (``bench.train.mirrors``) mirror the rows of this session; a finished run is skipped unmirrored.
+    ``job``: the run already built for ``config`` (``bench.train.external.ExternalRun``); by default it is
+    built here from the config.
     """
     directory = runconfig.run_dir(results, config)
     rank = dist_utils.rank()
@@ -74,7 +76,8 @@ def execute(config: dict, results: str | Path, device: torch.device, quiet: bool
             write_json_atomic(directory / "config.json", config)
         return directory, finished
     # Build everything before touching the disk: bad input leaves nothing behind.
-    job = TeacherRun(config, device) if config["method"] == runconfig.TEACHER else Run(config, device, quiet)
+    if job is None:
+        job = TeacherRun(config, device) if config["method"] == runconfig.TEACHER else Run(config, device, quiet)
     if isinstance(job, Run):
         check_memory(job)
     lock = RunLock(directory)
@@ -158,8 +161,13 @@ def cli_eval(args) -> int:
     """``bench eval RUN_DIR``: score a finished run's EMA generator with ``--n`` samples.
 
     Every metric is scored on the same N (the suite's evaluator is built for it), and the new rows
-    take the place of any earlier row with the same (kimg, metric, n_samples, ema).
+    take the place of any earlier row with the same (kimg, metric, n_samples, ema). With ``--generator``,
+    a generator file is scored instead (``bench.train.external``).
     """
+    if getattr(args, "generator", None) is not None:
+        from .external import cli_eval_generator
+
+        return cli_eval_generator(args)
     runconfig.check_eval_args(args)
     directory = Path(args.run_dir)
     config = read_json(directory / "config.json")

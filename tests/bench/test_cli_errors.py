@@ -105,6 +105,28 @@ CASES = [
     ("eval-one-sample", ["eval", "{world}/results/gaussian/{run_id}", "--n", "1"], "at least 2", False),
     ("eval-unfinished", ["eval", "{world}/broken/gaussian/{run_id}"], "has not finished", False),
     ("eval-not-a-run", ["eval", "{world}/results"], "not a run directory", False),
+    ("eval-nothing", ["eval"], "--generator FILE", False),
+    # bench eval --generator
+    ("eval-generator-missing", ["eval", "--generator", "{world}/none.pkl", "--suite", "cifar10"], "does not exist", False),
+    ("eval-generator-folder", ["eval", "--generator", "{world}/results", "--suite", "cifar10"], "is not a file", False),
+    ("eval-generator-suffix", ["eval", "--generator", "{world}/file.txt", "--suite", "cifar10"], "expected a .pkl", False),
+    ("eval-generator-no-suite", ["eval", "--generator", "{world}/generator.pkl"], "needs --suite", False),
+    ("eval-generator-not-edm-suite", ["eval", "--generator", "{world}/generator.pkl", "--suite", "gaussian"],
+     "EDM suite", False),
+    ("eval-generator-and-run", ["eval", "{world}/results/gaussian/{run_id}", "--generator", "{world}/generator.pkl",
+                                "--suite", "cifar10"], "not both", False),
+    ("eval-generator-sigma-negative", ["eval", "--generator", "{world}/generator.pkl", "--suite", "cifar10",
+                                       "--sigma-init", "-1"], "--sigma-init", False),
+    ("eval-generator-results-file", ["eval", "--generator", "{world}/generator.pkl", "--suite", "cifar10",
+                                     "--results", "{world}/file.txt/r"], "which is a file", False),
+    ("eval-generator-not-a-generator", ["eval", "--generator", "{world}/generator.pkl", "--suite", "cifar10",
+                                        "--sigma-init", "2.5", "--results", "{world}/ext"], "not a generator pickle",
+     True),
+    # bench export --format edm-pickle
+    ("export-edm-pickle-not-edm-suite", ["export", "{world}/results/gaussian/{run_id}", "--format", "edm-pickle",
+                                         "-o", "{world}/g.pkl"], "EDM suites", False),
+    ("export-edm-pickle-suffix", ["export", "{world}/results/gaussian/{run_id}", "--format", "edm-pickle",
+                                  "-o", "{world}/g.safetensors"], "writes a .pkl file", False),
     # results, leaderboard, plot, report
     ("results-of-a-file", ["results", "{world}/file.txt"], "is a file", False),
     ("leaderboard-of-a-file", ["leaderboard", "{world}/file.txt"], "is a file", False),
@@ -187,6 +209,7 @@ def world(tmp_path_factory):
     """One folder with everything the cases point at: a finished run, sweeps, images, a file."""
     root = tmp_path_factory.mktemp("world")
     (root / "file.txt").write_text("not a folder\n")
+    (root / "generator.pkl").write_bytes(b"\x80\x04K\x07.")  # a pickle of the number 7, not a generator
     (root / "good.yaml").write_text(GOOD_SWEEP)
     (root / "bf16.yaml").write_text(GOOD_SWEEP.replace("fixed: {", "fixed: {precision: bf16, "))
     (root / "empty.yaml").write_text(GOOD_SWEEP.replace("method: [sid]", "method: []"))

@@ -10,8 +10,8 @@ from edm_helpers import TINY_ADM, TINY_SONG, Persistent, perturbed, write_nvlabs
 
 from bench.errors import BadInput
 from bench.nets import edm
-from bench.nets.edm_pickle import (ContainerRecord, Record, load_teacher, network_from_record, read_nvlabs_pickle,
-                                   save_teacher)
+from bench.nets.edm_pickle import (ContainerRecord, Record, load_teacher, network_from_record, read_generator_pickle,
+                                   read_nvlabs_pickle, save_teacher, write_by_name_pickle)
 from bench.suites.base import heun_sampler
 from bench import weights
 
@@ -159,6 +159,49 @@ def test_bad_files(tmp_path):
     (tmp_path / "evil.pt").write_bytes(buf.getvalue())
     with pytest.raises(BadInput, match="not a readable teacher"):
         load_teacher(tmp_path / "evil.pt")
+
+
+# --- the by-name layout of bench export --format edm-pickle -------------------------------------
+
+@pytest.mark.parametrize("config", [TINY_SONG, TINY_ADM], ids=["ddpmpp", "adm-cond"])
+def test_by_name_pickle_round_trips_with_identical_outputs(tmp_path, config):
+    net = perturbed(edm.edm_precond(**config)).eval()
+    write_by_name_pickle(tmp_path / "g.pkl", net, {"init_sigma": 2.5, "kimg": 12.0})
+    loaded, sigma, plain = read_generator_pickle(tmp_path / "g.pkl")
+    assert sigma == 2.5 and plain == {"init_sigma": 2.5, "kimg": 12.0}
+    x, s, cond = _inputs(net)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, s, cond), net(x, s, cond))
+    assert load_teacher(tmp_path / "g.pkl").state_dict().keys() == net.state_dict().keys()
+
+
+def test_by_name_pickle_names_classes_and_embeds_no_source(tmp_path):
+    import pickletools
+
+    write_by_name_pickle(tmp_path / "g.pkl", perturbed(edm.edm_precond(**TINY_SONG)))
+    data = (tmp_path / "g.pkl").read_bytes()
+    globals_ = {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+    assert {"training.networks EDMPrecond", "training.networks SongUNet", "training.networks UNetBlock"} <= globals_
+    assert not any(g.startswith(("bench", "torch_utils")) for g in globals_)
+    assert b"module_src" not in data and b"def forward" not in data and b"init_kwargs" not in data.replace(b"_init_kwargs", b"")
+
+
+def test_by_name_unknown_class_and_bad_sigma_are_refused(tmp_path):
+    # GLOBAL training.networks Exploit, EMPTY_TUPLE, NEWOBJ, STOP
+    (tmp_path / "evil.pkl").write_bytes(b"\x80\x04ctraining.networks\nExploit\n)\x81.")
+    with pytest.raises(BadInput, match="refusing training.networks.Exploit"):
+        read_generator_pickle(tmp_path / "evil.pkl")
+    # GLOBAL training.networks EDMPrecond, called (REDUCE) instead of created by NEWOBJ
+    (tmp_path / "called.pkl").write_bytes(b"\x80\x04ctraining.networks\nEDMPrecond\nX\x01\x00\x00\x00a\x85R.")
+    with pytest.raises(BadInput, match="created by NEWOBJ"):
+        read_generator_pickle(tmp_path / "called.pkl")
+    write_by_name_pickle(tmp_path / "g.pkl", edm.edm_precond(**TINY_SONG), {"init_sigma": -1.0})
+    with pytest.raises(BadInput, match="init_sigma must be a positive number"):
+        read_generator_pickle(tmp_path / "g.pkl")
+    with open(tmp_path / "list.pkl", "wb") as f:
+        pickle.dump([1, 2], f)
+    with pytest.raises(BadInput, match="not a generator pickle"):
+        read_generator_pickle(tmp_path / "list.pkl")
 
 
 # --- the released checkpoints, where present -----------------------------------------------------
