@@ -36,7 +36,8 @@ class Suite:
     defaults: ClassVar[dict[str, Any]] = {}
     # For `bench suites`: what a reader needs to pick a suite (teacher, data, shape, conditioning, metrics).
     summary: ClassVar[dict[str, str]] = {}
-    samples_are_images: ClassVar[bool] = True  # False: the generator makes latents or vectors (bench generate refuses)
+    samples_are_images: ClassVar[bool] = True  # False: the generator makes latents or vectors
+    decodes_to_images: ClassVar[bool] = False  # True: ``to_images`` decodes its latents (bench generate writes those)
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))

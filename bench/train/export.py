@@ -52,6 +52,12 @@ def check_export_args(args) -> None:
     from .generate import _existing_parent
 
     runconfig.check_eval_args(argparse.Namespace(run_dir=args.run_dir, n=None))
+    from ..rundir import read_run_json
+    from . import export_diffusers
+
+    config = read_run_json(Path(args.run_dir) / "config.json")
+    if export_diffusers.applies(args, config):  # --format diffusers and t2i runs: a folder, checked there
+        return export_diffusers.check_args(args, config)
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise BadInput(f"{out}: --format safetensors writes a .safetensors file")
@@ -63,6 +69,10 @@ def check_export_args(args) -> None:
 
 def cli_export(args) -> int:
     """``bench export RUN_DIR --format safetensors -o OUT.safetensors``."""
+    if args.format == "diffusers":
+        from .export_diffusers import cli_export_diffusers
+
+        return cli_export_diffusers(args)
     save_file = _safetensors().save_file
 
     from ..config import pick_device
