@@ -37,21 +37,28 @@ def save(directory: Path, nimg: int, step: int, ema_state: dict) -> None:
     write_atomic(path_for(directory, nimg), write)
 
 
-def available(directory: Path, device="cpu") -> dict[int, Path]:
-    """Every readable EMA point of the run: nimg -> file (snapshots, then the two checkpoints, which win)."""
-    directory = Path(directory)
+def saved(directory: Path) -> dict[int, Path]:
+    """The run's EMA snapshots: nimg -> file, by their names."""
     found = {}
-    for path in sorted((directory / FOLDER).glob("ema-*.pt")):
+    for path in sorted((Path(directory) / FOLDER).glob("ema-*.pt")):
         stem = path.stem.removeprefix("ema-")
         if stem.isdigit():
             found[int(stem)] = path
-    for name in (checkpoint.PREVIOUS, checkpoint.CURRENT):
+    return found
+
+
+def available(directory: Path, device="cpu") -> dict[int, Path]:
+    """Every EMA point of the run: nimg -> file; a snapshot (EMA only: smaller) is preferred to a checkpoint
+    at the same nimg. Checkpoints are read to learn their progress; a damaged one is not offered."""
+    directory = Path(directory)
+    found = saved(directory)
+    for name in (checkpoint.CURRENT, checkpoint.PREVIOUS):
         path = directory / name
         if path.exists():
             try:
-                found[int(checkpoint.read(path, device)["progress"]["nimg"])] = path
+                found.setdefault(int(checkpoint.read(path, device)["progress"]["nimg"]), path)
             except (BadInput, KeyError, TypeError, ValueError):
-                continue  # a damaged checkpoint is not offered
+                continue
     return dict(sorted(found.items()))
 
 
@@ -59,8 +66,10 @@ def find(directory: Path, kimg: float) -> Path:
     """The file holding the EMA generator at ``kimg``; BadInput listing the available kimg otherwise."""
     from .loop import to_nimg
 
-    points = available(directory)
     nimg = to_nimg(kimg)
+    points = saved(directory)  # by name: the checkpoints are read only when no snapshot matches
+    if nimg not in points:
+        points = available(directory)
     if nimg not in points:
         listed = ", ".join(f"{n / 1000:g}" for n in points) or "none"
         hint = "" if any(p.parent.name == FOLDER for p in points.values()) else \

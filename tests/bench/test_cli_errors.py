@@ -103,6 +103,14 @@ CASES = [
     ("eval-one-sample", ["eval", "{world}/results/gaussian/{run_id}", "--n", "1"], "at least 2", False),
     ("eval-unfinished", ["eval", "{world}/broken/gaussian/{run_id}"], "has not finished", False),
     ("eval-not-a-run", ["eval", "{world}/results"], "not a run directory", False),
+    # bench generate --kimg, bench export --format diffusers
+    ("generate-kimg-negative", ["generate", "{world}/results/gaussian/{run_id}", "-o", "{world}/s.npz", "--kimg", "-1"],
+     "--kimg", False),
+    ("generate-kimg-unknown", ["generate", "{world}/results/gaussian/{run_id}", "-o", "{world}/s.npz", "--kimg", "0.3"],
+     "available kimg: 0.256", True),
+    ("export-diffusers-not-t2i", ["export", "{world}/results/gaussian/{run_id}", "--format", "diffusers", "-o",
+                                  "{world}/g"], "exports t2i runs", False),
+    ("snapshots-text", [*RUN, "--results", "{world}/r", "--set", "train.snapshots=maybe"], "train.snapshots", False),
     # results, leaderboard, plot, report
     ("results-of-a-file", ["results", "{world}/file.txt"], "is a file", False),
     ("leaderboard-of-a-file", ["leaderboard", "{world}/file.txt"], "is a file", False),

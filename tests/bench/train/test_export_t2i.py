@@ -179,7 +179,8 @@ def test_snapshots_are_written_per_checkpoint_and_generate_picks_by_kimg(cli, t2
     assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["ema-000000002.pt", "ema-000000004.pt"]
     state = torch.load(run_dir / "snapshots" / "ema-000000002.pt", weights_only=True)
     assert set(state) == {"ema", "progress"} and state["progress"]["nimg"] == 2
-    assert set(snapshots.available(run_dir)) == {2, 4}
+    assert snapshots.available(run_dir) == {2: run_dir / "snapshots" / "ema-000000002.pt",
+                                            4: run_dir / "snapshots" / "ema-000000004.pt"}
     early, late = _run(run_dir, 0.002), _run(run_dir)
     assert any(not torch.equal(a, b) for a, b in zip(early.ema.state_dict().values(), late.ema.state_dict().values()))
     last = checkpoint.read(run_dir / "state.pt", "cpu")["ema"]
