@@ -22,6 +22,7 @@ from ..errors import BadInput
 FORMAT = "distill-bench-one-step-generator"
 INFO = "distill_bench.json"
 SUITE = "t2i"  # the one suite whose generator is a diffusers network
+FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".npz", ".json")  # -o names a folder
 
 # x0 (the pipeline's scaled latents) from the raw output ``out`` at x_vp = input_scale * z, per prediction type
 X0 = {"epsilon": "sigma_init * (z - out)",
@@ -50,8 +51,8 @@ def check_args(args, config: dict) -> None:
     out = Path(args.output)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise BadInput(f"{out} exists; give a new folder")
-    if out.suffix:
-        raise BadInput(f"{out}: --format diffusers writes a folder; give a path without a file extension")
+    if out.suffix.lower() in FILE_SUFFIXES:
+        raise BadInput(f"{out}: --format diffusers writes a folder; give a folder name, not a {out.suffix} file")
     if not os.access(_existing_parent(out), os.W_OK):
         raise BadInput(f"{out}: its folder is not writable")
 

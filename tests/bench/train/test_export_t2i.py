@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from t2i_helpers import PROMPTS, build_tiny_pixart
+from t2i_helpers import PROMPTS, build_tiny_pixart, build_tiny_stable_diffusion
 
 from bench.metrics.base import Evaluator, Measurement
 
@@ -112,6 +112,58 @@ def test_the_readme_one_step_recipe_reproduces_the_generator(cli, t2i_run, tmp_p
     image_diff = (images.clamp(-1, 1) - run.suite.to_images(ours)).abs().max().item()
     print(f"README recipe: latents max abs diff {diff:g} (scale {scale:g}), images {image_diff:g}")
     assert diff <= 1e-4 * scale and image_diff <= 1e-3
+
+
+def test_a_unet_generator_exports_as_its_unet(tmp_path):
+    """Stable Diffusion: the folder is the UNet's, and from_pretrained gives the same outputs."""
+    from diffusers import UNet2DConditionModel
+
+    from bench.train import runconfig
+    from bench.train.export_diffusers import write_folder
+    from bench.train.loop import Run
+
+    path, _ = build_tiny_stable_diffusion(tmp_path)
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS))
+    config = runconfig.resolve("t2i", "sim", sets={"suite.pipeline": str(path),
+                                                   "suite.prompts": str(tmp_path / "prompts.txt")})
+    run = Run(config, CPU, quiet=True)
+    write_folder(run, "state.pt", tmp_path / "g")
+    info = json.loads((tmp_path / "g" / "distill_bench.json").read_text())
+    assert info["class"] == "UNet2DConditionModel" and info["component"] == "unet"
+    assert not info["learned_sigma_channels"] and not info["micro_conditions"]
+    loaded = UNet2DConditionModel.from_pretrained(tmp_path / "g").eval()
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.full((2,), info["timestep"]), torch.randn(2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, encoder_hidden_states=emb).sample,
+                           run.ema.denoiser.net.eval()(x, t, encoder_hidden_states=emb).sample)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_the_x0_formula_of_the_json_is_the_generators(prediction_type):
+    """``distill_bench.json``'s ``x0`` (evaluated on the network's raw output) equals G(z) for every prediction type."""
+    from math import sqrt
+
+    from bench.nets.precond import OneStepGenerator
+    from bench.nets.vp import VPDenoiser
+    from bench.train.export_diffusers import X0
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(0.7))
+
+        def forward(self, x, t, encoder_hidden_states=None, return_dict=False):
+            return (self.w * x + 0.01 * t.view(-1, 1, 1, 1),)
+
+    abar = torch.linspace(0.9999, 0.005, 1000)
+    denoiser = VPDenoiser(Net(), "unet", abar, prediction_type, torch.zeros(1, 3, 4), None)
+    sigma_init, z = 2.5, torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        x_vp = sigma_init / sqrt(1 + sigma_init**2) * z
+        out = denoiser.net(x_vp, denoiser.sigma_to_t(torch.full((2,), sigma_init)))[0]
+        expected = OneStepGenerator(denoiser, sigma_init)(z)
+    got = eval(X0[prediction_type], {"sigma_init": sigma_init, "z": z, "out": out, "sqrt": sqrt})
+    assert (got - expected).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("argv, message", [
