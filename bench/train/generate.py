@@ -87,12 +87,15 @@ def cli_generate(args) -> int:
         from .export import load_exported
 
         run, _ = load_exported(directory, pick_device(args.device))
+        _check_images(run.suite)
     else:
+        from .. import suites
+        from ..rundir import read_json
+
+        _check_images(suites.get(read_json(directory / "config.json")["suite"]))  # before networks are built
         run, used, problems = load_run(directory, pick_device(args.device), getattr(args, "kimg", None))
         if problems:
             print(f"bench: note: {'; '.join(problems)}: generating from {used}", file=sys.stderr)
-    if not (run.suite.samples_are_images or run.suite.decodes_to_images):
-        raise BadInput(f"suite {run.suite.name}: its generator's samples are not images; bench generate writes images")
     seeds = list(range(args.seed_start, args.seed_start + args.n))
     images, labels, prompts = [], [], []
     for i in tqdm(range(0, len(seeds), args.batch), unit="batch", disable=args.quiet):
@@ -115,6 +118,12 @@ def cli_generate(args) -> int:
         _write_png_folder(out, images, seeds, labels, prompts)
     print(out)
     return 0
+
+
+def _check_images(suite) -> None:
+    """BadInput unless the suite (class or instance) makes images, or latents it decodes to images."""
+    if not (suite.samples_are_images or suite.decodes_to_images):
+        raise BadInput(f"suite {suite.name}: its generator's samples are not images; bench generate writes images")
 
 
 def _write_png_folder(out: Path, images, seeds, labels, prompts=()) -> None:
