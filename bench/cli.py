@@ -106,15 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=int, default=1000, help="number of images (seeds seed-start .. seed-start+n-1)")
     g.add_argument("--seed-start", type=int, default=0)
     g.add_argument("--batch", type=int, default=256)
+    g.add_argument("--kimg", type=float, default=None,
+                   help="the EMA generator at this kimg: a checkpoint, or a snapshot of train.snapshots (default: latest)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_handler("bench.train.generate:cli_generate"), check=_handler("bench.train.generate:check_generate_args"))
 
     x = sub.add_parser("export", help="write a run's EMA generator as weights plus the config that rebuilds it")
     x.add_argument("run_dir")
-    x.add_argument("--format", default="safetensors", choices=["safetensors", "edm-pickle"],
-                   help="safetensors (bench generate reads it) or edm-pickle (SiD's snapshot layout, EDM suites)")
-    x.add_argument("-o", "--output", required=True, help="OUT.safetensors or OUT.pkl")
+    x.add_argument("--format", default="safetensors", choices=["safetensors", "edm-pickle", "diffusers"],
+                   help="safetensors (bench generate reads it), edm-pickle (SiD's snapshot layout, EDM suites) "
+                        "or diffusers (a model folder, t2i)")
+    x.add_argument("-o", "--output", required=True, help="OUT.safetensors, OUT.pkl, or a new FOLDER for diffusers")
     x.set_defaults(func=_handler("bench.train.export:cli_export"), check=_handler("bench.train.export:check_export_args"))
 
     f = sub.add_parser("fid", help="FID, IS, KID and precision/recall between two image sets")

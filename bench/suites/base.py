@@ -38,6 +38,8 @@ class Suite:
     summary: ClassVar[dict[str, str]] = {}
     samples_are_images: ClassVar[bool] = True  # False: the generator makes latents or vectors (bench generate refuses)
     guided: ClassVar[bool] = False  # True: the teacher is a GuidedDenoiser (conditional, classifier-free guidance)
+    samples_are_images: ClassVar[bool] = True  # False: the generator makes latents or vectors
+    decodes_to_images: ClassVar[bool] = False  # True: ``to_images`` decodes its latents (bench generate writes those)
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))

@@ -93,7 +93,8 @@ class TextToImageSuite(Suite):
     """Distil a diffusers text-to-image pipeline (PixArt-alpha first) in its latent space."""
 
     name = "t2i"
-    samples_are_images = False  # VAE latents; decoding them for bench generate is not built yet
+    samples_are_images = False  # VAE latents,
+    decodes_to_images = True  # which to_images decodes through the pipeline's VAE (bench generate)
     summary = {
         "teacher": "diffusers pipeline folder (PixArt-alpha/Sigma transformer or Stable Diffusion UNet)",
         "data": "prompts (bench/data/prompts.txt or a file)",

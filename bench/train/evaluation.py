@@ -47,6 +47,11 @@ def _cat_cond(a, b):
     if a is None:
         return None
     if torch.is_tensor(a):
+        if a.ndim >= 2 and a.shape[1] != b.shape[1]:  # text embeddings (and masks) of two lengths: pad, masked
+            from ..nets.vp import pad_sequence
+
+            length = max(a.shape[1], b.shape[1])
+            a, b = pad_sequence(a, length), pad_sequence(b, length)
         return torch.cat([a, b])
     if isinstance(a, dict):
         return {k: _cat_cond(a[k], b[k]) for k in a}

@@ -65,6 +65,12 @@ def check_export_args(args) -> None:
     from ..suites import EDM_SUITES
 
     runconfig.check_eval_args(argparse.Namespace(run_dir=args.run_dir, n=None))
+    from ..rundir import read_run_json
+    from . import export_diffusers
+
+    config = read_run_json(Path(args.run_dir) / "config.json")
+    if export_diffusers.applies(args, config):  # --format diffusers and t2i runs: a folder, checked there
+        return export_diffusers.check_args(args, config)
     out = Path(args.output)
     if out.suffix != SUFFIX[args.format]:
         raise BadInput(f"{out}: --format {args.format} writes a {SUFFIX[args.format]} file")
@@ -84,7 +90,11 @@ def check_export_args(args) -> None:
 
 
 def cli_export(args) -> int:
-    """``bench export RUN_DIR --format safetensors|edm-pickle -o OUT``."""
+    """``bench export RUN_DIR --format safetensors|edm-pickle|diffusers -o OUT``."""
+    if args.format == "diffusers":
+        from .export_diffusers import cli_export_diffusers
+
+        return cli_export_diffusers(args)
     save_file = _safetensors().save_file if args.format == "safetensors" else None
 
     from ..config import pick_device

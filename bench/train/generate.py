@@ -6,6 +6,9 @@ reproducible on its own. ``OUT`` ending in ``.npz`` is written in the ADM evalua
 (``arr_0``: uint8 NHWC; ``arr_1``: class labels where the suite is conditional); any other ``OUT`` is a
 PNG folder laid out as EDM's ``generate.py`` writes it (``000000/000123.png``), which EDM's and SiD's
 ``fid.py`` read, with EDM's ``dataset.json`` labels where conditional. Both are written atomically.
+Latent suites (t2i) are decoded by the suite (``to_images``: the pipeline's VAE); their prompts go into
+``prompts.json`` (file -> prompt) of the folder, or a unicode ``prompts`` array of the npz. ``--kimg K``
+draws from the EMA generator at that point of training (``bench.train.snapshots``).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .. import validate
 from ..errors import BadInput
 
 
@@ -27,8 +31,12 @@ def check_generate_args(args) -> None:
         from .export import read_header
 
         read_header(args.run_dir)
+        if getattr(args, "kimg", None) is not None:
+            raise BadInput("--kimg picks a checkpoint of a run directory; an exported file holds one generator")
     else:
         runconfig.check_eval_args(args)  # a finished run with a checkpoint, and a valid --n
+    if getattr(args, "kimg", None) is not None:
+        validate.non_negative("--kimg", args.kimg)
     if args.n is None or args.batch < 1:
         raise BadInput("--n and --batch must be positive integers")
     if args.seed_start < 0 or args.seed_start + args.n > 2**31:
@@ -63,55 +71,64 @@ def seeded_latents(suite, seeds):
 
 
 def cli_generate(args) -> int:
-    """``bench generate RUN_DIR -o OUT [--n N] [--seed-start S] [--batch B]``."""
+    """``bench generate RUN_DIR -o OUT [--n N] [--seed-start S] [--batch B] [--kimg K]``."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
 
     from ..config import pick_device
     from ..metrics.images import to_uint8
-    from ..rundir import read_json, write_atomic
-    from ..runlock import RunLock
+    from ..rundir import write_atomic
     from .evaluation import generate
-    from .loop import Run
+    from .snapshots import load_run
 
     directory = Path(args.run_dir)
     if directory.suffix == ".safetensors":
         from .export import load_exported
 
         run, _ = load_exported(directory, pick_device(args.device))
+        _check_images(run.suite)
     else:
-        run = Run(read_json(directory / "config.json"), pick_device(args.device), quiet=True)
-    if not run.suite.samples_are_images:
-        raise BadInput(f"suite {run.suite.name}: its generator's samples are not images; bench generate writes images")
-    if directory.suffix != ".safetensors":
-        with RunLock(directory) as lock:
-            lock.acquire(wait=False)
-            run.attach(directory)
-            used, problems = run.load(truncate_logs=False)
+        from .. import suites
+        from ..rundir import read_json
+
+        _check_images(suites.get(read_json(directory / "config.json")["suite"]))  # before networks are built
+        run, used, problems = load_run(directory, pick_device(args.device), getattr(args, "kimg", None))
         if problems:
             print(f"bench: note: {'; '.join(problems)}: generating from {used}", file=sys.stderr)
     seeds = list(range(args.seed_start, args.seed_start + args.n))
-    images, labels = [], []
+    images, labels, prompts = [], [], []
     for i in tqdm(range(0, len(seeds), args.batch), unit="batch", disable=args.quiet):
         z, cond = seeded_latents(run.suite, seeds[i:i + args.batch])
-        images.append(to_uint8(generate(run.ema, z, cond, run.device, args.batch, run.config["seed"])))
+        samples = generate(run.ema, z, cond, run.device, args.batch, run.config["seed"])
+        images.append(to_uint8(run.suite.to_images(samples)))  # latent suites decode (t2i: the pipeline's VAE)
         if torch.is_tensor(cond):
             labels.append(cond.argmax(1))
+        elif isinstance(cond, dict) and "prompts" in cond:
+            prompts += cond["prompts"]
     images = torch.cat(images).permute(0, 2, 3, 1).numpy()  # NHWC
     labels = torch.cat(labels).numpy() if labels else None
     out = Path(args.output)
     if out.suffix == ".npz":
         arrays = {"arr_0": images} if labels is None else {"arr_0": images, "arr_1": labels}
+        if prompts:  # a unicode array (no pickle needed to read it); arr_1 stays ADM's integer labels
+            arrays["prompts"] = np.array(prompts, dtype=str)
         write_atomic(out, lambda tmp: np.savez(tmp, **arrays))
     else:
-        _write_png_folder(out, images, seeds, labels)
+        _write_png_folder(out, images, seeds, labels, prompts)
     print(out)
     return 0
 
 
-def _write_png_folder(out: Path, images, seeds, labels) -> None:
-    """EDM's layout, written into a temporary sibling folder that is renamed into place when complete."""
+def _check_images(suite) -> None:
+    """BadInput unless the suite (class or instance) makes images, or latents it decodes to images."""
+    if not (suite.samples_are_images or suite.decodes_to_images):
+        raise BadInput(f"suite {suite.name}: its generator's samples are not images; bench generate writes images")
+
+
+def _write_png_folder(out: Path, images, seeds, labels, prompts=()) -> None:
+    """EDM's layout, written into a temporary sibling folder that is renamed into place when complete;
+    ``prompts.json`` maps each file to its prompt where the suite is text-conditioned."""
     from PIL import Image
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +142,8 @@ def _write_png_folder(out: Path, images, seeds, labels) -> None:
             names.append(name)
         if labels is not None:
             (tmp / "dataset.json").write_text(json.dumps({"labels": [[n, int(c)] for n, c in zip(names, labels)]}))
+        if prompts:
+            (tmp / "prompts.json").write_text(json.dumps(dict(zip(names, prompts)), indent=0, ensure_ascii=False))
         if out.exists():
             out.rmdir()  # checked empty beforehand
         os.replace(tmp, out)

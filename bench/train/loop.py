@@ -22,7 +22,7 @@ import torch
 import methods
 
 from . import distributed as dist_utils
-from . import checkpoint, evaluation, inputs
+from . import checkpoint, evaluation, inputs, snapshots
 from .. import suites
 from .cost import CostMeter
 from ..nets.modes import set_dropout
@@ -160,6 +160,8 @@ class Run:
         state = self.state_dict()  # every rank joins the RNG gather
         if self.rank == 0:
             checkpoint.save(self.dir, state)
+            if self.train_opts.get("snapshots"):  # only two checkpoints are kept: an EMA snapshot per checkpoint
+                snapshots.save(self.dir, self.nimg, self.step, state["ema"])
 
     def load(self, truncate_logs: bool = True) -> tuple[str, list[str]]:
         """Resume from the newest usable checkpoint of the run directory (``bench.train.checkpoint``).

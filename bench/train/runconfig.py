@@ -38,6 +38,7 @@ TRAIN_CHECKS = {
     "channels_last": validate.boolean,
     "dropout": lambda n, v: validate.fraction(n, v, upper_open=True, optional=True),
     "augment_p": validate.fraction,
+    "snapshots": validate.boolean,  # an EMA snapshot per checkpoint (bench generate --kimg)
 }
 TRAIN_KEYS = tuple(TRAIN_CHECKS)
 
@@ -240,6 +241,8 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
                       eval_growth=1.0, eval_raw=False, eval_batch=256, sigma_init=recipe.sigma_init, n_regression_pairs=256, channels_last=False,
                       dropout=recipe.dropout, augment_p=recipe.augment_p)
     train_opts.update(train)
+    if not train_opts.get("snapshots"):  # kept only when on, so run ids of configs without it are unchanged
+        train_opts.pop("snapshots", None)
     if flags["steps"] and flags["steps"] > 1:
         train_opts["steps"] = flags["steps"]
     if "real_data" in (*recipe.generator_inputs, *recipe.fake_inputs):

@@ -127,6 +127,14 @@ CASES = [
                                          "-o", "{world}/g.pkl"], "EDM suites", False),
     ("export-edm-pickle-suffix", ["export", "{world}/results/gaussian/{run_id}", "--format", "edm-pickle",
                                   "-o", "{world}/g.safetensors"], "writes a .pkl file", False),
+    # bench generate --kimg, bench export --format diffusers
+    ("generate-kimg-negative", ["generate", "{world}/results/gaussian/{run_id}", "-o", "{world}/s.npz", "--kimg", "-1"],
+     "--kimg", False),
+    ("generate-vectors", ["generate", "{world}/results/gaussian/{run_id}", "-o", "{world}/s.npz", "--kimg", "0.3"],
+     "samples are not images", True),
+    ("export-diffusers-not-t2i", ["export", "{world}/results/gaussian/{run_id}", "--format", "diffusers", "-o",
+                                  "{world}/g"], "exports t2i runs", False),
+    ("snapshots-text", [*RUN, "--results", "{world}/r", "--set", "train.snapshots=maybe"], "train.snapshots", False),
     # results, leaderboard, plot, report
     ("results-of-a-file", ["results", "{world}/file.txt"], "is a file", False),
     ("leaderboard-of-a-file", ["leaderboard", "{world}/file.txt"], "is a file", False),
