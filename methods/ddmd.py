@@ -37,6 +37,21 @@ def grid_below(level: torch.Tensor, dist=KARRAS_GRID_20_980) -> torch.Tensor:
     return karras_sigma(i.clamp_max(top) / (dist.n - 1)).to(level.dtype)
 
 
+class _Unguided:
+    """A plain teacher seen as guided at scale 1 (its ``cond=None`` is the unconditional denoiser)."""
+
+    scale = 1.0
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+
+    def conditional(self, x, sigma, cond):
+        return self.teacher(x, sigma, cond=cond)
+
+    def unconditional(self, x, sigma):
+        return self.teacher(x, sigma, cond=None)
+
+
 class DecoupledDMD(DMD2):
     """DMD2 with the guided direction split into CA and DM, each weighted and renoised on its own schedule.
 
@@ -80,8 +95,8 @@ class DecoupledDMD(DMD2):
 
     def generator_loss(self, x_g, teacher, fake, cond=None, sigma=None, noise=None, guidance=None, trajectory=None,
                        sigma_ca=None, noise_ca=None, discriminator=None, **extra):
-        if guidance is None:
-            raise ValueError("ddmd: the generator loss needs guidance= (a conditional suite's guided teacher)")
+        if guidance is None:  # an unguided teacher: w = 1, no CA term, DMD2's DM term (runs are refused earlier)
+            guidance = _Unguided(teacher)
         w = guidance.scale
         with torch.no_grad():
             x0 = x_g.detach()

@@ -64,7 +64,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("frechet", "Fréchet", "lower", True, 2, _GAUSSIAN),
     Metric("sliced_wasserstein", "Sliced W.", "lower", True, None, _GAUSSIAN),
     # the conditional mixture (bench.suites.gaussian_cond): per-class Frechet to the guided teacher's samples
-    Metric("frechet_class", "Fréchet per class", "lower", True, 3, _GAUSSIAN_COND),
+    Metric("frechet_class", "Fréchet per class", "lower", True, None, _GAUSSIAN_COND),
     # conditional suites: the share of samples classified as the class they were asked for (the digits
     # classifier; the conditional mixture's exact Bayes classifier computes it there)
     Metric("class_accuracy", "Class accuracy", "higher", True, None, "bench.metrics.conditional:ClassAccuracy"),

@@ -42,7 +42,8 @@ class TeacherPairs(Provider):
         n = run.train_opts["n_regression_pairs"]
         gen = torch.Generator().manual_seed(run.config["seed"] + PAIRS_SEED_OFFSET)
         z = torch.randn(n, *run.suite.latent_shape, generator=gen)
-        cond = run.suite.sample_cond(n, gen)  # None for an unconditional suite: the pairs are (z, x)
+        cond = run.suite.sample_cond(n, gen)  # class labels; None (unconditional) keeps the pairs (z, x)
+        cond = cond if torch.is_tensor(cond) else None  # text conditioning: unconditional pairs, as before
         with torch.no_grad(), run.cost.once("regression_pairs"):  # a one-off cost of the run
             x = torch.cat([run.suite.teacher_sample(run.parts.teacher, z[i:i + 256].to(run.device),
                                                     to_device(slice_cond(cond, i, i + 256), run.device)).cpu()

@@ -42,8 +42,8 @@ def test_output_depends_on_noise_level_and_class():
     b = net(x, torch.tensor([1.0, 1.0]), labels)
     c = net(x, torch.tensor([0.0, 0.0]), torch.eye(10)[[5, 5]])
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
-    with pytest.raises(ValueError, match="class-conditional"):
-        net(x, torch.zeros(2))
+    null = net(x, torch.zeros(2))  # no labels: the null class, an all-zero row (classifier-free guidance)
+    assert torch.allclose(null, net(x, torch.zeros(2), torch.zeros(2, 10))) and not torch.allclose(null, a)
 
 
 def test_features_are_the_bottleneck_and_carry_gradients():
