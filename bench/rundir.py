@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import signal
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,6 +37,25 @@ def write_atomic(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_folder_atomic(path: Path, fill) -> None:
+    """``fill(tmp_folder)`` then rename it to ``path`` (absent or an empty folder): readers never see half a
+    folder, and a failure leaves nothing behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        fill(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is not what shared results want
+        if path.exists():
+            path.rmdir()  # callers check it is empty beforehand
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import BadInput
@@ -103,21 +101,12 @@ def cli_export_diffusers(args) -> int:
 
 def write_folder(run, used: str, out: Path) -> None:
     """The EMA generator's network (``save_pretrained``) and ``distill_bench.json``, renamed into place complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    from ..rundir import write_folder_atomic
+
+    def fill(tmp: Path):
         run.ema.denoiser.net.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / INFO).write_text(json.dumps(one_step_info(run, used), indent=2, sort_keys=True, default=str) + "\n")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is not what a shared folder wants
-        if out.exists():
-            out.rmdir()  # checked empty beforehand
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomic(out, fill)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

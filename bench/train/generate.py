@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from .. import validate
@@ -131,9 +129,9 @@ def _write_png_folder(out: Path, images, seeds, labels, prompts=()) -> None:
     ``prompts.json`` maps each file to its prompt where the suite is text-conditioned."""
     from PIL import Image
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    from ..rundir import write_folder_atomic
+
+    def fill(tmp: Path):
         names = []
         for image, seed in zip(images, seeds):
             name = f"{seed - seed % 1000:06d}/{seed:06d}.png"
@@ -144,9 +142,5 @@ def _write_png_folder(out: Path, images, seeds, labels, prompts=()) -> None:
             (tmp / "dataset.json").write_text(json.dumps({"labels": [[n, int(c)] for n, c in zip(names, labels)]}))
         if prompts:
             (tmp / "prompts.json").write_text(json.dumps(dict(zip(names, prompts)), indent=0, ensure_ascii=False))
-        if out.exists():
-            out.rmdir()  # checked empty beforehand
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomic(out, fill)
