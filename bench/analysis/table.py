@@ -10,7 +10,8 @@
     hp_<name> for every method hyperparameter (the teacher's sampler and steps too; a K-step
     generator's ``steps`` when K > 1)
 
-``images_seen`` is ``kimg * 1000`` generator images at that evaluation; ``wall_time_s``, ``kimg_done``
+``suite`` is the suite's name, and for a conditional suite its guidance scale too (``digits_cond w=3``:
+each scale distils its own guided teacher, so the views rank each apart). ``images_seen`` is ``kimg * 1000`` generator images at that evaluation; ``wall_time_s``, ``kimg_done``
 and ``diverged_kimg`` are the run's totals from ``manifest.json``; ``config_id`` names a configuration
 (suite options, method hyperparameters, learning rates, batch, generator steps; every seed shares it) and ``config``
 spells it for readers. The cost columns: ``gflop`` and ``train_s`` are the cumulative training GFLOP
@@ -116,6 +117,16 @@ def config_label(hparams: dict, lr_g, lr_fake, batch) -> str:
     return ", ".join(parts)
 
 
+def suite_setting(config: dict, directory: Path) -> str:
+    """The ``suite`` column of a run: its suite's name, with the guidance scale of a conditional suite
+    (``digits_cond w=3``). Each scale is its own guided teacher, so every view ranks the scales apart,
+    as it does suites, and one results folder can hold a sweep over ``guidance``."""
+    suite = str(config.get("suite", directory.parent.name))
+    options = config.get("suite_options") if isinstance(config.get("suite_options"), dict) else {}
+    scale = options.get("guidance")
+    return f"{suite} w={scale:g}" if isinstance(scale, (int, float)) and not isinstance(scale, bool) else suite
+
+
 def _run_record(directory: Path) -> dict | None:
     config = read_json_or_none(directory / "config.json")
     if config is None:
@@ -140,7 +151,7 @@ def _run_record(directory: Path) -> dict | None:
     key = json.dumps(key + ([steps] if steps else []), sort_keys=True, default=str)  # one-step ids unchanged
     status = manifest.get("status")
     record = dict(
-        suite=str(config.get("suite", directory.parent.name)), run_id=str(config.get("run_id", directory.name)),
+        suite=suite_setting(config, directory), run_id=str(config.get("run_id", directory.name)),
         method=str(config.get("method", "?")), lr_g=lr_g, lr_fake=lr_fake, batch=batch,
         seed=_number(config.get("seed")), status=str(status) if status else "unknown",
         kimg_budget=_number(config.get("kimg")), kimg_done=_number(manifest.get("kimg_done")),

@@ -42,6 +42,7 @@ _FIDELITY = "bench.metrics.fidelity:FidelityEvaluator"
 _GAUSSIAN = "bench.suites.gaussian:GaussianEvaluator"
 _GAUSSIAN_COND = "bench.suites.gaussian_cond:ConditionalGaussianEvaluator"
 _DIVERSITY = "bench.metrics.diversity:DiversityEvaluator"
+_CLASS_FRECHET = "bench.metrics.conditional:ClassFrechet"
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("fid", "FID", "lower", True, 1, _FIDELITY, "suite"),
@@ -68,6 +69,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     # conditional suites: the share of samples classified as the class they were asked for (the digits
     # classifier; the conditional mixture's exact Bayes classifier computes it there)
     Metric("class_accuracy", "Class accuracy", "higher", True, None, "bench.metrics.conditional:ClassAccuracy"),
+    # conditional digits: FID against the digits of each class and FD to the guided teacher's samples of each
+    # class, averaged over the classes (per class in the measurement's detail)
+    Metric("fid_class", "FID per class", "lower", True, None, _CLASS_FRECHET, "suite"),
+    Metric("fd_teacher_class", "FD to teacher per class", "lower", True, None, _CLASS_FRECHET, "suite"),
     Metric("aesthetic", "Aesthetic", "higher", True, 5, "bench.metrics.t2i:AestheticScorer"),
     Metric("image_reward", "ImageReward", "higher", False, 3, "bench.metrics.t2i:ImageRewardScorer"),
     Metric("pickscore_raw", "PickScore", "higher", True, 4, "bench.metrics.t2i:PickScorer"),

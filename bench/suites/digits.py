@@ -393,12 +393,17 @@ class DigitsSuite(Suite):
         n_teacher = int(o["n_teacher_reference"])
         if not n_teacher:
             return Combined(data, diversity, n_final=n_final)
-        teacher_sha = load_cached(self._teacher_path(device))[1].get("sha256", "")[:16]
-        key = (f"digits-teacher-{teacher_sha}{self.reference_tag()}-heun{int(o['teacher_steps'])}-n{n_teacher}"
-               f"-seed{TEACHER_REFERENCE_SEED}")
+        key = self.teacher_reference_key(device)
         to_teacher = FidelityEvaluator(reference=lambda: self.teacher_reference(device, n_teacher), reference_key=key,
                                        reference_size=n_teacher, metrics=("fid",), **common)
         return Combined(data, diversity, Renamed(to_teacher, {"fid": "fd_teacher"}), n_final=n_final)
+
+    def teacher_reference_key(self, device: torch.device) -> str:
+        """What names the teacher's reference samples in the caches: its weights, guidance, sampler, count, seed."""
+        o = self.options
+        teacher_sha = load_cached(self._teacher_path(device))[1].get("sha256", "")[:16]
+        return (f"digits-teacher-{teacher_sha}{self.reference_tag()}-heun{int(o['teacher_steps'])}"
+                f"-n{int(o['n_teacher_reference'])}-seed{TEACHER_REFERENCE_SEED}")
 
     def reference_tag(self) -> str:
         """What besides the teacher's weights decides its reference samples (a conditional suite's guidance)."""
@@ -410,7 +415,14 @@ class DigitsSuite(Suite):
 
     @torch.no_grad()
     def teacher_reference(self, device: torch.device, n: int, batch: int = 1000) -> torch.Tensor:
-        """``n`` uint8 samples of the teacher's own sampler on latents of their own seed (no run's latents)."""
+        """``n`` uint8 samples of the teacher's own sampler on latents of their own seed (no run's latents),
+        drawn once per suite object (several caches are made from them)."""
+        memo = self.__dict__.setdefault("_teacher_reference", {})
+        if n not in memo:
+            memo[n] = self._draw_teacher_reference(device, n, batch)
+        return memo[n]
+
+    def _draw_teacher_reference(self, device: torch.device, n: int, batch: int) -> torch.Tensor:
         teacher = self.load_teacher(device)
         gen = torch.Generator().manual_seed(TEACHER_REFERENCE_SEED)
         z = torch.randn(n, *self.latent_shape, generator=gen)

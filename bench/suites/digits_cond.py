@@ -7,7 +7,9 @@ so the teacher's rows at several guidance scales are runs of ``--method teacher`
 ``suite.guidance`` (a sweep's ``guidance`` grid axis). Generators and fake scores are copies of the
 unguided conditional network, conditioned on the class. Metrics: the digits suite's (FID over all
 samples against the digits, FD to the guided teacher's class-balanced samples) plus ``class_accuracy``,
-the digits classifier's accuracy on the requested classes.
+the digits classifier's accuracy on the requested classes, and the same two distances class by class
+(``fid_class``, ``fd_teacher_class``: the mean over the ten classes, each class's in the measurement's
+detail), which an overall FID cannot see (a generator that draws every class as well but mislabels them).
 """
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ import copy
 import torch
 
 from .. import validate
+from ..metrics import features
 from ..metrics.base import Combined
-from ..metrics.conditional import ClassAccuracy
+from ..metrics.conditional import ClassAccuracy, ClassFrechet
+from ..metrics.images import to_uint8
 from ..nets.guidance import GuidedDenoiser, one_hot
 from ..nets.precond import OneStepGenerator
 from .base import Parts
-from .digits import DigitsSuite, load_classifier, quantise
+from ..weights import weights_dir
+from .digits import EXTRACTOR, DigitsSuite, load_classifier, quantise
 
 CLASSES = 10
 
@@ -73,8 +78,20 @@ class ConditionalDigitsSuite(DigitsSuite):
         return one_hot(torch.arange(n) % CLASSES, CLASSES)  # class-balanced
 
     def evaluator(self, device):
+        """The digits suite's metrics, class accuracy, and FID and FD to the teacher class by class."""
         base = super().evaluator(device)
         classifier = load_classifier(self.train_classifier()).to(device)
         logits = lambda x: classifier(quantise(x.to(device)))[1]  # noqa: E731
         accuracy = ClassAccuracy(logits, base.n_samples, impl="digits classifier (distill-bench)")
-        return Combined(base, accuracy, n_final=base.n_final)
+        space = features.shared(EXTRACTOR, device, options={"path": self.train_classifier()})
+        digits = lambda: (to_uint8(torch.cat([self.data["x_train"], self.data["x_held"]])),  # noqa: E731
+                          torch.cat([self.data["y_train"], self.data["y_held"]]))
+        if self.options["fid_reference"] == "held_out":
+            digits = lambda: (to_uint8(self.data["x_held"]), self.data["y_held"])  # noqa: E731
+        per_class = [ClassFrechet(space, digits, "fid_class", base.n_samples)]
+        n_teacher = int(self.options["n_teacher_reference"])
+        if n_teacher:
+            teacher = lambda: (self.teacher_reference(device, n_teacher), self.reference_cond(n_teacher).argmax(1))  # noqa: E731
+            cache = weights_dir() / "fidelity-cache" / f"{self.teacher_reference_key(device)}-{space.spec.weights_id}-classes.npz"
+            per_class.append(ClassFrechet(space, teacher, "fd_teacher_class", base.n_samples, cache_file=cache))
+        return Combined(base, accuracy, *per_class, n_final=base.n_final)

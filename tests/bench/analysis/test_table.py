@@ -169,6 +169,30 @@ def test_views_refuse_runs_of_different_suite_options(tmp_path, capsys):
     assert main(["results", str(tmp_path)]) == 0  # the tidy table keeps every run
 
 
+def test_guidance_scales_of_one_suite_are_ranked_apart(tmp_path, capsys):
+    """A sweep over ``guidance`` fills one folder with runs of several guided teachers: each scale is a
+    setting of its own (one leaderboard and teacher row per scale), not a refusal."""
+    from bench.analysis.table import load_runs
+    from bench.cli import main
+    from rundirs import write_run
+
+    for w in (1.5, 3.0):
+        options = {"res": 8, "guidance": w}
+        write_run(tmp_path / f"w{w}", suite="digits_cond", method="teacher", evals=(0.0,), suite_options=options)
+        for seed in (0, 1):
+            write_run(tmp_path / f"w{w}", suite="digits_cond", seed=seed, suite_options=options)
+    runs = load_runs(tmp_path)
+    assert sorted(set(runs["suite"])) == ["digits_cond w=1.5", "digits_cond w=3"]
+    assert runs.groupby("suite")["seed"].nunique().tolist() == [2, 2]
+    assert main(["leaderboard", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "digits_cond w=1.5" in out and "digits_cond w=3" in out
+    # the other options still have to agree within a scale
+    write_run(tmp_path / "other", suite="digits_cond", seed=2, suite_options={"res": 16, "guidance": 3.0})
+    assert main(["leaderboard", str(tmp_path)]) == 2
+    assert "suite digits_cond w=3 with different suite options (res 16 vs 8)" in capsys.readouterr().err
+
+
 def test_leaderboard_says_which_teacher_its_table_is_about(tmp_path, capsys):
     from bench.cli import main
     from rundirs import write_run

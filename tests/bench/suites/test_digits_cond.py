@@ -55,6 +55,32 @@ def test_the_evaluator_adds_class_accuracy(trained, tmp_path, monkeypatch):
     assert {"fid", "fd_teacher"} <= set(right)
 
 
+def test_per_class_distances_see_mislabelled_classes_that_fid_cannot(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "weights"))
+    evaluator = trained.evaluator(torch.device("cpu"))
+    from bench.metrics.images import from_uint8
+
+    real, real_y = trained.data["x_train"][:640], trained.data["y_train"][:640]
+    teacher = from_uint8(trained.teacher_reference(torch.device("cpu"), 128))  # its own samples, labelled
+    teacher_y = trained.reference_cond(128).argmax(1)
+    for metric, x, y in (("fid_class", real, real_y), ("fd_teacher_class", teacher, teacher_y)):
+        right = {m.metric: m for m in evaluator.evaluate(x, one_hot(y, 10))}
+        wrong = {m.metric: m for m in evaluator.evaluate(x, one_hot((y + 1) % 10, 10))}
+        assert right["fid"].value == pytest.approx(wrong["fid"].value)  # the same images, whatever their labels
+        assert wrong[metric].value > 2 * right[metric].value
+        per_class = right[metric].detail
+        assert sorted(per_class) == [str(k) for k in range(10)]
+        assert right[metric].value == pytest.approx(sum(per_class.values()) / 10, rel=1e-5)
+    assert right["fd_teacher_class"].value < 1e-3 * wrong["fd_teacher_class"].value  # the reference itself
+    # the teacher's per-class statistics are cached beside torch-fidelity's, and read back identically
+    cached = list((tmp_path / "weights" / "fidelity-cache").glob("*-classes.npz"))
+    assert len(cached) == 1
+    again = trained.evaluator(torch.device("cpu"))
+    monkeypatch.setattr(trained, "teacher_reference", lambda *a, **k: pytest.fail("the cache was not used"))
+    value = {m.metric: m.value for m in again.evaluate(teacher, one_hot(teacher_y, 10))}["fd_teacher_class"]
+    assert value == pytest.approx(right["fd_teacher_class"].value, abs=1e-6 * wrong["fd_teacher_class"].value)
+
+
 def test_the_teacher_reference_depends_on_the_guidance(trained):
     assert trained.reference_tag() != ConditionalDigitsSuite(guidance=1.0).reference_tag()
     assert trained.reference_cond(20).argmax(1).tolist() == [i % 10 for i in range(20)]
