@@ -93,8 +93,8 @@ def reference(seed, closed_forms_kl):
     x = b[c] + torch.einsum("nij,nj->ni", a[c], z) + SIGMA * n
     log_q = torch.logsumexp(torch.stack([MultivariateNormal(b[k], a[k] @ a[k].T + eye).log_prob(x)
                                          for k in range(CLASSES)], 1), 1) - math.log(CLASSES)
-    log_p = torch.logsumexp(torch.stack([MultivariateNormal(mix.means[k], torch.diag(mix.stds[k] ** 2) + eye).log_prob(x)
-                                         for k in range(CLASSES)], 1) + mix.log_weights, 1)
+    teacher = [MultivariateNormal(mix.means[k], torch.diag(mix.stds[k] ** 2) + eye) for k in range(CLASSES)]
+    log_p = torch.logsumexp(torch.stack([p.log_prob(x) for p in teacher], 1) + mix.log_weights, 1)
     g_marg = torch.cat([g.reshape(-1) for g in torch.autograd.grad((log_q - log_p).mean(), (a, b))])
     return g_cond, g_marg
 

@@ -99,7 +99,8 @@ def test_a_network_without_cross_attention_is_refused():
     from bench.nets.nasa import nasa
 
     net = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(8, 16),
-                      down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                       norm_num_groups=4)
     with pytest.raises(ValueError, match="cross-attention"):
         with nasa(net, torch.zeros(1, 2, 16)):
