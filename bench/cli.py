@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=int, default=256)
     g.add_argument("--kimg", type=float, default=None,
                    help="the EMA generator at this kimg: a checkpoint, or a snapshot of train.snapshots (default: latest)")
+    g.add_argument("--negative-prompt", default=None,
+                   help="t2i: steer away from this prompt with NASA (SNOOPI's negative-away steer attention)")
+    g.add_argument("--nasa-scale", type=float, default=0.5,
+                   help="NASA's alpha: Z+ - alpha Z- in every cross-attention layer (default 0.5, PixArt's)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_handler("bench.train.generate:cli_generate"), check=_handler("bench.train.generate:check_generate_args"))

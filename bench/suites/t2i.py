@@ -217,6 +217,30 @@ class TextToImageSuite(Suite):
             self._pipe.text_encoder = None  # T5-XXL is large; every prompt is encoded now
         return self._embeddings
 
+    def encode_prompt(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One prompt's text-encoder output ``[1, L, D]`` and mask ``[1, L]`` (None for CLIP), trimmed to its
+        tokens, for prompts outside the prompt set (a NASA negative prompt); the text encoder is reloaded
+        from the pipeline folder if it was freed, and freed again."""
+        table = self._prompt_table()
+        if prompt not in table:
+            import transformers
+
+            pipe, reloaded = self._pipe, self._pipe.text_encoder is None
+            if reloaded:
+                library, cls = json.loads((self.directory / "model_index.json").read_text())["text_encoder"]
+                encoder = getattr(transformers, cls).from_pretrained(str(self.directory / "text_encoder"),
+                                                                    local_files_only=True)
+                pipe.text_encoder = encoder.to(self._device, DTYPES[self.options["dtype"]]).eval().requires_grad_(False)
+            try:
+                embeds, mask = self._encode([prompt])
+            finally:
+                if reloaded:
+                    pipe.text_encoder = None
+            n = int(mask[0].sum()) if mask is not None else embeds.shape[1]
+            table[prompt] = (embeds[0, :n].cpu(), None if mask is None else mask[0, :n].cpu())
+        embeds, mask = table[prompt]
+        return embeds[None], None if mask is None else mask[None]
+
     def encode_cond(self, prompts: list[str]) -> dict:
         """``cond`` for a list of prompts from the embedding cache (padded to the longest)."""
         table = self._prompt_table()

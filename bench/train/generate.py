@@ -8,7 +8,8 @@ PNG folder laid out as EDM's ``generate.py`` writes it (``000000/000123.png``), 
 ``fid.py`` read, with EDM's ``dataset.json`` labels where conditional. Both are written atomically.
 Latent suites (t2i) are decoded by the suite (``to_images``: the pipeline's VAE); their prompts go into
 ``prompts.json`` (file -> prompt) of the folder, or a unicode ``prompts`` array of the npz. ``--kimg K``
-draws from the EMA generator at that point of training (``bench.train.snapshots``).
+draws from the EMA generator at that point of training (``bench.train.snapshots``). ``--negative-prompt P``
+(t2i) steers the generator away from ``P`` with SNOOPI's NASA at ``--nasa-scale`` (``bench.nets.nasa``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def check_generate_args(args) -> None:
         raise BadInput("--n and --batch must be positive integers")
     if args.seed_start < 0 or args.seed_start + args.n > 2**31:
         raise BadInput(f"--seed-start {args.seed_start}: seeds must lie in [0, 2**31)")
+    scale = getattr(args, "nasa_scale", 0.5)
+    if not (isinstance(scale, (int, float)) and scale >= 0 and scale < float("inf")):
+        raise BadInput(f"--nasa-scale must be a finite non-negative number, got {scale!r}")
     out = Path(args.output)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise BadInput(f"{out} exists; give a new .npz file or folder")
@@ -96,14 +100,15 @@ def cli_generate(args) -> int:
             print(f"bench: note: {'; '.join(problems)}: generating from {used}", file=sys.stderr)
     seeds = list(range(args.seed_start, args.seed_start + args.n))
     images, labels, prompts = [], [], []
-    for i in tqdm(range(0, len(seeds), args.batch), unit="batch", disable=args.quiet):
-        z, cond = seeded_latents(run.suite, seeds[i:i + args.batch])
-        samples = generate(run.ema, z, cond, run.device, args.batch, run.config["seed"])
-        images.append(to_uint8(run.suite.to_images(samples)))  # latent suites decode (t2i: the pipeline's VAE)
-        if torch.is_tensor(cond):
-            labels.append(cond.argmax(1))
-        elif isinstance(cond, dict) and "prompts" in cond:
-            prompts += cond["prompts"]
+    with negative_prompt(run, getattr(args, "negative_prompt", None), getattr(args, "nasa_scale", 0.5)):
+        for i in tqdm(range(0, len(seeds), args.batch), unit="batch", disable=args.quiet):
+            z, cond = seeded_latents(run.suite, seeds[i:i + args.batch])
+            samples = generate(run.ema, z, cond, run.device, args.batch, run.config["seed"])
+            images.append(to_uint8(run.suite.to_images(samples)))  # latent suites decode (t2i: the pipeline's VAE)
+            if torch.is_tensor(cond):
+                labels.append(cond.argmax(1))
+            elif isinstance(cond, dict) and "prompts" in cond:
+                prompts += cond["prompts"]
     images = torch.cat(images).permute(0, 2, 3, 1).numpy()  # NHWC
     labels = torch.cat(labels).numpy() if labels else None
     out = Path(args.output)
@@ -116,6 +121,22 @@ def cli_generate(args) -> int:
         _write_png_folder(out, images, seeds, labels, prompts)
     print(out)
     return 0
+
+
+def negative_prompt(run, prompt: str | None, scale: float):
+    """A context in which the run's EMA generator steers away from ``prompt`` with NASA at ``scale``
+    (``bench.nets.nasa``); nothing without a prompt. Text suites only: NASA acts on cross-attention."""
+    import contextlib
+
+    if prompt is None:
+        return contextlib.nullcontext()
+    if not hasattr(run.suite, "encode_prompt"):
+        raise BadInput(f"--negative-prompt: NASA steers text cross-attention; suite {run.suite.name} has no text "
+                       "conditioning (class labels have no negative prompt)")
+    from ..nets.nasa import nasa
+
+    embeds, mask = run.suite.encode_prompt(prompt)
+    return nasa(run.ema.denoiser.net, embeds.to(run.device), None if mask is None else mask.to(run.device), scale)
 
 
 def _check_images(suite) -> None:

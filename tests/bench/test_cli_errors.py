@@ -53,6 +53,8 @@ CASES = [
     ("batch-beyond-memory", [*RUN, "--results", "{world}/r", "--batch", "10000000"], "memory", True),
     ("guidance-method-on-unconditional-suite", [*RUN, "--results", "{world}/r", "--method", "ddmd"],
      "classifier-free guidance", True),
+    ("snoopi-on-unconditional-suite", [*RUN, "--results", "{world}/r", "--method", "snoopi"],
+     "classifier-free guidance", True),
     ("resume-without-usable-checkpoint", [*RUN, "--results", "{world}/broken"], "no usable checkpoint", True),
     # bench run: where the results go (and what is already there)
     ("results-dangling-symlink", [*RUN, "--results", "{world}/links/dangling"], "does not exist", False),

@@ -247,3 +247,41 @@ def test_unknown_kimg_lists_the_available_ones(cli, t2i_run, tmp_path):
     code, _, err = cli("generate", str(t2i_run["dir"]), "-o", str(tmp_path / "k.npz"), "--kimg", "0.003")
     assert code == 2 and "available kimg: 0.002, 0.004" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "k.npz").exists()
+
+
+# --- NASA: a negative prompt for the one-step generator -----------------------------------------------
+
+def test_generate_with_a_negative_prompt_steers_with_nasa(cli, t2i_run, tmp_path):
+    """``--nasa-scale 0`` gives the plain images; a positive scale gives the generator under ``nasa`` with
+    the negative prompt encoded as the pipeline encodes prompts (a prompt outside the run's prompt set)."""
+    from bench.metrics.images import to_uint8
+    from bench.nets.nasa import nasa
+    from bench.train.evaluation import generate
+    from bench.train.generate import seeded_latents
+
+    plain, _ = expected_t2i(t2i_run["dir"], range(2))
+    negative = "a blurry photo"
+    for scale in ("0", "0.8"):
+        code, _, err = cli("generate", str(t2i_run["dir"]), "-o", str(tmp_path / f"n{scale}.npz"), "--n", "2",
+                           "--quiet", "--negative-prompt", negative, "--nasa-scale", scale)
+        assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "n0.npz")["arr_0"], plain)
+    steered = np.load(tmp_path / "n0.8.npz")["arr_0"]
+    assert not np.array_equal(steered, plain)
+
+    run = _run(t2i_run["dir"])
+    pipe = run.suite._pipeline()
+    pipe.text_encoder = None  # as after training: the suite reloads it for a prompt it has not seen
+    embeds, mask = run.suite.encode_prompt(negative)
+    assert pipe.text_encoder is None and embeds.shape[0] == 1 and mask.shape == embeds.shape[:2]
+    z, cond = seeded_latents(run.suite, range(2))
+    with nasa(run.ema.denoiser.net, embeds, mask, 0.8):
+        samples = generate(run.ema, z, cond, CPU, 256, run.config["seed"])
+    assert np.array_equal(to_uint8(run.suite.to_images(samples)).permute(0, 2, 3, 1).numpy(), steered)
+
+
+@pytest.mark.parametrize("args, message", [(["--nasa-scale", "-1"], "--nasa-scale")])
+def test_generate_refuses_a_bad_nasa_scale(cli, t2i_run, tmp_path, args, message):
+    code, _, err = cli("generate", str(t2i_run["dir"]), "-o", str(tmp_path / "x.npz"), "--n", "2", "--quiet",
+                       "--negative-prompt", "blur", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1

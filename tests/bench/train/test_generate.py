@@ -89,6 +89,8 @@ def test_png_folder_is_edm_layout_with_labels(cli, run_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--n", "0"], "--n"),
     (["-o", "EXISTS"], "exists; give a new"),
+    (["--negative-prompt", "blur"], "no text conditioning"),  # NASA needs cross-attention: not class labels
+    (["--nasa-scale", "nan"], "--nasa-scale"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, run_dir, tmp_path, args, message):
     (tmp_path / "EXISTS").write_text("x")
