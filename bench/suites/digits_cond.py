@@ -42,6 +42,10 @@ class ConditionalDigitsSuite(DigitsSuite):
         validate.positive(self.option_name("guidance"), self.options["guidance"])
         validate.fraction(self.option_name("label_dropout"), self.options["label_dropout"], upper_open=True)
 
+    @property
+    def classes(self) -> int:
+        return CLASSES
+
     def teacher_config(self) -> dict:
         config = super().teacher_config()
         config["net"]["label_dim"] = CLASSES

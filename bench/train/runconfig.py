@@ -250,6 +250,16 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     if "guidance" in recipe.generator_inputs and not suite_obj.guided:
         raise BadInput(f"method {method} needs a conditional teacher with classifier-free guidance; "
                        f"suite {suite} has none (try gaussian_cond)")
+    if recipe.students is not None:  # routed students (MSD) own classes: a class-conditional suite only
+        if not suite_obj.classes:
+            raise BadInput(f"method {method} routes each sample to a student by its class; suite {suite} is not "
+                           f"class-conditional (try gaussian_cond or digits_cond)")
+        from methods.base import parse_router
+
+        try:
+            parse_router(recipe.router, suite_obj.classes, recipe.students)
+        except ValueError as exc:
+            raise BadInput(f"method {method}: {exc}") from None
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
     return finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
