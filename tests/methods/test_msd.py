@@ -1,0 +1,143 @@
+"""Multi-Student Distillation against DMD2 and against closed forms on the class-conditional mixture.
+
+Teacher: a mixture of diagonal Gaussians, each component a class (exact conditional denoisers). Students:
+``x = b_k + A_k z`` for every class student ``k`` owns, routed by the class, each with the exact denoiser of
+``N(b_k, A_k A_k^T)`` as its own fake score. Under ``weighting="none"`` at a fixed sigma, student ``k``'s
+expected gradient is ``sigma^2`` times that of ``sum_{c owned by k} p(c) KL(q_k,sigma || p_sigma(.|c))``,
+DMD2's restricted to its classes, and no other student's parameters move.
+"""
+import pytest
+import torch
+
+import methods
+from bench.errors import BadInput
+from bench.nets.guidance import one_hot
+from bench.nets.precond import OneStepGenerator
+from bench.nets.routed import RoutedDenoiser
+from bench.suites.gaussian import ClassConditionalMixture
+from bench.train import runconfig
+from bench.train.loop import Run
+from bench.train.step import training_step
+
+DIM, CLASSES, STUDENTS, N_MC, SIGMA = 3, 4, 2, 200_000, 0.7
+ROUTER = [0, 1, 1, 0]  # an explicit, non-contiguous router
+CPU = torch.device("cpu")
+
+
+def mixture():
+    gen = torch.Generator().manual_seed(5)
+    means = 1.5 * torch.randn(CLASSES, DIM, generator=gen, dtype=torch.float64)
+    stds = 0.4 + 0.4 * torch.rand(CLASSES, DIM, generator=gen, dtype=torch.float64)
+    return ClassConditionalMixture(torch.ones(CLASSES, dtype=torch.float64), means, stds)
+
+
+class Affine(torch.nn.Module):
+    """A student denoiser whose one step at ``sigma_init`` is ``b + A z`` (for every class it owns)."""
+
+    def __init__(self, a, b, sigma_init=1.0):
+        super().__init__()
+        self.a, self.b, self.sigma_init = torch.nn.Parameter(a.clone()), torch.nn.Parameter(b.clone()), sigma_init
+
+    def forward(self, x, sigma, cond=None):
+        return self.b + (x / self.sigma_init) @ self.a.T
+
+
+def thetas(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return [(0.8 * torch.eye(DIM, dtype=torch.float64) + 0.2 * torch.randn(DIM, DIM, generator=gen, dtype=torch.float64),
+             0.3 * torch.randn(DIM, generator=gen, dtype=torch.float64)) for _ in range(STUDENTS)]
+
+
+def test_each_student_follows_dmd2_on_its_own_classes(closed_forms):
+    mix, method = mixture(), methods.create("msd", weighting="none", students=STUDENTS, router="0,1,1,0")
+    results = []
+    for seed in (0, 1):
+        students = [Affine(a, b) for a, b in thetas(seed)]
+        generator = OneStepGenerator(RoutedDenoiser(students, ROUTER), 1.0)
+        fake = RoutedDenoiser([closed_forms.Gaussian(s.b.detach(), (s.a @ s.a.T).detach()) for s in students], ROUTER)
+        gen = torch.Generator().manual_seed(11)
+        z, noise = (torch.randn(N_MC, DIM, generator=gen, dtype=torch.float64) for _ in range(2))
+        labels = torch.arange(N_MC) % CLASSES  # p(c) = 1 / CLASSES
+        cond = one_hot(labels, CLASSES, torch.float64)
+        x_g = generator(z, cond)
+        loss, _ = method.generator_loss(x_g, mix, fake, cond=cond, sigma=torch.full((N_MC,), SIGMA, dtype=torch.float64),
+                                        noise=noise)
+        loss.backward()
+        eye = SIGMA**2 * torch.eye(DIM, dtype=torch.float64)
+        for k, s in enumerate(students):
+            a, b = (t.detach().clone().requires_grad_() for t in (s.a, s.b))
+            kl = sum(closed_forms.kl(b, a @ a.T + eye, mix.means[c], torch.diag(mix.stds[c] ** 2) + eye)
+                     for c in range(CLASSES) if ROUTER[c] == k) / CLASSES
+            truth = SIGMA**2 * closed_forms.flat_grad(kl, (a, b))
+            results.append(closed_forms.compare(torch.cat([s.a.grad.flatten(), s.b.grad.flatten()]), truth))
+    print("msd per student (cosine, ratio):", results)
+    assert closed_forms.proportional(results, 1.0, cos_min=0.999, rtol=0.03), results
+
+
+def test_one_student_is_dmd2_exactly(closed_forms):
+    """Same inputs, same loss and gradient: the generator and fake-score losses of msd(students=1) are DMD2's."""
+    mix = mixture()
+    (a0, b0), = thetas(3)[:1]
+    gen = torch.Generator().manual_seed(9)
+    z, noise = (torch.randn(512, DIM, generator=gen, dtype=torch.float64) for _ in range(2))
+    cond = one_hot(torch.randint(0, CLASSES, (512,), generator=gen), CLASSES, torch.float64)
+    sigma = 0.05 + 5 * torch.rand(512, generator=gen, dtype=torch.float64)
+    out = []
+    for name, extra, routed in (("msd", dict(students=1), True), ("dmd2", {}, False)):
+        student = Affine(a0, b0)
+        fake = closed_forms.Gaussian(b0, a0 @ a0.T)
+        net, fake = (RoutedDenoiser([student], [0] * CLASSES), RoutedDenoiser([fake], [0] * CLASSES)) if routed \
+            else (student, fake)
+        x_g = OneStepGenerator(net, 1.0)(z, cond)
+        m = methods.create(name, **extra)
+        loss, _ = m.generator_loss(x_g, mix, fake, cond=cond, sigma=sigma, noise=noise)
+        grad = closed_forms.flat_grad(loss, (student.a, student.b))
+        fake_loss, _ = m.fake_score_loss(x_g, fake, cond=cond, sigma=sigma, noise=noise)
+        out.append((loss.detach(), grad, fake_loss.detach()))
+    (l1, g1, f1), (l2, g2, f2) = out
+    assert abs(l1 - l2) <= 1e-9 * abs(l2) and abs(f1 - f2) <= 1e-9 * abs(f2)
+    assert torch.allclose(g1, g2, rtol=1e-9, atol=0)
+
+
+TINY = {"suite.width": 16, "suite.depth": 1, "suite.n_eval": 64, "suite.dim": 4}
+
+
+def test_one_student_run_steps_as_dmd2():
+    """A runner step of msd(students=1) on gaussian_cond gives DMD2's losses on the same seed."""
+    rows = []
+    for name, sets in (("msd", {"students": 1}), ("dmd2", {})):
+        run = Run(runconfig.resolve("gaussian_cond", name, batch=16, kimg=1, sets={**TINY, **sets}), CPU, quiet=True)
+        torch.manual_seed(0)
+        rows.append([training_step(run) for _ in range(2)])
+    for msd_row, dmd2_row in zip(*rows):
+        for key in ("loss_g", "loss_fake", "grad_norm_g", "grad_norm_fake"):
+            assert msd_row[key] == pytest.approx(dmd2_row[key], rel=1e-9, abs=0), key
+
+
+def test_run_builds_routed_students_and_fake_scores():
+    run = Run(runconfig.resolve("gaussian_cond", "msd", batch=16, kimg=1, sets=TINY), CPU, quiet=True)
+    classes = run.suite.classes
+    assert run.generator.denoiser.router.tolist() == [c * 4 // classes for c in range(classes)]
+    assert len(run.generator.denoiser.students) == 4 and len(run.fake.students) == 4
+    assert len(run.ema.denoiser.students) == 4
+    first, second = (dict(s.named_parameters()) for s in run.generator.denoiser.students[:2])
+    assert all(torch.equal(first[k], second[k]) for k in first)  # same-size students, initialised alike
+    assert all(first[k] is not second[k] for k in first)
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({}, "not class-conditional"),
+])
+def test_msd_is_refused_on_an_unconditional_suite(sets, message):
+    with pytest.raises(BadInput, match=message):
+        runconfig.resolve("gaussian", "msd", batch=16, kimg=1, sets={**TINY, **sets})
+
+
+@pytest.mark.parametrize("sets, message", [
+    ({"students": 9}, "every student needs a class"),
+    ({"students": 2, "router": "0,1,1"}, "lists 3 classes"),
+    ({"students": 2, "router": "0,0,0,0,0,0,0,0"}, "each of the 2 students"),
+])
+def test_bad_routers_are_refused(sets, message):
+    with pytest.raises(BadInput, match=message):
+        runconfig.resolve("gaussian_cond", "msd", batch=16, kimg=1, sets={**TINY, **sets})
