@@ -141,3 +141,30 @@ def test_msd_is_refused_on_an_unconditional_suite(sets, message):
 def test_bad_routers_are_refused(sets, message):
     with pytest.raises(BadInput, match=message):
         runconfig.resolve("gaussian_cond", "msd", batch=16, kimg=1, sets={**TINY, **sets})
+
+
+def test_a_gaussian_cond_run_trains_and_resumes_as_an_uninterrupted_one(tmp_path):
+    """End to end through the runner: stopped after a few steps and resumed, the EMA students and the cost
+    figures come out as those of a run never stopped; every student moved, and a sample costs one student."""
+    from bench.train.runner import execute
+
+    config = runconfig.resolve("gaussian_cond", "msd", batch=32, kimg=0.384, eval_every=0.192, checkpoint_every=0.128,
+                               lr=1e-3, sets={**TINY, "students": 2})
+    whole, status = execute(config, tmp_path / "whole", CPU, quiet=True)
+    assert status == "done"
+    calls = iter(range(10**6))
+    part, status = execute(config, tmp_path / "part", CPU, quiet=True, stop=lambda: 15 if next(calls) == 5 else 0)
+    assert status != "done"
+    part, status = execute(config, tmp_path / "part", CPU, quiet=True)
+    assert status == "done"
+    a, b = (torch.load(d / "state.pt", weights_only=True) for d in (whole, part))
+    assert a["ema"].keys() == b["ema"].keys() and any(".students.1." in k for k in a["ema"])
+    for key in a["ema"]:
+        assert torch.allclose(a["ema"][key], b["ema"][key], rtol=1e-5, atol=1e-7), key
+    manifest = {d: __import__("json").loads((d / "manifest.json").read_text()) for d in (whole, part)}
+    assert manifest[whole]["cost"]["gflop"] == manifest[part]["cost"]["gflop"]
+    assert manifest[whole]["cost"]["sample"]["nfe"] == 1.0
+    initial = Run(config, CPU, quiet=True).generator.state_dict()
+    for k in (0, 1):  # both students trained
+        prefix = f"denoiser.students.{k}."
+        assert any(not torch.equal(initial[n], a["generator"][n]) for n in initial if n.startswith(prefix))
