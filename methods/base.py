@@ -321,3 +321,18 @@ def parse_router(router, classes: int | None, students: int) -> list[int]:
     if set(table) != set(range(students)):
         raise ValueError(f"router must give each of the {students} students a class and name no other, got {router!r}")
     return list(table)
+
+
+def router_text(table: list[int]) -> str:
+    """A class -> student table for readers: each student's classes as ranges, students apart by ``/``
+    (4 contiguous students of 10 classes: ``0-2/3-4/5-7/8-9``)."""
+    parts = []
+    for k in range(max(table) + 1):
+        owned, ranges = [c for c, s in enumerate(table) if s == k], []
+        for c in owned:
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c])
+        parts.append(",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges))
+    return "/".join(parts)

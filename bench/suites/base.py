@@ -67,6 +67,11 @@ class Suite:
         or conditioned on something else (prompts). Methods that route samples by class need it."""
         return None
 
+    def student_info(self) -> dict[str, Any]:
+        """What sets the generator apart from a copy of the teacher (e.g. a wider student), for readers: it
+        joins a run's ``hparams_in_use``, so config labels and ``hp_`` columns show it. Empty by default."""
+        return {}
+
     def build(self, sigma_init: float, device: torch.device) -> Parts:
         """Teacher (frozen), generator and fake score, both initialised from the teacher."""
         raise NotImplementedError

@@ -168,3 +168,22 @@ def test_a_gaussian_cond_run_trains_and_resumes_as_an_uninterrupted_one(tmp_path
     for k in (0, 1):  # both students trained
         prefix = f"denoiser.students.{k}."
         assert any(not torch.equal(initial[n], a["generator"][n]) for n in initial if n.startswith(prefix))
+
+
+def test_the_config_label_shows_the_resolved_router():
+    from methods.base import contiguous_router, router_text
+
+    assert router_text(contiguous_router(10, 4)) == "0-2/3-4/5-7/8-9"
+    assert router_text(contiguous_router(1000, 4)) == "0-249/250-499/500-749/750-999"
+    assert router_text([2, 0, 1, 1, 0, 2]) == "1,4/2-3/0,5"
+    config = runconfig.resolve("gaussian_cond", "msd", batch=16, kimg=1, sets={**TINY, "router": "1,0,0,1", "students": 2})
+    assert config["hparams_in_use"]["router"] == "1-2/0,3" and config["hparams"]["router"] == "1,0,0,1"
+
+
+def test_the_gan_term_runs_on_routed_fake_scores():
+    """DMD2's GAN head reads each sample's bottleneck from its own student's fake score."""
+    run = Run(runconfig.resolve("gaussian_cond", "msd", batch=16, kimg=1, sets={**TINY, "gan_weight": 0.1, "students": 2}),
+              CPU, quiet=True)
+    row = training_step(run)
+    assert "loss_gan_g" in row and "loss_gan_d" in row and all(torch.isfinite(torch.tensor(row[k])) for k in row
+                                                              if isinstance(row[k], float))
