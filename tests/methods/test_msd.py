@@ -187,3 +187,23 @@ def test_the_gan_term_runs_on_routed_fake_scores():
     row = training_step(run)
     assert "loss_gan_g" in row and "loss_gan_d" in row and all(torch.isfinite(torch.tensor(row[k])) for k in row
                                                               if isinstance(row[k], float))
+
+
+@pytest.mark.slow
+def test_a_two_process_run_reduces_students_missing_from_one_process(tmp_path):
+    """Batches of 2 per process and 4 students: a student's classes are often absent on one process, whose
+    gradient is then zero there (bench.train.distributed), so both processes reduce the same tensors."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["run", "--suite", "gaussian_cond", "--method", "msd", "--kimg", "0.04", "--batch", "4", "--eval-every", "1",
+            "--results", str(tmp_path), "--quiet", *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29537",
+                           "-m", "bench", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
