@@ -33,6 +33,7 @@ class RoutedDenoiser(nn.Module):
 
     @property
     def classes(self) -> int:
+        """How many classes the router covers (the width of the one-hot ``cond`` rows)."""
         return int(self.router.numel())
 
     def route(self, cond) -> torch.Tensor:

@@ -207,3 +207,23 @@ def test_a_two_process_run_reduces_students_missing_from_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "done"
+
+
+def test_a_two_step_msd_run_routes_every_step_and_exports_to_safetensors(tmp_path):
+    from bench.train.export import load_exported
+    from bench.train.runner import execute
+
+    config = runconfig.resolve("gaussian_cond", "msd", batch=16, kimg=0.032, eval_every=1, steps=2,
+                               sets={**TINY, "students": 2})
+    run_dir, status = execute(config, tmp_path, CPU, quiet=True)
+    assert status == "done"
+    from bench.cli import main
+
+    out = tmp_path / "g.safetensors"
+    assert main(["export", str(run_dir), "-o", str(out)]) == 0
+    run, _ = load_exported(out, CPU)
+    assert len(run.ema.denoiser.students) == 2 and run.ema.sigmas[0] == config["train"]["sigma_init"]
+    z, cond = torch.randn(8, 4), one_hot(torch.arange(8) % 4, 4)
+    state = torch.load(run_dir / "state.pt", weights_only=True)["ema"]
+    assert all(torch.equal(state[k], v) for k, v in run.ema.state_dict().items())
+    assert run.ema(z, cond).shape == (8, 4)
