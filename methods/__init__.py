@@ -1,7 +1,7 @@
 """The method registry: every one-step distillation method under one interface.
 
     import methods
-    methods.available()   # ['ddmd', 'di', 'dmd', 'dmd2', 'fdistill', 'rcm', 'scm', 'sid', 'sida', 'sim', 'snoopi', 'tdm', 'uni_instruct']
+    methods.available()   # ['ddmd', 'di', 'dmd', 'dmd2', 'fdistill', 'msd', 'rcm', 'scm', 'sid', 'sida', 'sim', 'snoopi', 'tdm', 'uni_instruct']
     m = methods.create("sim", distance="pseudo_huber", huber_c=0.03)
     loss, logs = m.generator_loss(x_g, teacher, fake)
     loss, logs = m.fake_score_loss(x_g, fake)
@@ -16,6 +16,7 @@ from .ddmd import DecoupledDMD
 from .di import DI
 from .dmd import DMD, DMD2
 from .fdistill import FDistill
+from .msd import MSD
 from .rcm import RCM
 from .scm import SCM
 from .sid import SiD
@@ -25,8 +26,8 @@ from .snoopi import SNOOPI
 from .tdm import TDM
 from .uni_instruct import UniInstruct
 
-_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DecoupledDMD, DI, DMD, DMD2, FDistill, RCM, SCM, SiD, SiDA,
-                                                                    SIM, SNOOPI, TDM, UniInstruct)}
+_REGISTRY: dict[str, type[Method]] = {cls.name: cls for cls in (DecoupledDMD, DI, DMD, DMD2, FDistill, MSD, RCM, SCM, SiD,
+                                                                    SiDA, SIM, SNOOPI, TDM, UniInstruct)}
 
 
 def available() -> list[str]:

@@ -142,6 +142,12 @@ class Recipe:
     generator_inputs: tuple[str, ...] = ()
     fake_inputs: tuple[str, ...] = ()
     ema_halflife_kimg: float | None = 500.0
+    # An integer K: the generator and the fake score are each K copies of the suite's networks, every
+    # sample routed to the copy that owns its class (Multi-Student Distillation); ``router`` is the class ->
+    # student table, "contiguous" (equal blocks) or one student index per class ("0,0,1,..."). Needs a
+    # class-conditional suite (``Suite.classes``). None: one generator and one fake score.
+    students: int | None = None
+    router: str = "contiguous"
     precision: str = "fp32"
     # Dropout every network is built with. None keeps the teacher's own: the official SiD and DI
     # scripts pass 0.13, which is what EDM's DDPM++ was trained with; a network trained without
@@ -283,3 +289,50 @@ def check_positive(method: Method, name: str, allow_zero: bool = False) -> None:
 def replace_recipe(recipe: Recipe, **changes) -> Recipe:
     """A copy of ``recipe`` with some fields changed."""
     return dataclasses.replace(recipe, **changes)
+
+
+def contiguous_router(classes: int, students: int) -> list[int]:
+    """Equal contiguous blocks of classes: class ``c`` belongs to student ``c * students // classes``."""
+    return [c * students // classes for c in range(classes)]
+
+
+def parse_router(router, classes: int | None, students: int) -> list[int]:
+    """The class -> student table of ``router``: ``"contiguous"`` or an explicit assignment, one student
+    index per class (a list, or a string such as ``"0,0,1,1,1"``). ``classes=None`` checks an explicit
+    table on its own. ValueError naming the problem."""
+    if not isinstance(students, int) or isinstance(students, bool) or students < 1:
+        raise ValueError(f"students must be an integer >= 1, got {students!r}")
+    if router == "contiguous":
+        if classes is None:
+            return []
+        if students > classes:
+            raise ValueError(f"{students} students for {classes} classes: every student needs a class")
+        return contiguous_router(classes, students)
+    table = router
+    if isinstance(router, str):
+        try:
+            table = [int(part) for part in router.replace(" ", "").split(",") if part]
+        except ValueError:
+            table = None
+    if not isinstance(table, (list, tuple)) or not all(isinstance(k, int) and not isinstance(k, bool) for k in table):
+        raise ValueError(f"router must be 'contiguous' or one student index per class such as '0,0,1', got {router!r}")
+    if classes is not None and len(table) != classes:
+        raise ValueError(f"router lists {len(table)} classes; the suite has {classes}")
+    if set(table) != set(range(students)):
+        raise ValueError(f"router must give each of the {students} students a class and name no other, got {router!r}")
+    return list(table)
+
+
+def router_text(table: list[int]) -> str:
+    """A class -> student table for readers: each student's classes as ranges, students apart by ``/``
+    (4 contiguous students of 10 classes: ``0-2/3-4/5-7/8-9``)."""
+    parts = []
+    for k in range(max(table) + 1):
+        owned, ranges = [c for c, s in enumerate(table) if s == k], []
+        for c in owned:
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c])
+        parts.append(",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges))
+    return "/".join(parts)

@@ -58,5 +58,10 @@ def gloo_gradient_worker(rank, port, out):
     q = torch.nn.Parameter(torch.zeros(2, 2))
     ((rank + 1.0) * p.sum() + (rank + 1.0) * 10 * q.sum()).backward()
     average_gradients([p, q])
-    out[rank] = (p.grad.clone(), q.grad.clone(), gather_objects(rank))
+    # a routed student (MSD) used on rank 1 only, and one used nowhere
+    used, unused = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    if rank == 1:
+        (4.0 * used.sum()).backward()
+    average_gradients([used, unused])
+    out[rank] = (p.grad.clone(), q.grad.clone(), gather_objects(rank), used.grad.clone(), unused.grad)
     dist.destroy_process_group()

@@ -150,6 +150,11 @@ def _run_record(directory: Path) -> dict | None:
            config.get("lr_g"), config.get("lr_fake"), config.get("batch")]
     key = json.dumps(key + ([steps] if steps else []), sort_keys=True, default=str)  # one-step ids unchanged
     status = manifest.get("status")
+    # The teacher and evaluation a run shares with others: its suite options less those that shape only its
+    # student (``Suite.student_info``, e.g. a wider generator), which join the hyperparameters it shows.
+    suite_options = config.get("suite_options")
+    if isinstance(suite_options, dict) and isinstance(in_use, dict):
+        suite_options = {k: v for k, v in suite_options.items() if k not in in_use}
     record = dict(
         suite=suite_setting(config, directory), run_id=str(config.get("run_id", directory.name)),
         method=str(config.get("method", "?")), lr_g=lr_g, lr_fake=lr_fake, batch=batch,
@@ -159,7 +164,7 @@ def _run_record(directory: Path) -> dict | None:
         diverged_step=_number(diverged.get("step")), diverged_reason=diverged.get("reason"),
         started=manifest.get("started"), ended=manifest.get("ended"), git_hash=manifest.get("git_hash"),
         config_id=hashlib.sha1(key.encode()).hexdigest()[:8],
-        suite_config=json.dumps(config.get("suite_options"), sort_keys=True, default=str),
+        suite_config=json.dumps(suite_options, sort_keys=True, default=str),
         config=config_label(shown, lr_g, lr_fake, batch), path=str(directory),
     )
     record.update(_cost_record(config, manifest, record["kimg_done"]))

@@ -61,6 +61,17 @@ class Suite:
         """Shape of one latent ``z`` (and of one sample)."""
         raise NotImplementedError
 
+    @property
+    def classes(self) -> int | None:
+        """How many classes its conditioning has (one-hot rows ``[B, classes]``), or None: unconditional,
+        or conditioned on something else (prompts). Methods that route samples by class need it."""
+        return None
+
+    def student_info(self) -> dict[str, Any]:
+        """What sets the generator apart from a copy of the teacher (e.g. a wider student), for readers: it
+        joins a run's ``hparams_in_use``, so config labels and ``hp_`` columns show it. Empty by default."""
+        return {}
+
     def build(self, sigma_init: float, device: torch.device) -> Parts:
         """Teacher (frozen), generator and fake score, both initialised from the teacher."""
         raise NotImplementedError
@@ -77,7 +88,8 @@ class Suite:
         """DMD2's GAN head on ``fake``'s bottleneck features (suites with other networks override)."""
         from ..nets.precond import BottleneckDiscriminator
 
-        if not hasattr(getattr(fake, "model", None), "features"):
+        inner = getattr(fake, "students", [fake])[0]  # a routed fake score (MSD): its students' architecture
+        if not hasattr(getattr(inner, "model", None), "features"):
             raise BadInput(f"suite {self.name}: the fake network exposes no bottleneck features for a GAN head")
         return BottleneckDiscriminator(fake, self.latent_shape).to(next(fake.parameters()).device)
 

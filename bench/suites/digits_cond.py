@@ -26,7 +26,8 @@ from ..nets.guidance import GuidedDenoiser, one_hot
 from ..nets.precond import OneStepGenerator
 from .base import Parts
 from ..weights import weights_dir
-from .digits import EXTRACTOR, DigitsSuite, load_classifier, quantise
+from .digits import (EXTRACTOR, DigitsSuite, cached, load_cached, load_classifier, make_denoiser, quantise,
+                     train_denoiser)
 
 CLASSES = 10
 
@@ -40,12 +41,24 @@ class ConditionalDigitsSuite(DigitsSuite):
                "teacher": "EDM UNet with a class embedding, trained here with label dropout (cached by its hash)",
                "conditioning": "class (10 digits), classifier-free guidance suite.guidance",
                "metrics": DigitsSuite.summary["metrics"] + ", class_accuracy"}
-    defaults = {**DigitsSuite.defaults, "label_dropout": 0.1, "guidance": 2.0}
+    # student_channels: the generator's base channels when it is not a copy of the teacher (None): a wider
+    # student (MSD's baseline, one student of K times the parameters: 32 channels is 3.96x the teacher's 16)
+    # cannot start from the teacher's weights, so it starts from a network of its width trained by the
+    # teacher's own recipe on the same data (cached by that configuration's hash like the teacher).
+    defaults = {**DigitsSuite.defaults, "label_dropout": 0.1, "guidance": 2.0, "student_channels": None}
 
     def __init__(self, **options):
         super().__init__(**options)
         validate.positive(self.option_name("guidance"), self.options["guidance"])
         validate.fraction(self.option_name("label_dropout"), self.options["label_dropout"], upper_open=True)
+        if self.options["student_channels"] is None:  # kept only when set: run ids without it are unchanged
+            del self.options["student_channels"]
+        else:
+            validate.positive(self.option_name("student_channels"), self.options["student_channels"], integer=True)
+
+    @property
+    def classes(self) -> int:
+        return CLASSES
 
     def teacher_config(self) -> dict:
         config = super().teacher_config()
@@ -56,10 +69,31 @@ class ConditionalDigitsSuite(DigitsSuite):
     def load_teacher(self, device):
         return GuidedDenoiser(super().load_teacher(device), self.options["guidance"])
 
+    def student_info(self):
+        channels = self.options.get("student_channels")
+        return {} if channels is None else {"student_channels": int(channels)}
+
+    def student_config(self) -> dict:
+        """The teacher's configuration at ``student_channels`` base channels: the wide student's cache key."""
+        config = self.teacher_config()
+        config["net"]["channels"] = int(self.options["student_channels"])
+        return config
+
+    def load_student(self, device) -> torch.nn.Module:
+        """The wide student's starting point, trained first (the teacher's recipe, its own width) if absent."""
+        config = self.student_config()
+        path = cached(self.root, "teacher", config,
+                      lambda: train_denoiser(config, self.data["x_train"], device, self.data["y_train"]))
+        state, info = load_cached(path)
+        net = make_denoiser(info["config"]["net"])
+        net.load_state_dict(state)
+        return net.to(device).train().requires_grad_(True)
+
     def build(self, sigma_init, device):
         teacher = self.load_teacher(device)
         student = lambda: copy.deepcopy(teacher.base).train().requires_grad_(True)  # noqa: E731
-        return Parts(teacher=teacher, generator=OneStepGenerator(student(), sigma_init), fake=student())
+        generator = student() if self.options.get("student_channels") is None else self.load_student(device)
+        return Parts(teacher=teacher, generator=OneStepGenerator(generator, sigma_init), fake=student())
 
     def sample_cond(self, n, generator):
         return one_hot(torch.randint(0, CLASSES, (n,), generator=generator), CLASSES)

@@ -64,6 +64,10 @@ class EDMSuite(Suite):
         return self.num_classes
 
     @property
+    def classes(self):
+        return self.label_dim or None
+
+    @property
     def latent_shape(self):
         return (3, self.resolution, self.resolution)
 

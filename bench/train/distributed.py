@@ -43,9 +43,21 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def average_gradients(params) -> None:
-    """Average ``.grad`` of ``params`` over all processes (no-op in a single process)."""
+    """Average ``.grad`` of ``params`` over all processes (no-op in a single process).
+
+    A parameter with a gradient on some processes and none on others (a routed student, MSD, whose classes
+    one process's batch lacked) gets a zero gradient where it had none, so every process reduces the same
+    tensors; one with no gradient anywhere keeps none."""
     if not is_distributed():
         return
+    params = list(params)
+    if not params:
+        return
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    for p, anywhere in zip(params, has.tolist()):
+        if anywhere and p.grad is None:
+            p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return

@@ -83,6 +83,12 @@ def check_export_args(args) -> None:
         if steps > 1:
             raise BadInput(f"--format edm-pickle holds a one-step generator (SiD's layout); this run's has {steps} steps "
                            "(use --format safetensors)")
+        import methods
+
+        students = methods.create(config["method"], **(config.get("hparams") or {})).training_recipe.students
+        if students is not None:  # MSD: K routed networks, not the one EDMPrecond SiD's layout holds
+            raise BadInput(f"--format edm-pickle holds one network; this {config['method']} run's generator is "
+                           f"{students} routed students (use --format safetensors)")
     if out.exists():
         raise BadInput(f"{out} exists; give a new file")
     if not os.access(_existing_parent(out), os.W_OK):

@@ -27,6 +27,7 @@ from .. import suites
 from .cost import CostMeter
 from ..nets.modes import set_dropout
 from ..nets.precond import FewStepGenerator, chain_sigmas
+from ..nets.routed import parse_router, route_generator, routed_copies
 from ..rundir import JsonlLog
 from .step import check_finite, training_step
 
@@ -61,6 +62,10 @@ class Run:
         self.inputs = inputs.providers_for(self.recipe)
         torch.manual_seed(config["seed"])  # identical initial networks on every process
         self.parts = self.suite.build(self.train_opts["sigma_init"], device)
+        if self.recipe.students is not None:  # K students and fake scores, each sample routed by its class (MSD)
+            router = parse_router(self.recipe.router, self.suite.classes, self.recipe.students)
+            route_generator(self.parts.generator, router)
+            self.parts.fake = routed_copies(self.parts.fake, router)
         if self.train_opts.get("steps", 1) > 1:  # a K-step generator around the same denoiser
             self.parts.generator = FewStepGenerator(
                 self.parts.generator.denoiser, chain_sigmas(self.train_opts["sigma_init"], self.train_opts["steps"]),

@@ -250,10 +250,21 @@ def resolve(suite: str, method: str, *, lr=None, lr_fake=None, batch=None, batch
     if "guidance" in recipe.generator_inputs and not suite_obj.guided:
         raise BadInput(f"method {method} needs a conditional teacher with classifier-free guidance; "
                        f"suite {suite} has none (try gaussian_cond)")
+    in_use = {**m.in_use(suite_obj.latent_shape), **suite_obj.student_info()}  # for readers: labels, hp_ columns
+    if recipe.students is not None:  # routed students (MSD) own classes: a class-conditional suite only
+        if not suite_obj.classes:
+            raise BadInput(f"method {method} routes each sample to a student by its class; suite {suite} is not "
+                           f"class-conditional (try gaussian_cond or digits_cond)")
+        from methods.base import parse_router, router_text
+
+        try:
+            in_use["router"] = router_text(parse_router(recipe.router, suite_obj.classes, recipe.students))
+        except ValueError as exc:
+            raise BadInput(f"method {method}: {exc}") from None
     precision = precision or ("bf16" if recipe.precision == "bf16" else "fp32")
     budget = {"kimg": kimg} if gflop is None else {"kimg": None, "gflop": gflop}
     return finish(dict(suite=suite, suite_options=suite_obj.options, method=method, hparams=m.config(),
-                        hparams_in_use=m.in_use(suite_obj.latent_shape),
+                        hparams_in_use=in_use,
                         lr_g=lr, lr_fake=lr_fake, lr_source=lr_source, batch=batch, batch_gpu=batch_gpu, seed=seed,
                         **budget,
                         eval_every=eval_every, checkpoint_every=checkpoint_every, precision=precision,

@@ -43,8 +43,8 @@ def optimizer_step(opt, params, loss_fn, micro_batches: int, grad_clip, autocast
             raise Diverged(f"non-finite loss {loss.item()}")
         (loss / micro_batches).backward()
         total += loss.item() / micro_batches
+    dist_utils.average_gradients(params)  # all of them: a gradient some process lacks is filled with zeros
     params = [p for p in params if p.grad is not None]
-    dist_utils.average_gradients(params)
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf)
     if not torch.isfinite(norm):
         raise Diverged(f"non-finite gradient norm {norm.item()}")

@@ -95,6 +95,7 @@ def test_teacher_ode_output_is_the_teacher():
 
 @pytest.mark.parametrize("name,hparams", [
     ("di", {}), ("dmd", {}), ("dmd2", {}), ("sid", {}),
+    ("msd", {}),  # DMD2's losses: the routing by class is the harness's (tests/methods/test_msd.py)
     ("sim", {"distance": "pseudo_huber"}), ("sim", {"distance": "l2"}),
     ("fdistill", {}), ("fdistill", {"divergence": "kl"}),
     # SiDA's discriminator loss weight (1) is set against a denoising loss summed over 3072 CIFAR-10

@@ -6,8 +6,8 @@ import methods
 
 
 def test_available_lists_every_method():
-    assert methods.available() == ["ddmd", "di", "dmd", "dmd2", "fdistill", "rcm", "scm", "sid", "sida", "sim",
-                                    "snoopi", "tdm", "uni_instruct"]
+    assert methods.available() == ["ddmd", "di", "dmd", "dmd2", "fdistill", "msd", "rcm", "scm", "sid", "sida",
+                                    "sim", "snoopi", "tdm", "uni_instruct"]
 
 
 def test_unknown_method_names_close_matches():

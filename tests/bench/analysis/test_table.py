@@ -193,6 +193,23 @@ def test_guidance_scales_of_one_suite_are_ranked_apart(tmp_path, capsys):
     assert "suite digits_cond w=3 with different suite options (res 16 vs 8)" in capsys.readouterr().err
 
 
+def test_suite_options_that_shape_only_the_student_keep_runs_comparable(tmp_path):
+    """A wider student (``suite.student_channels``, named in the run's ``hparams_in_use`` by the suite) shares
+    the teacher and the evaluation: its runs rank beside the others, as another configuration."""
+    from bench.analysis.table import load_runs
+    from rundirs import write_run
+
+    write_run(tmp_path, method="dmd2", seed=0, suite_options={"res": 8})
+    wide = write_run(tmp_path, method="dmd2", seed=0, suite_options={"res": 8, "student_channels": 32},
+                     run_id="dmd2-wide-s0")
+    config = json.loads((wide / "config.json").read_text())
+    config["hparams_in_use"] = {**config["hparams"], "student_channels": 32}
+    (wide / "config.json").write_text(json.dumps(config))
+    runs = load_runs(tmp_path)
+    assert len(runs) == 2 and runs["config_id"].nunique() == 2 and runs["suite_config"].nunique() == 1
+    assert "student_channels=32" in runs.set_index("run_id").loc["dmd2-wide-s0", "config"]
+
+
 def test_leaderboard_says_which_teacher_its_table_is_about(tmp_path, capsys):
     from bench.cli import main
     from rundirs import write_run

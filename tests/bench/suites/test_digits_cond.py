@@ -105,3 +105,40 @@ def test_a_guided_distillation_run_reports_class_accuracy(trained, tmp_path, mon
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {r["metric"] for r in rows} >= {"fid", "fd_teacher", "class_accuracy"}
+
+
+@pytest.mark.slow
+def test_a_multi_student_run_generates_each_class_from_its_student(trained, tmp_path, monkeypatch, capsys):
+    """msd on digits_cond: 2 routed students, then ``bench generate`` draws from the EMA students."""
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_WEIGHTS_DIR", str(tmp_path / "weights"))
+    sets = [f"suite.{k}={json.dumps(v)}" for k, v in {**TINY, "cache_dir": trained.options["cache_dir"],
+                                                       "guidance": 3.0}.items()] + ["students=2"]
+    argv = ["run", "--suite", "digits_cond", "--method", "msd", "--kimg", "0.064", "--batch", "32",
+            "--eval-every", "0.064", "--results", str(tmp_path / "results"), "--quiet"]
+    assert main(argv + [x for s in sets for x in ("--set", s)]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["metric"] for r in rows} >= {"fid", "class_accuracy"}
+    out = tmp_path / "samples.npz"
+    assert main(["generate", str(run_dir), "-o", str(out), "--n", "20", "--quiet"]) == 0
+    import numpy as np
+
+    images = np.load(out)
+    labels = images["arr_1"].tolist()
+    assert images["arr_0"].shape[0] == 20 and {c * 2 // 10 for c in labels} == {0, 1}  # both students drew
+
+
+@pytest.mark.slow
+def test_a_wider_student_starts_from_its_own_width_trained_by_the_teachers_recipe(trained, tmp_path):
+    suite = ConditionalDigitsSuite(cache_dir=trained.options["cache_dir"], guidance=3.0, student_channels=16, **TINY)
+    parts = suite.build(2.5, torch.device("cpu"))
+    size = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert size(parts.generator) > 3 * size(parts.fake)  # 16 channels against the teacher's 8
+    assert size(parts.fake) == size(parts.teacher.base)  # the fake score is still the teacher's copy
+    x = torch.randn(4, 1, 8, 8)
+    sigma, cond = torch.full((4,), 0.5), one_hot(torch.arange(4), 10)
+    again = ConditionalDigitsSuite(cache_dir=trained.options["cache_dir"], guidance=3.0, student_channels=16, **TINY)
+    assert torch.equal(again.build(2.5, torch.device("cpu")).generator.denoiser(x, sigma, cond),
+                       parts.generator.denoiser(x, sigma, cond))  # cached: the same starting point

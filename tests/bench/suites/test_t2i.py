@@ -151,8 +151,9 @@ def test_sample_cond_caches_and_is_seeded(tiny):
 
 
 @needs_t2i
-@pytest.mark.parametrize("method", [m for m in methods.available()  # guidance methods need a guided suite
-                                    if "guidance" not in methods.create(m).training_recipe.generator_inputs])
+@pytest.mark.parametrize("method", [m for m in methods.available()  # guidance methods need a guided suite,
+                                    if "guidance" not in methods.create(m).training_recipe.generator_inputs
+                                    and methods.create(m).training_recipe.students is None])  # msd class labels
 def test_distillation_steps_every_method(tiny, method, monkeypatch):
     """A runner training step of each method on the tiny pipeline: finite, both networks move (the
     generator alone for a method with no fake score).

@@ -51,7 +51,8 @@ def generator_gradient(run):
 # consistency methods (sCM, rCM) train on real images, and the teacher is no consistency function.
 WITHOUT_REAL_DATA = [m for m in methods.available()  # nor a guided teacher: these run on unconditional suites
                      if not {"real_data", "guidance"} & {*methods.create(m).training_recipe.fake_inputs,
-                                                         *methods.create(m).training_recipe.generator_inputs}]
+                                                         *methods.create(m).training_recipe.generator_inputs}
+                     and methods.create(m).training_recipe.students is None]  # nor class-routed students (msd)
 
 
 @pytest.mark.parametrize("method", WITHOUT_REAL_DATA)

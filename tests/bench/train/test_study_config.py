@@ -11,9 +11,11 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 # The published study (issue 22) covers the score-distillation methods; the consistency methods (sCM,
 # rCM) and TDM (issue 26) came after it and are in the demo, not in the study's grids.
-STUDY_METHODS = set(methods.available()) - {"scm", "rcm", "tdm", "ddmd", "snoopi"}
-# the digits demo is unconditional: methods built on guidance (ddmd, snoopi) need a conditional suite
-UNCONDITIONAL = {m for m in methods.available() if "guidance" not in methods.create(m).training_recipe.generator_inputs}
+STUDY_METHODS = set(methods.available()) - {"scm", "rcm", "tdm", "ddmd", "snoopi", "msd"}
+# the digits demo is unconditional: methods built on guidance (ddmd, snoopi) or on class-routed students (msd)
+# need a conditional suite
+UNCONDITIONAL = {m for m in methods.available() if "guidance" not in methods.create(m).training_recipe.generator_inputs
+                 and methods.create(m).training_recipe.students is None}
 
 
 def runs(name, quick=False):
