@@ -25,6 +25,7 @@ from . import distributed as dist_utils
 from . import checkpoint, evaluation, inputs, snapshots
 from .. import suites
 from .cost import CostMeter
+from ..nets.guidance import guided_parts
 from ..nets.modes import set_dropout
 from ..nets.precond import FewStepGenerator, chain_sigmas
 from ..nets.routed import parse_router, route_generator, routed_copies
@@ -78,8 +79,11 @@ class Run:
         self.pairs = None
         for provider in self.inputs:
             provider.build(self)
-        # the generator's denoiser is counted: a K-step generator is K passes of it
-        self.cost = CostMeter({"teacher": self.parts.teacher, "fake": self.fake, "generator": self.generator.denoiser,
+        # the generator's denoiser is counted: a K-step generator is K passes of it; a guided teacher's network
+        # too: a guided call is two passes of it, and guidance-based losses call its parts directly
+        guided = guided_parts(self.parts.teacher)
+        teacher_net = self.parts.teacher if guided is None else guided.base
+        self.cost = CostMeter({"teacher": teacher_net, "fake": self.fake, "generator": self.generator.denoiser,
                                "discriminator": self.parts.discriminator}, scale=self.world)
         self.sample_cost = None  # what one image from the generator costs, measured at the first evaluation
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)

@@ -273,3 +273,17 @@ def test_passes_after_the_gan_term_starts_include_the_discriminator(method):
     before, after = ({s: p for s, (f, p) in run.cost.per_phase.items() if s[-1] is on} for on in (False, True))
     generator = [sum(p.values()) for phases in (before, after) for s, p in phases.items() if s[0] == "generator"]
     assert generator[1] > generator[0]  # the discriminator's passes on the generator's samples
+
+
+@pytest.mark.parametrize("method, teacher_passes", [("dmd2", 2), ("ddmd", 4), ("snoopi", 2)])
+def test_a_guided_teachers_passes_are_passes_of_its_network(method, teacher_passes):
+    """A guided call is two passes of the conditional network (null and class), and the guidance-based losses
+    call the two parts directly: both count. Decoupled DMD (hybrid, paper weighting) takes the conditional
+    and null parts at the DM level and at the CA level; SNOOPI one of each."""
+    config = resolve("gaussian_cond", method, batch=BATCH, sets={"suite.dim": DIM, "suite.width": WIDTH,
+                                                                 "suite.depth": DEPTH})
+    config["device"] = "cpu"
+    run = Run(config, torch.device("cpu"), quiet=True)
+    training_step(run)
+    generator_phase = [p for s, (f, p) in run.cost.per_phase.items() if s[0] == "generator"]
+    assert generator_phase and generator_phase[0]["teacher_forward"] == teacher_passes * BATCH
