@@ -55,9 +55,10 @@ def class_log_posterior_gradient(mix, theta, closed_forms):
     return closed_forms.flat_grad(value, (a, b))
 
 
+@pytest.mark.parametrize("w", [1.5, 3.0, 5.0])
 @pytest.mark.parametrize("part", ["dm", "ca", "both"])
-def test_each_part_follows_its_objective(closed_forms, part):
-    mix, w = mixture(), 3.0
+def test_each_part_follows_its_objective(closed_forms, part, w):
+    mix = mixture()
     guided = GuidedDenoiser(mix, w)
     weights = {"dm": dict(ca_weight=0.0), "ca": dict(dm_weight=0.0), "both": {}}[part]
     method = methods.create("ddmd", weighting="none", schedule="full", **weights)
@@ -68,7 +69,7 @@ def test_each_part_follows_its_objective(closed_forms, part):
         ca = -(w - 1) * SIGMA_CA**2 * class_log_posterior_gradient(mix, theta, closed_forms)
         truth = {"dm": dm, "ca": ca, "both": dm + ca}[part]
         results.append(closed_forms.compare(estimate(method, guided, theta, closed_forms), truth))
-    print(f"ddmd {part} (cosine, ratio):", results)
+    print(f"ddmd {part} at w={w} (cosine, ratio):", results)
     assert closed_forms.proportional(results, 1.0, cos_min=0.999, rtol=0.03), results
 
 
