@@ -159,6 +159,24 @@ class Recipe:
     published: dict = field(default_factory=dict)  # batch, budget of the paper, for the docs
 
 
+class Unguided:
+    """A plain teacher seen as guided at scale 1, for guidance-based losses given no ``guidance=``: its
+    ``cond=None`` is the unconditional denoiser (runs are refused earlier; unit tests call the losses so)."""
+
+    scale = 1.0
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+
+    def conditional(self, x, sigma, cond):
+        """``D(x, sigma, c)``."""
+        return self.teacher(x, sigma, cond=cond)
+
+    def unconditional(self, x, sigma):
+        """``D(x, sigma, null)``."""
+        return self.teacher(x, sigma, cond=None)
+
+
 def per_sample_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum every dimension but the batch one."""
     return t.reshape(t.shape[0], -1).sum(1)

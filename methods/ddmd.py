@@ -21,8 +21,8 @@ two weights here are the decomposition's, 1 and 1 recover it.
 import torch
 import torch.nn.functional as F
 
-from .base import (KARRAS_GRID_20_980, RHO, SIGMA_MAX, SIGMA_MIN, expand_as_batch, karras_sigma, per_sample_sum,
-                   replace_recipe)
+from .base import (KARRAS_GRID_20_980, RHO, SIGMA_MAX, SIGMA_MIN, Unguided, expand_as_batch, karras_sigma,
+                   per_sample_sum, replace_recipe)
 from .dmd import DMD2
 
 SCHEDULES = ("shared", "full", "constrained", "hybrid")
@@ -35,21 +35,6 @@ def grid_below(level: torch.Tensor, dist=KARRAS_GRID_20_980) -> torch.Tensor:
     top = top.clamp(dist.lo, dist.hi)
     i = dist.lo + (torch.rand(level.shape, device=level.device, dtype=torch.float64) * (top - dist.lo + 1)).floor()
     return karras_sigma(i.clamp_max(top) / (dist.n - 1)).to(level.dtype)
-
-
-class _Unguided:
-    """A plain teacher seen as guided at scale 1 (its ``cond=None`` is the unconditional denoiser)."""
-
-    scale = 1.0
-
-    def __init__(self, teacher):
-        self.teacher = teacher
-
-    def conditional(self, x, sigma, cond):
-        return self.teacher(x, sigma, cond=cond)
-
-    def unconditional(self, x, sigma):
-        return self.teacher(x, sigma, cond=None)
 
 
 class DecoupledDMD(DMD2):
@@ -96,7 +81,7 @@ class DecoupledDMD(DMD2):
     def generator_loss(self, x_g, teacher, fake, cond=None, sigma=None, noise=None, guidance=None, trajectory=None,
                        sigma_ca=None, noise_ca=None, discriminator=None, **extra):
         if guidance is None:  # an unguided teacher: w = 1, no CA term, DMD2's DM term (runs are refused earlier)
-            guidance = _Unguided(teacher)
+            guidance = Unguided(teacher)
         w = guidance.scale
         with torch.no_grad():
             x0 = x_g.detach()

@@ -30,9 +30,8 @@ import math
 
 import torch
 
-from .base import (KARRAS_GRID, KARRAS_GRID_20_980, SID_MODES, Method, Recipe, expand_as_batch, per_sample_mean,
-                   per_sample_sum)
-from .ddmd import _Unguided
+from .base import (KARRAS_GRID, KARRAS_GRID_20_980, SID_MODES, Method, Recipe, Unguided, expand_as_batch,
+                   per_sample_mean, per_sample_sum)
 
 DRAWS = ("step", "sample")
 
@@ -91,7 +90,7 @@ class SNOOPI(Method):
     def generator_loss(self, x_g, teacher, fake, cond=None, sigma=None, noise=None, guidance=None,
                        guidance_scale=None, **extra):
         if guidance is None:  # an unguided teacher: its cond=None part is the null (runs are refused earlier)
-            guidance = _Unguided(teacher)
+            guidance = Unguided(teacher)
         with torch.no_grad():
             x0 = x_g.detach()
             x_t, sigma = self._noised(x0, sigma, noise, self.recipe.generator_sigma)

@@ -11,8 +11,8 @@
     generator's ``steps`` when K > 1)
 
 ``suite`` is the suite's name, and for a conditional suite its guidance scale too (``digits_cond w=3``:
-each scale distils its own guided teacher, so the views rank each apart). ``images_seen`` is ``kimg * 1000`` generator images at that evaluation; ``wall_time_s``, ``kimg_done``
-and ``diverged_kimg`` are the run's totals from ``manifest.json``; ``config_id`` names a configuration
+each scale distils its own guided teacher, so the views rank each apart). ``images_seen`` is ``kimg * 1000``
+generator images at that evaluation; ``wall_time_s``, ``kimg_done`` and ``diverged_kimg`` are the run's totals from ``manifest.json``; ``config_id`` names a configuration
 (suite options, method hyperparameters, learning rates, batch, generator steps; every seed shares it) and ``config``
 spells it for readers. The cost columns: ``gflop`` and ``train_s`` are the cumulative training GFLOP
 (one-off costs such as DMD's regression pairs included) and seconds in the update phases at that

@@ -50,7 +50,8 @@ class ClassFrechet(Evaluator):
         self._stats: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def _features(self, images: torch.Tensor, remember: bool) -> torch.Tensor:
-        return self.space.by_layer(images, [self.space.layer("fid")], remember)[self.space.layer("fid")]
+        layer = self.space.layer("fid")
+        return self.space.by_layer(images, [layer], remember)[layer]
 
     def reference_stats(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``{class: (mu, sigma)}`` of the reference's features (cached in ``cache_file`` when given)."""
@@ -65,7 +66,7 @@ class ClassFrechet(Evaluator):
                 arrays = {"classes": np.array(sorted(stats))}
                 for k, (mu, sigma) in stats.items():
                     arrays[f"mu_{k}"], arrays[f"sigma_{k}"] = mu, sigma
-                write_atomic(self.cache_file, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+                write_atomic(self.cache_file, lambda tmp: np.savez(tmp, **arrays))  # tmp ends in .npz
             self._stats = stats
         return self._stats
 

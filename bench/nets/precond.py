@@ -6,6 +6,8 @@ from torch import nn
 
 from methods.base import SIGMA_DATA, ChainPoint
 
+from .routed import prototype
+
 
 class EDMPrecond(nn.Module):
     """``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, cond)`` around a raw network ``model``.
@@ -157,9 +159,7 @@ class BottleneckDiscriminator(nn.Module):
         self.fake = [fake]  # a list keeps it out of this module's parameters and state
         device = next(fake.parameters()).device
         with torch.no_grad():
-            # a routed fake score (MSD) needs a class to route by; its students share one architecture
-            probe = getattr(fake, "students", [fake])[0].features(torch.zeros(1, *sample_shape, device=device),
-                                                                  torch.ones(1, device=device))
+            probe = prototype(fake).features(torch.zeros(1, *sample_shape, device=device), torch.ones(1, device=device))
         self.head = nn.Linear(probe[0].numel(), 1).to(device)
 
     def forward(self, x, sigma, cond=None):

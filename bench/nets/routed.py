@@ -13,8 +13,6 @@ import copy
 import torch
 from torch import nn
 
-from methods.base import parse_router  # noqa: F401  (the class -> student tables of a recipe's router)
-
 
 class RoutedDenoiser(nn.Module):
     """``D(x, sigma, cond)``: each sample through the student denoiser its class is routed to.
@@ -69,6 +67,12 @@ class RoutedDenoiser(nn.Module):
     def features(self, x, sigma, cond=None):
         """Each sample's bottleneck features from its own student (a GAN head on a routed fake score)."""
         return self._each(lambda net, x, s, c, kw: net.features(x, s, c), x, sigma, cond, {})
+
+
+def prototype(net: nn.Module) -> nn.Module:
+    """The network whose architecture a routed module's students share (``net`` itself when not routed):
+    what a probe of the architecture (a GAN head's feature size) runs, as a routed one needs classes."""
+    return net.students[0] if isinstance(net, RoutedDenoiser) else net
 
 
 def routed_copies(denoiser: nn.Module, router: list[int]) -> RoutedDenoiser:

@@ -87,9 +87,9 @@ class Suite:
     def discriminator(self, fake: nn.Module) -> nn.Module:
         """DMD2's GAN head on ``fake``'s bottleneck features (suites with other networks override)."""
         from ..nets.precond import BottleneckDiscriminator
+        from ..nets.routed import prototype
 
-        inner = getattr(fake, "students", [fake])[0]  # a routed fake score (MSD): its students' architecture
-        if not hasattr(getattr(inner, "model", None), "features"):
+        if not hasattr(getattr(prototype(fake), "model", None), "features"):
             raise BadInput(f"suite {self.name}: the fake network exposes no bottleneck features for a GAN head")
         return BottleneckDiscriminator(fake, self.latent_shape).to(next(fake.parameters()).device)
 

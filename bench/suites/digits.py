@@ -380,8 +380,7 @@ class DigitsSuite(Suite):
 
         o = self.options
         n, n_final = int(o["n_eval"]), max(int(o["n_eval"]), int(o["n_eval_final"]))
-        real = self.data["x_held"] if o["fid_reference"] == "held_out" else torch.cat([self.data["x_train"],
-                                                                                        self.data["x_held"]])
+        real, _ = self.fid_reference()
         common = dict(extractor=EXTRACTOR, extractor_options={"path": self.train_classifier()}, device=device,
                       n_samples=n, n_final=n_final)
         data = FidelityEvaluator(
@@ -397,6 +396,13 @@ class DigitsSuite(Suite):
         to_teacher = FidelityEvaluator(reference=lambda: self.teacher_reference(device, n_teacher), reference_key=key,
                                        reference_size=n_teacher, metrics=("fid",), **common)
         return Combined(data, diversity, Renamed(to_teacher, {"fid": "fd_teacher"}), n_final=n_final)
+
+    def fid_reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The digits FID is measured against (``suite.fid_reference``: all, or the held-out split) and their labels."""
+        if self.options["fid_reference"] == "held_out":
+            return self.data["x_held"], self.data["y_held"]
+        return (torch.cat([self.data["x_train"], self.data["x_held"]]),
+                torch.cat([self.data["y_train"], self.data["y_held"]]))
 
     def teacher_reference_key(self, device: torch.device) -> str:
         """What names the teacher's reference samples in the caches: its weights, guidance, sampler, count, seed."""

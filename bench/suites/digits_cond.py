@@ -24,8 +24,8 @@ from ..metrics.conditional import ClassAccuracy, ClassFrechet
 from ..metrics.images import to_uint8
 from ..nets.guidance import GuidedDenoiser, one_hot
 from ..nets.precond import OneStepGenerator
-from .base import Parts
 from ..weights import weights_dir
+from .base import Parts
 from .digits import (EXTRACTOR, DigitsSuite, cached, load_cached, load_classifier, make_denoiser, quantise,
                      train_denoiser)
 
@@ -40,7 +40,7 @@ class ConditionalDigitsSuite(DigitsSuite):
     summary = {**DigitsSuite.summary,
                "teacher": "EDM UNet with a class embedding, trained here with label dropout (cached by its hash)",
                "conditioning": "class (10 digits), classifier-free guidance suite.guidance",
-               "metrics": DigitsSuite.summary["metrics"] + ", class_accuracy"}
+               "metrics": DigitsSuite.summary["metrics"] + ", class_accuracy, fid_class, fd_teacher_class"}
     # student_channels: the generator's base channels when it is not a copy of the teacher (None): a wider
     # student (MSD's baseline, one student of K times the parameters: 32 channels is 3.96x the teacher's 16)
     # cannot start from the teacher's weights, so it starts from a network of its width trained by the
@@ -114,18 +114,22 @@ class ConditionalDigitsSuite(DigitsSuite):
     def evaluator(self, device):
         """The digits suite's metrics, class accuracy, and FID and FD to the teacher class by class."""
         base = super().evaluator(device)
-        classifier = load_classifier(self.train_classifier()).to(device)
+        path = self.train_classifier()
+        classifier = load_classifier(path).to(device)
         logits = lambda x: classifier(quantise(x.to(device)))[1]  # noqa: E731
         accuracy = ClassAccuracy(logits, base.n_samples, impl="digits classifier (distill-bench)")
-        space = features.shared(EXTRACTOR, device, options={"path": self.train_classifier()})
-        digits = lambda: (to_uint8(torch.cat([self.data["x_train"], self.data["x_held"]])),  # noqa: E731
-                          torch.cat([self.data["y_train"], self.data["y_held"]]))
-        if self.options["fid_reference"] == "held_out":
-            digits = lambda: (to_uint8(self.data["x_held"]), self.data["y_held"])  # noqa: E731
-        per_class = [ClassFrechet(space, digits, "fid_class", base.n_samples)]
+        space = features.shared(EXTRACTOR, device, options={"path": path})
+
+        def real():
+            x, y = self.fid_reference()
+            return to_uint8(x), y
+
+        per_class = [ClassFrechet(space, real, "fid_class", base.n_samples)]
         n_teacher = int(self.options["n_teacher_reference"])
         if n_teacher:
-            teacher = lambda: (self.teacher_reference(device, n_teacher), self.reference_cond(n_teacher).argmax(1))  # noqa: E731
-            cache = weights_dir() / "fidelity-cache" / f"{self.teacher_reference_key(device)}-{space.spec.weights_id}-classes.npz"
-            per_class.append(ClassFrechet(space, teacher, "fd_teacher_class", base.n_samples, cache_file=cache))
+            teacher = lambda: (self.teacher_reference(device, n_teacher),  # noqa: E731
+                               self.reference_cond(n_teacher).argmax(1))
+            key = f"{self.teacher_reference_key(device)}-{space.spec.weights_id}-classes.npz"
+            per_class.append(ClassFrechet(space, teacher, "fd_teacher_class", base.n_samples,
+                                          cache_file=weights_dir() / "fidelity-cache" / key))
         return Combined(base, accuracy, *per_class, n_final=base.n_final)

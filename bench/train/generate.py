@@ -13,6 +13,7 @@ draws from the EMA generator at that point of training (``bench.train.snapshots`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -126,8 +127,6 @@ def cli_generate(args) -> int:
 def negative_prompt(run, prompt: str | None, scale: float):
     """A context in which the run's EMA generator steers away from ``prompt`` with NASA at ``scale``
     (``bench.nets.nasa``); nothing without a prompt. Text suites only: NASA acts on cross-attention."""
-    import contextlib
-
     if prompt is None:
         return contextlib.nullcontext()
     if not hasattr(run.suite, "encode_prompt"):

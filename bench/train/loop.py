@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import methods
+from methods.base import parse_router
 
 from . import distributed as dist_utils
 from . import checkpoint, evaluation, inputs, snapshots
@@ -28,7 +29,7 @@ from .cost import CostMeter
 from ..nets.guidance import guided_parts
 from ..nets.modes import set_dropout
 from ..nets.precond import FewStepGenerator, chain_sigmas
-from ..nets.routed import parse_router, route_generator, routed_copies
+from ..nets.routed import route_generator, routed_copies
 from ..rundir import JsonlLog
 from .step import check_finite, training_step
 
